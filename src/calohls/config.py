@@ -1,0 +1,107 @@
+"""Options of every stage as pydantic models: validated on the way in, written resolved beside every output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from calohls.data.schema import PARTICLES
+from calohls.errors import ConfigError
+
+__all__ = ["SimConfig", "TopoConfig", "dump_config", "load_config", "validation_message"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TopoConfig(_Strict):
+    """4-2-0 topo-clustering thresholds in units of the cell's total noise σ."""
+
+    seed: float = Field(4.0, gt=0, description="|E| / σ above which a cell seeds a cluster")
+    grow: float = Field(2.0, gt=0, description="|E| / σ above which a neighbour extends the cluster")
+    boundary: float = Field(0.0, ge=0, description="|E| / σ above which a neighbour joins as a boundary cell")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TopoConfig:
+        if not self.seed >= self.grow >= self.boundary:
+            raise ValueError(
+                f"thresholds must satisfy seed >= grow >= boundary; got {self.seed}-{self.grow}-{self.boundary}"
+            )
+        return self
+
+
+class SimConfig(_Strict):
+    """Options of the built-in single-particle simulation (``calohls simulate``)."""
+
+    particles: tuple[str, ...] = Field(("pi+", "pi-", "pi0"), description="particle types, drawn with equal odds")
+    events: int = Field(10_000, gt=0, description="number of single-particle events")
+    mu: float = Field(200.0, ge=0, le=1000, description="mean pile-up interactions per bunch crossing")
+    seed: int = Field(0, ge=0, description="random seed; the same seed gives the same clusters")
+    e_min: float = Field(0.5, gt=0, description="lowest particle energy, GeV (log-uniform)")
+    e_max: float = Field(500.0, gt=0, description="highest particle energy, GeV (log-uniform)")
+    eta_max: float = Field(0.7, gt=0, le=0.8, description="particles are drawn uniformly in |η| < eta_max")
+    max_cells: int = Field(256, ge=1, le=4096, description="cells stored per cluster (highest energy first)")
+    batch_events: int = Field(2000, ge=1, description="events simulated per batch (memory vs overhead)")
+    topo: TopoConfig = Field(default_factory=TopoConfig)
+
+    @field_validator("particles", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+    @field_validator("particles")
+    @classmethod
+    def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError(f"no particle given; choose from {', '.join(PARTICLES)}")
+        for p in v:
+            if p not in PARTICLES:
+                raise ValueError(f"unknown particle {p!r}; choose from {', '.join(PARTICLES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _range(self) -> SimConfig:
+        if self.e_min >= self.e_max:
+            raise ValueError(f"e_min={self.e_min} must be below e_max={self.e_max}")
+        return self
+
+
+def validation_message(err: ValidationError) -> str:
+    """One line from a pydantic error: the field, the value received and what is wrong."""
+    e = err.errors()[0]
+    where = ".".join(str(x) for x in e["loc"]) or "config"
+    msg = e["msg"].removeprefix("Value error, ")
+    return f"{where}={e.get('input')!r}: {msg}"
+
+
+def load_config(model: type[BaseModel], source: Path | dict[str, Any] | None = None, **overrides: Any) -> Any:
+    """Build ``model`` from a YAML file or dict, then command-line overrides (None values are ignored)."""
+    data: dict[str, Any] = {}
+    if isinstance(source, Path):
+        if not source.is_file():
+            raise ConfigError(f"config file {source} not found; give the path of a YAML file")
+        try:
+            loaded = yaml.safe_load(source.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {source} is not valid YAML ({exc.__class__.__name__}); fix it") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {source} holds a {type(loaded).__name__}; it must be a mapping")
+        data.update(loaded or {})
+    elif isinstance(source, dict):
+        data.update(source)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(validation_message(err)) from None
+
+
+def dump_config(config: BaseModel) -> str:
+    """The resolved config as YAML text."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

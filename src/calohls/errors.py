@@ -1,0 +1,50 @@
+"""Named exceptions. Every message says what was received and how to fix it, on one line."""
+
+from __future__ import annotations
+
+__all__ = [
+    "CalohlsError",
+    "ConfigError",
+    "DataError",
+    "FileExistsRefusedError",
+    "InputFileError",
+    "NonFiniteError",
+    "SchemaError",
+    "SchemaVersionError",
+]
+
+
+class CalohlsError(Exception):
+    """Base of every error calohls raises on purpose; the CLI prints it as one line and exits non-zero."""
+
+
+class ConfigError(CalohlsError, ValueError):
+    """An option or configuration value is out of range or unknown."""
+
+
+class FileExistsRefusedError(CalohlsError, FileExistsError):
+    """An output path exists and overwriting was not asked for."""
+
+    def __init__(self, path: object, flag: str = "--overwrite") -> None:
+        super().__init__(f"output {path} exists; choose another path or pass {flag} to replace it")
+        self.path = path
+
+
+class DataError(CalohlsError, ValueError):
+    """Data content is unusable (empty, inconsistent shapes, ...)."""
+
+
+class NonFiniteError(DataError):
+    """NaN or inf where a finite number is needed."""
+
+
+class InputFileError(CalohlsError, OSError):
+    """An input file is missing, unreadable, truncated or not of the expected format."""
+
+
+class SchemaError(InputFileError):
+    """An input file lacks fields calohls needs, or has them with the wrong shape or type."""
+
+
+class SchemaVersionError(SchemaError):
+    """An input file was written with a schema version this calohls cannot read."""
