@@ -45,7 +45,10 @@ class SimConfig(_Strict):
     e_max: float = Field(500.0, gt=0, description="highest particle energy, GeV (log-uniform)")
     eta_max: float = Field(0.7, gt=0, le=0.8, description="particles are drawn uniformly in |η| < eta_max")
     max_cells: int = Field(256, ge=1, le=4096, description="cells stored per cluster (highest energy first)")
-    batch_events: int = Field(2000, ge=1, description="events simulated per batch (memory vs overhead)")
+    min_e_true: float = Field(
+        0.05, ge=0, description="clusters with less calibration-hit energy (GeV) are pile-up/noise and are dropped"
+    )
+    batch_events: int = Field(2000, ge=1, le=100_000, description="events simulated per batch (memory vs overhead)")
     topo: TopoConfig = Field(default_factory=TopoConfig)
 
     @field_validator("particles", mode="before")

@@ -25,8 +25,8 @@ from calohls.errors import DataError, NonFiniteError
 
 __all__ = [
     "CELL_FIELDS",
-    "SAMPLINGS",
     "PARTICLES",
+    "SAMPLINGS",
     "SCALAR_FIELDS",
     "SCHEMA_VERSION",
     "ClusterBatch",

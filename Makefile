@@ -1,0 +1,50 @@
+# calohls: set up, simulate the default data set, test.
+#
+#   make run     set up .venv, simulate data/clusters.h5 (once) and print its summary
+#   make test    set up .venv, run the tests and the linter
+#   make bench   set up .venv, run the benchmarks (JSON under benchmarks/out/)
+#   make clean   remove caches and the default data set; `make distclean` also removes .venv
+#
+# The virtual environment is (re)installed only when pyproject.toml changes (stamp file inside .venv).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.calohls-installed
+
+# The built-in default data set of `make run`.
+DATA   := data/clusters.h5
+EVENTS ?= 20000
+SEED   ?= 1
+
+.DEFAULT_GOAL := run
+.PHONY: run test bench clean distclean
+
+run: $(DATA) | $(STAMP)
+	$(BIN)/calohls inspect $(DATA)
+
+test: | $(STAMP)
+	$(BIN)/pytest -q
+	$(BIN)/ruff check .
+
+bench: | $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+$(DATA): | $(STAMP)
+	@mkdir -p $(@D)
+	$(BIN)/calohls simulate --events $(EVENTS) --seed $(SEED) -o $@
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { \
+	  echo "error: calohls needs Python 3.11; '$(PYTHON)' is $$($(PYTHON) --version 2>&1)." \
+	       "Run with PYTHON=/path/to/python3.11" >&2; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[all]'
+	@touch $@
+
+clean:
+	rm -rf .pytest_cache .ruff_cache build dist benchmarks/out $(DATA)
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

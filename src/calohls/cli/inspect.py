@@ -1,0 +1,145 @@
+"""``calohls inspect``: what a cluster file holds, and the EM-scale response per particle type."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from calohls.physics.response import QUANTILE_PAIRS, log_bins
+
+__all__ = ["inspect_command"]
+
+
+def _num(x: float | None, fmt: str = ".3f") -> str:
+    return "–" if x is None or not math.isfinite(x) else format(x, fmt)
+
+
+def _print_summary(s: dict[str, Any], console: Console) -> None:
+    trunc = s["truncated"]
+    console.print(
+        f"[bold]{s['path']}[/bold]: schema version {s['schema_version']}, {s['n_clusters']:,} clusters "
+        f"in {s['n_events']:,} events, up to {s['max_cells']} cells stored per cluster",
+        soft_wrap=True,
+    )
+    console.print(
+        f"truncated clusters (more than {s['max_cells']} cells): {trunc['clusters']:,} "
+        f"({100 * trunc['fraction']:.2f} %), largest has {trunc['max_cells_total']} cells",
+        soft_wrap=True,
+    )
+
+    particles = Table(title="Clusters per particle")
+    for name, justify in (
+        ("particle", "left"),
+        ("PDG id", "right"),
+        ("clusters", "right"),
+        ("share", "right"),
+    ):
+        particles.add_column(name, justify=justify)
+    for name, p in s["particles"].items():
+        particles.add_row(name, str(p["pdg"]), f"{p['clusters']:,}", f"{100 * p['fraction']:.1f} %")
+    console.print(particles)
+
+    energy = Table(title="Energies [GeV]")
+    for name in ("quantity", "min", "median", "max"):
+        energy.add_column(name, justify="left" if name == "quantity" else "right")
+    for field, r in s["energy"].items():
+        energy.add_row(field, *(_num(r and r[k], ".4g") for k in ("min", "median", "max")))
+    console.print(energy)
+
+    resp = s["response"]
+    for g in resp["groups"].values():
+        table = Table(title=f"{g['label']} response {resp['quantity']} ({g['clusters']:,} clusters)")
+        for name in ("E_true [GeV]", "clusters", "median", resp["resolution_label"]):
+            table.add_column(name, justify="right")
+        edges = g["edges"]
+        for i, count in enumerate(g["counts"]):
+            table.add_row(
+                f"{edges[i]:.3g} – {edges[i + 1]:.3g}",
+                f"{count:,}",
+                _num(g["median"][i]),
+                _num(g["resolution"][i]),
+            )
+        console.print(table)
+    if resp["groups"]:
+        min_count = next(iter(resp["groups"].values()))["min_count"]
+        console.print(f"bins with fewer than {min_count} clusters show –")
+
+
+@click.command("inspect", short_help="Summarise a cluster file: counts, energies, EM-scale response.")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout instead of tables."
+)
+@click.option(
+    "--config",
+    "show_config",
+    is_flag=True,
+    help="Print only the generating config stored in FILE, as YAML (as JSON with --json); "
+    "usable as `calohls simulate --config`.",
+)
+@click.option(
+    "--e-min", type=float, default=0.5, show_default=True, help="Lower edge of the E_true bins, GeV."
+)
+@click.option(
+    "--e-max", type=float, default=500.0, show_default=True, help="Upper edge of the E_true bins, GeV."
+)
+@click.option("--per-decade", type=int, default=3, show_default=True, help="E_true bins per factor of ten.")
+@click.option(
+    "--quantiles",
+    type=click.Choice(list(QUANTILE_PAIRS)),
+    default="16-84",
+    show_default=True,
+    help="Quantile pair (in %) of the resolution (q_hi - q_lo) / median.",
+)
+@click.option(
+    "--min-count",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Fewest clusters for a bin to get a response value.",
+)
+def inspect_command(
+    file: Path,
+    as_json: bool,
+    show_config: bool,
+    e_min: float,
+    e_max: float,
+    per_decade: int,
+    quantiles: str,
+    min_count: int,
+) -> None:
+    """Summarise the cluster file FILE: counts per particle, energy ranges, truncation, and the EM-scale
+    response E_EM/E_true per particle type in log bins of E_true (median and resolution).
+
+    \b
+    Examples:
+      calohls inspect data/clusters.h5
+      calohls inspect data/clusters.h5 --json
+      calohls inspect data/clusters.h5 --config > sim.yaml
+    """
+    from calohls.data.summary import stored_config, summarize_file
+
+    if show_config:
+        config = stored_config(file)
+        click.echo(
+            json.dumps(config, indent=2) if as_json else yaml.safe_dump(config, sort_keys=False), nl=as_json
+        )
+        return
+
+    summary = summarize_file(
+        file,
+        bins=log_bins(e_min, e_max, per_decade),
+        quantiles=QUANTILE_PAIRS[quantiles],
+        min_count=min_count,
+    )
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, allow_nan=False))
+    else:
+        _print_summary(summary, Console())

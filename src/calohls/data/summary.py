@@ -1,0 +1,161 @@
+"""What a cluster file holds: counts per particle, energy ranges, truncation and the EM-scale response.
+
+:func:`summarize_file` is the library side of ``calohls inspect``; :func:`summarize_scalars` does the same
+work on arrays already in memory. Both return plain JSON-ready dicts (NaN written as ``None``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calohls.data.hdf5 import open_clusters
+from calohls.data.schema import PARTICLES
+from calohls.errors import InputFileError
+from calohls.physics.response import DEFAULT_QUANTILES, log_bins, resolution_label, summarize_response
+
+__all__ = ["RESPONSE_GROUPS", "SUMMARY_FIELDS", "stored_config", "summarize_file", "summarize_scalars"]
+
+#: Particle groups of the response summary: key → (display label, PDG ids). A group appears only if present.
+RESPONSE_GROUPS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "pi0": ("π0", (PARTICLES["pi0"],)),
+    "pi+-": ("π±", (PARTICLES["pi+"], PARTICLES["pi-"])),
+    "gamma": ("γ", (PARTICLES["gamma"],)),
+}
+
+#: Scalar fields the summary reads.
+SUMMARY_FIELDS: tuple[str, ...] = ("e_true", "e_em", "e_particle", "particle", "n_cells_total", "event")
+
+_RANGE_FIELDS = ("e_true", "e_em", "e_particle")
+_PARTICLE_NAMES = {pdg: name for name, pdg in PARTICLES.items()}
+
+
+def _particle_name(pdg: int) -> str:
+    return _PARTICLE_NAMES.get(pdg, f"pdg {pdg}")
+
+
+def summarize_scalars(
+    scalars: Mapping[str, np.ndarray],
+    max_cells: int,
+    *,
+    bins: Any = None,
+    quantiles: Sequence[float] = DEFAULT_QUANTILES,
+    min_count: int = 10,
+) -> dict[str, Any]:
+    """Summary of clusters given their scalar fields.
+
+    Args:
+        scalars: At least the fields of :data:`SUMMARY_FIELDS`, one value per cluster.
+        max_cells: Cells stored per cluster; clusters with more (``n_cells_total > max_cells``) count as
+            truncated.
+        bins: ``E_true`` bin edges of the response; 0.5–500 GeV in three bins per decade if None.
+        quantiles: Quantile pair of the resolution.
+        min_count: Bins with fewer clusters get no response values.
+
+    Returns:
+        A dict with ``n_clusters``, ``n_events``, ``max_cells``, ``truncated`` (``clusters``, ``fraction``,
+        ``max_cells_total``), ``particles`` (name → ``pdg``, ``clusters``, ``fraction``), ``energy`` (field
+        → ``min``, ``median``, ``max`` in GeV, or None when there are no clusters) and ``response``
+        (``quantity``, ``resolution_label``, and ``groups``: key of :data:`RESPONSE_GROUPS` → ``label``,
+        ``pdg``, ``clusters`` and the :meth:`ResponseTable.to_dict` fields).
+    """
+    if bins is None:
+        bins = log_bins(0.5, 500.0, per_decade=3)
+    n = int(np.asarray(scalars["e_true"]).shape[0])
+    particle = np.asarray(scalars["particle"])
+    n_total = np.asarray(scalars["n_cells_total"])
+    n_truncated = int((n_total > max_cells).sum())
+
+    ids, counts = np.unique(particle, return_counts=True)
+    particles = {
+        _particle_name(int(pdg)): {"pdg": int(pdg), "clusters": int(c), "fraction": float(c / n)}
+        for pdg, c in sorted(zip(ids, counts, strict=True), key=lambda x: (-x[1], x[0]))
+    }
+
+    energy: dict[str, dict[str, float] | None] = {}
+    for field in _RANGE_FIELDS:
+        v = np.asarray(scalars[field], dtype=np.float64)
+        energy[field] = (
+            {"min": float(v.min()), "median": float(np.median(v)), "max": float(v.max())} if n else None
+        )
+
+    masks = {key: np.isin(particle, pdgs) for key, (_, pdgs) in RESPONSE_GROUPS.items()}
+    masks = {key: m for key, m in masks.items() if m.any()}
+    tables = summarize_response(
+        scalars["e_true"], scalars["e_em"], bins, masks, quantiles=quantiles, min_count=min_count
+    )
+    groups = {
+        key: {
+            "label": RESPONSE_GROUPS[key][0],
+            "pdg": list(RESPONSE_GROUPS[key][1]),
+            "clusters": int(masks[key].sum()),
+            **table.to_dict(),
+        }
+        for key, table in tables.items()
+    }
+    return {
+        "n_clusters": n,
+        "n_events": int(np.unique(np.asarray(scalars["event"])).shape[0]),
+        "max_cells": int(max_cells),
+        "truncated": {
+            "clusters": n_truncated,
+            "fraction": float(n_truncated / n) if n else 0.0,
+            "max_cells_total": int(n_total.max()) if n else 0,
+        },
+        "particles": particles,
+        "energy": energy,
+        "response": {
+            "quantity": "e_em / e_true",
+            "resolution_label": resolution_label(quantiles),
+            "groups": groups,
+        },
+    }
+
+
+def summarize_file(
+    path: str | Path,
+    *,
+    bins: Any = None,
+    quantiles: Sequence[float] = DEFAULT_QUANTILES,
+    min_count: int = 10,
+) -> dict[str, Any]:
+    """Summary of a calohls cluster file (HDF5), as printed by ``calohls inspect``.
+
+    Args:
+        path: The file.
+        bins: ``E_true`` bin edges of the response; 0.5–500 GeV in three bins per decade if None.
+        quantiles: Quantile pair of the resolution.
+        min_count: Bins with fewer clusters get no response values.
+
+    Returns:
+        ``path``, ``schema_version``, ``config`` (the generating config stored in the file, or None) and the
+        keys of :func:`summarize_scalars`.
+
+    Raises:
+        InputFileError: the file is missing or unreadable (or a subclass: bad schema, unknown schema version).
+        NonFiniteError: an energy is NaN or inf.
+    """
+    with open_clusters(path) as f:
+        scalars = f.read_scalars(list(SUMMARY_FIELDS))
+        head = {"path": str(path), "schema_version": int(f.schema_version), "config": f.config}
+        max_cells = f.max_cells
+    return head | summarize_scalars(scalars, max_cells, bins=bins, quantiles=quantiles, min_count=min_count)
+
+
+def stored_config(path: str | Path) -> dict[str, Any]:
+    """The generating config stored in a cluster file.
+
+    Raises:
+        InputFileError: the file cannot be read, or holds no config (not written by ``calohls simulate``).
+    """
+    with open_clusters(path) as f:
+        config = f.config
+    if config is None:
+        raise InputFileError(
+            f"{path} holds no generating config (it was not written by 'calohls simulate'); "
+            "inspect it without --config"
+        )
+    return dict(config)

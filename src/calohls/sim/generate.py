@@ -1,0 +1,250 @@
+"""Simulate single-particle events, topo-cluster them and write the clusters (``calohls simulate``).
+
+Events are simulated in batches; batch ``k`` draws from its own random stream ``SeedSequence([seed, k])``, so the
+clusters depend only on the config — not on the number of worker processes or on the batch order.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import multiprocessing
+import os
+import sys
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from calohls.config import SimConfig, dump_config
+from calohls.data.schema import CELL_FIELDS, PARTICLES, SCALAR_FIELDS, ClusterBatch
+from calohls.sim.geometry import Window, window_for, wrap_phi
+from calohls.sim.pileup import measured_signal
+from calohls.sim.showers import ShowerSlots, deposit, em_showers, pi0_decay, pion_showers
+from calohls.sim.topo import padded_table, topo_cluster
+
+__all__ = ["CompactClusters", "Particles", "draw_particles", "simulate", "simulate_batch", "simulate_to_file"]
+
+log = logging.getLogger(__name__)
+
+
+class Particles:
+    """Truth particles of a batch: PDG id, energy (GeV), η, φ."""
+
+    def __init__(self, pdg: np.ndarray, energy: np.ndarray, eta: np.ndarray, phi: np.ndarray) -> None:
+        self.pdg, self.energy, self.eta, self.phi = pdg, energy, eta, phi
+
+    def __len__(self) -> int:
+        return len(self.pdg)
+
+
+def draw_particles(config: SimConfig, n: int, rng: np.random.Generator) -> Particles:
+    """Particle types with equal odds, energies log-uniform in [e_min, e_max], |η| < eta_max, φ uniform."""
+    pdg = np.array([PARTICLES[p] for p in config.particles])[rng.integers(0, len(config.particles), n)]
+    energy = np.exp(rng.uniform(math.log(config.e_min), math.log(config.e_max), n))
+    eta = rng.uniform(-config.eta_max, config.eta_max, n)
+    phi = rng.uniform(-math.pi, math.pi, n)
+    return Particles(pdg, energy, eta, phi)
+
+
+def _showers(p: Particles, rng: np.random.Generator) -> ShowerSlots:
+    slots = ShowerSlots.zeros(len(p))
+    rows = np.flatnonzero(p.pdg == 22)
+    if rows.size:
+        slots.put(rows, 0, em_showers(p.energy[rows], p.eta[rows], p.phi[rows], rng))
+    rows = np.flatnonzero(p.pdg == 111)
+    if rows.size:
+        for slot, (e, eta, phi) in enumerate(pi0_decay(p.energy[rows], p.eta[rows], p.phi[rows], rng)):
+            slots.put(rows, slot, em_showers(e, eta, phi, rng))
+    rows = np.flatnonzero(np.abs(p.pdg) == 211)
+    if rows.size:
+        pion = pion_showers(p.energy[rows], p.eta[rows], p.phi[rows], rng)
+        for slot in range(pion.dep.shape[1]):
+            slots.put(rows, slot, _slot(pion, slot))
+    return slots
+
+
+def _slot(s: ShowerSlots, slot: int) -> ShowerSlots:
+    """One slot of ``s`` as single-slot showers."""
+    cut = slice(slot, slot + 1)
+    return ShowerSlots(
+        s.dep[:, cut], s.vis[:, cut], s.eta[:, cut], s.phi[:, cut], s.sigma_core[:, cut], s.sigma_tail[:, cut],
+        s.tail_fraction[:, cut],
+    )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=4)
+def _window(mu: float) -> Window:
+    return Window(mu)
+
+
+@functools.lru_cache(maxsize=4)
+def _table(mu: float) -> np.ndarray:
+    return padded_table(_window(mu).neighbours)
+
+
+def simulate_batch(config: SimConfig, batch_index: int) -> ClusterBatch:
+    """Simulate batch ``batch_index`` of the run described by ``config`` and return its clusters."""
+    return _simulate_compact(config, batch_index).padded(config.max_cells)
+
+
+def _simulate_compact(config: SimConfig, batch_index: int) -> CompactClusters:
+    first = batch_index * config.batch_events
+    n = min(config.batch_events, config.events - first)
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, batch_index]))
+    window = _window(config.mu)
+    particles = draw_particles(config, n, rng)
+    eta_low, phi_low, phi_low_index = window_for(particles.eta, particles.phi)
+    dep, vis = deposit(_showers(particles, rng), window, eta_low, phi_low)
+    measured = measured_signal(vis, window, rng)
+    found = topo_cluster(measured, window.cell_sigma, _table(config.mu), config.topo)
+    corner = (eta_low, phi_low, phi_low_index)
+    return _compact_clusters(config, window, particles, first, corner, measured, dep, found)
+
+
+class CompactClusters(NamedTuple):
+    """Clusters without padding (cheap to pass between processes): the stored cells of all clusters in a row."""
+
+    values: np.ndarray  # [M, F] per-cell fields, cluster after cluster
+    cell_id: np.ndarray  # [M]
+    n_cells: np.ndarray  # [K] stored cells per cluster
+    scalars: dict[str, np.ndarray]
+
+    def padded(self, max_cells: int) -> ClusterBatch:
+        """The padded cluster record."""
+        n = self.n_cells.size
+        start = np.concatenate([[0], np.cumsum(self.n_cells)[:-1]])
+        row = np.repeat(np.arange(n), self.n_cells)
+        flat = row * max_cells + (np.arange(row.size) - start[row])
+        cells = np.zeros((n * max_cells, len(CELL_FIELDS)), np.float32)
+        cells[flat] = self.values
+        cell_id = np.full(n * max_cells, -1, np.int64)
+        cell_id[flat] = self.cell_id
+        return ClusterBatch(cells.reshape(n, max_cells, -1), cell_id.reshape(n, max_cells), self.n_cells, self.scalars)
+
+
+def _compact_clusters(config, window, particles, first, corner, measured, dep, found) -> CompactClusters:
+    """The record fields of the clusters found in a batch."""
+    eta_low, phi_low, phi_low_index = corner
+    k, ev, cell = found.cluster, found.event, found.cell
+    e = measured[ev, cell]
+    e_true_cell = dep[ev, cell]
+    e_em = np.bincount(k, weights=e, minlength=found.n_clusters)
+    e_true = np.bincount(k, weights=e_true_cell, minlength=found.n_clusters)
+    keep = e_true >= config.min_e_true
+    # renumber the kept clusters and drop the members of the others
+    new_id = np.cumsum(keep) - 1
+    member = keep[k]
+    k, ev, cell, e, e_true_cell = new_id[k[member]], ev[member], cell[member], e[member], e_true_cell[member]
+    n_clusters = int(keep.sum())
+    e_em, e_true = e_em[keep], e_true[keep]
+
+    size = np.bincount(k, minlength=n_clusters)
+    start = np.concatenate([[0], np.cumsum(size)[:-1]])
+    rank = np.arange(k.size) - start[k]
+    cluster_event = np.zeros(n_clusters, np.int64)
+    cluster_event[k] = ev
+
+    # |E|-weighted barycentre in window coordinates, then absolute
+    w = np.abs(e)
+    wsum = np.maximum(np.bincount(k, weights=w, minlength=n_clusters), 1e-12)
+    eta_c = np.bincount(k, weights=w * window.cell_eta[cell], minlength=n_clusters) / wsum
+    phi_c = np.bincount(k, weights=w * window.cell_phi[cell], minlength=n_clusters) / wsum
+
+    stored = rank < config.max_cells
+    cid, ce = ev[stored], cell[stored]
+    values = np.empty((ce.size, len(CELL_FIELDS)), np.float32)
+    values[:, 0] = e[stored]
+    values[:, 1] = e_true_cell[stored]
+    values[:, 2] = eta_low[cid] + window.cell_eta[ce]
+    values[:, 3] = wrap_phi(phi_low[cid] + window.cell_phi[ce])
+    values[:, 4:] = window.cell_static[ce]
+
+    # rank of each cluster within its event by EM-scale energy
+    order = np.lexsort((-e_em, cluster_event))
+    ev_sorted = cluster_event[order]
+    ev_start = np.searchsorted(ev_sorted, ev_sorted, side="left")
+    cluster_index = np.empty(n_clusters, np.int32)
+    cluster_index[order] = np.arange(n_clusters) - ev_start
+
+    scalars = {
+        "e_em": e_em,
+        "e_true": e_true,
+        "eta": eta_low[cluster_event] + eta_c,
+        "phi": wrap_phi(phi_low[cluster_event] + phi_c),
+        "n_cells_total": size,
+        "particle": particles.pdg[cluster_event],
+        "e_particle": particles.energy[cluster_event],
+        "eta_particle": particles.eta[cluster_event],
+        "phi_particle": particles.phi[cluster_event],
+        "event": first + cluster_event,
+        "cluster_index": cluster_index,
+    }
+    return CompactClusters(
+        values=values,
+        cell_id=window.global_ids(ce, eta_low[cid], phi_low_index[cid]),
+        n_cells=np.minimum(size, config.max_cells).astype(np.int32),
+        scalars={name: np.asarray(scalars[name]).astype(dt) for name, dt in SCALAR_FIELDS.items()},
+    )
+
+
+def _n_batches(config: SimConfig) -> int:
+    return -(-config.events // config.batch_events)
+
+
+def simulate(
+    config: SimConfig, *, workers: int | None = None, progress: Callable[[int], None] | None = None
+) -> Iterator[ClusterBatch]:
+    """Yield the clusters of each batch of events, in batch order.
+
+    Args:
+        config: what to simulate.
+        workers: worker processes (default: one per CPU core, at most one per batch); 1 runs in this process.
+        progress: called with the number of events of each finished batch.
+    """
+    n_batches = _n_batches(config)
+    workers = min(workers or os.cpu_count() or 1, n_batches)
+    if workers <= 1:
+        for b in range(n_batches):
+            batch = simulate_batch(config, b)
+            if progress:
+                progress(min(config.batch_events, config.events - b * config.batch_events))
+            yield batch
+        return
+    # fork is cheap and works from unguarded scripts; spawn is safe once a multithreaded library (JAX) is loaded
+    ctx = multiprocessing.get_context("spawn" if "jax" in sys.modules else "fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        pending: deque = deque()
+        next_batch = 0
+        while next_batch < n_batches or pending:
+            while next_batch < n_batches and len(pending) < 2 * workers:
+                pending.append((next_batch, pool.submit(_simulate_compact, config, next_batch)))
+                next_batch += 1
+            b, fut = pending.popleft()
+            batch = fut.result().padded(config.max_cells)
+            if progress:
+                progress(min(config.batch_events, config.events - b * config.batch_events))
+            yield batch
+
+
+def simulate_to_file(
+    config: SimConfig,
+    path: Path,
+    *,
+    overwrite: bool = False,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Path:
+    """Simulate ``config.events`` events and write their clusters to an HDF5 file (atomically)."""
+    from calohls.data.hdf5 import ClusterWriter
+
+    path = Path(path)
+    with ClusterWriter(path, config.max_cells, overwrite=overwrite, config_yaml=dump_config(config)) as writer:
+        for batch in simulate(config, workers=workers, progress=progress):
+            writer.append(batch)
+    log.info("wrote %s", path)
+    return path
