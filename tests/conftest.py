@@ -85,9 +85,7 @@ def make_synthetic_batch(n: int = 200, max_cells: int = 32, seed: int = 0) -> Cl
     share = rng.exponential(1.0, (n, big_n)) * mask
     e_cluster = np.exp(rng.uniform(np.log(0.2), np.log(300.0), n))
     sigma = geo["sigma"][pool_idx]
-    energy = e_cluster[:, None] * share / share.sum(axis=1, keepdims=True) + sigma * rng.normal(
-        0.0, 1.0, (n, big_n)
-    )
+    energy = e_cluster[:, None] * share / share.sum(axis=1, keepdims=True) + sigma * rng.normal(0.0, 1.0, (n, big_n))
     order = np.argsort(np.where(mask, -energy, np.inf), axis=1, kind="stable")
     energy = np.take_along_axis(energy, order, axis=1)
     pool_idx = np.take_along_axis(pool_idx, order, axis=1)

@@ -107,9 +107,7 @@ def test_simulate_rejects_unknown_config_key(tmp_path):
 
 
 def test_simulate_usage_errors_are_one_line(tmp_path):
-    assert_one_line_error(
-        run("simulate", "--workers", "0", "-o", tmp_path / "c.h5"), "--workers", "0", code=2
-    )
+    assert_one_line_error(run("simulate", "--workers", "0", "-o", tmp_path / "c.h5"), "--workers", "0", code=2)
     assert_one_line_error(run("simulate", "--events", "many", "-o", tmp_path / "c.h5"), "'many'", code=2)
     assert_one_line_error(run("simulate", "--events", "10"), "--output", "simulate --help", code=2)
     assert_one_line_error(run("simulate", "--bogus"), "--bogus", code=2)

@@ -247,9 +247,7 @@ def test_other_schema_version(h5_file):
     path, _ = h5_file
     with h5py.File(path, "r+") as f:
         f.attrs["schema_version"] = 99
-    with pytest.raises(
-        SchemaVersionError, match=rf"schema version 99, this calohls reads version {SCHEMA_VERSION}"
-    ):
+    with pytest.raises(SchemaVersionError, match=rf"schema version 99, this calohls reads version {SCHEMA_VERSION}"):
         open_clusters(path)
 
 

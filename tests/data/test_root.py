@@ -107,9 +107,7 @@ def test_streaming_equals_one_read(root_file):
     assert len(parts) > 3
     assert_batches_close(ClusterBatch.concatenate(parts), whole)
     part = read_mltree(path, max_cells=16, entry_start=10, entry_stop=30)
-    streamed = ClusterBatch.concatenate(
-        iter_mltree(path, step_size=7, max_cells=16, entry_start=10, entry_stop=30)
-    )
+    streamed = ClusterBatch.concatenate(iter_mltree(path, step_size=7, max_cells=16, entry_start=10, entry_stop=30))
     assert_batches_close(streamed, part)
     events = np.unique(whole["event"])[10:30]
     assert_batches_close(part, whole.select(np.isin(whole["event"], events)))
@@ -119,8 +117,7 @@ def test_streaming_equals_one_read(root_file):
 def test_custom_branch_map_from_yaml(tmp_path, synthetic_batch):
     yaml_path = tmp_path / "map.yaml"
     yaml_path.write_text(
-        "event_tree: Events\ncluster_e: clE\ncell_e: cellE\ngeo_r: cellR\n"
-        "energy_scale: 1.0\nlength_scale: 1.0\n"
+        "event_tree: Events\ncluster_e: clE\ncell_e: cellE\ngeo_r: cellR\nenergy_scale: 1.0\nlength_scale: 1.0\n"
     )
     bm = BranchMap.from_yaml(yaml_path)
     assert bm.cluster_e == "clE"
@@ -202,9 +199,7 @@ def test_sorting_ranking_and_dropping(root_file, tmp_path, caplog):
     for name in cell_branches:  # empty the first stored (lowest-ranked) cluster of the first event
         rows[name][0][0] = []
     for name in rows:  # prepend an event without clusters
-        rows[name].insert(
-            0, 1 if name == "eventNumber" else [] if name.startswith("cluster") else rows[name][0]
-        )
+        rows[name].insert(0, 1 if name == "eventNumber" else [] if name.startswith("cluster") else rows[name][0])
     dtypes = {name: ak.to_numpy(ak.flatten(v, axis=None)).dtype for name, v in event.items()}
     out = tmp_path / "shuffled.root"
     write_raw(out, {name: ak.values_astype(ak.Array(r), dtypes[name]) for name, r in rows.items()}, geo)
@@ -265,9 +260,7 @@ def test_missing_file(tmp_path):
 def test_not_root(tmp_path):
     path = tmp_path / "junk.root"
     path.write_text("hello world\n" * 50)
-    with pytest.raises(
-        InputFileError, match=rf"cannot read {re.escape(str(path))} as ROOT .*not a ROOT file"
-    ):
+    with pytest.raises(InputFileError, match=rf"cannot read {re.escape(str(path))} as ROOT .*not a ROOT file"):
         read_mltree(path)
 
 
@@ -330,9 +323,7 @@ def test_non_finite(root_file, tmp_path):
     write_raw(out, event, geo)
     with pytest.raises(NonFiniteError, match=r"non-finite value nan in branch 'cluster_cell_E' at entry 3"):
         read_mltree(out)
-    geo["cell_geo_eta"] = with_values(
-        geo["cell_geo_eta"], lambda v: np.where(np.arange(len(v)) == 2, np.inf, v)
-    )
+    geo["cell_geo_eta"] = with_values(geo["cell_geo_eta"], lambda v: np.where(np.arange(len(v)) == 2, np.inf, v))
     write_raw(out, read_raw(path)[0], geo)
     with pytest.raises(NonFiniteError, match="inf in branch 'cell_geo_eta'"):
         read_mltree(out)
@@ -366,14 +357,10 @@ def test_cluster_branch_length_mismatch(root_file, tmp_path):
 def test_wrong_nesting(root_file, tmp_path):
     path, _ = root_file
     event, geo = read_raw(path)
-    event["cluster_cell_E"] = ak.flatten(
-        event["cluster_cell_E"], axis=2
-    )  # one list per event, not per cluster
+    event["cluster_cell_E"] = ak.flatten(event["cluster_cell_E"], axis=2)  # one list per event, not per cluster
     out = tmp_path / "flat.root"
     write_raw(out, event, geo)
-    with pytest.raises(
-        SchemaError, match="'cluster_cell_E' has 1 list levels per event; expected a list of cells"
-    ):
+    with pytest.raises(SchemaError, match="'cluster_cell_E' has 1 list levels per event; expected a list of cells"):
         read_mltree(out)
 
 
@@ -385,7 +372,5 @@ def test_unknown_cell_id(root_file, tmp_path):
     geo = {name: ak.Array([ak.to_numpy(v[0])[keep]]) for name, v in geo.items()}
     out = tmp_path / "nogeo.root"
     write_raw(out, event, geo)
-    with pytest.raises(
-        SchemaError, match=rf"cell ID {missing} \(branch 'cluster_cell_ID', entry \d+\) is not in"
-    ):
+    with pytest.raises(SchemaError, match=rf"cell ID {missing} \(branch 'cluster_cell_ID', entry \d+\) is not in"):
         read_mltree(out)

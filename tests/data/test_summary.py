@@ -35,9 +35,7 @@ def test_counts_truncation_and_ranges(batch):
 
 def test_response_groups_match_binned_response(batch):
     bins = log_bins(0.5, 500.0, per_decade=2)
-    s = summarize_scalars(
-        batch.scalars, batch.max_cells, bins=bins, quantiles=QUANTILE_PAIRS["25-75"], min_count=5
-    )
+    s = summarize_scalars(batch.scalars, batch.max_cells, bins=bins, quantiles=QUANTILE_PAIRS["25-75"], min_count=5)
     assert s["response"]["resolution_label"] == "IQR(25–75%)/median"
     assert list(s["response"]["groups"]) == ["pi0", "pi+-", "gamma"]
     pions = s["response"]["groups"]["pi+-"]

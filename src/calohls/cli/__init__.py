@@ -108,8 +108,7 @@ class _Group(click.Group):
             if self.show_traceback:
                 raise
             _fail(
-                f"unexpected {type(err).__name__}: {err}; "
-                "rerun with --verbose for the traceback and report it",
+                f"unexpected {type(err).__name__}: {err}; rerun with --verbose for the traceback and report it",
                 1,
             )
         sys.exit(rv if isinstance(rv, int) else 0)

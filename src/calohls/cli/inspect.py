@@ -74,9 +74,7 @@ def _print_summary(s: dict[str, Any], console: Console) -> None:
 
 @click.command("inspect", short_help="Summarise a cluster file: counts, energies, EM-scale response.")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
-@click.option(
-    "--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout instead of tables."
-)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout instead of tables.")
 @click.option(
     "--config",
     "show_config",
@@ -84,12 +82,8 @@ def _print_summary(s: dict[str, Any], console: Console) -> None:
     help="Print only the generating config stored in FILE, as YAML (as JSON with --json); "
     "usable as `calohls simulate --config`.",
 )
-@click.option(
-    "--e-min", type=float, default=0.5, show_default=True, help="Lower edge of the E_true bins, GeV."
-)
-@click.option(
-    "--e-max", type=float, default=500.0, show_default=True, help="Upper edge of the E_true bins, GeV."
-)
+@click.option("--e-min", type=float, default=0.5, show_default=True, help="Lower edge of the E_true bins, GeV.")
+@click.option("--e-max", type=float, default=500.0, show_default=True, help="Upper edge of the E_true bins, GeV.")
 @click.option("--per-decade", type=int, default=3, show_default=True, help="E_true bins per factor of ten.")
 @click.option(
     "--quantiles",
@@ -128,9 +122,7 @@ def inspect_command(
 
     if show_config:
         config = stored_config(file)
-        click.echo(
-            json.dumps(config, indent=2) if as_json else yaml.safe_dump(config, sort_keys=False), nl=as_json
-        )
+        click.echo(json.dumps(config, indent=2) if as_json else yaml.safe_dump(config, sort_keys=False), nl=as_json)
         return
 
     summary = summarize_file(

@@ -63,9 +63,7 @@ def _progress_bar(hide: bool) -> Progress:
     f"[default: {_default('particles')}]",
 )
 @click.option("--events", type=int, help=f"Number of single-particle events. [default: {_default('events')}]")
-@click.option(
-    "--mu", type=float, help=f"Mean pile-up interactions per bunch crossing. [default: {_default('mu')}]"
-)
+@click.option("--mu", type=float, help=f"Mean pile-up interactions per bunch crossing. [default: {_default('mu')}]")
 @click.option(
     "--seed",
     type=int,

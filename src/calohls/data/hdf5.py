@@ -160,8 +160,7 @@ def _check_attr(name: str, value: Any) -> None:
     )
     if not ok:
         raise ConfigError(
-            f"attribute {name}={value!r} has type {type(value).__name__}; "
-            "use a string, number, bool or a list of them"
+            f"attribute {name}={value!r} has type {type(value).__name__}; use a string, number, bool or a list of them"
         )
 
 
@@ -297,9 +296,7 @@ class ClusterWriter:
                 invalid.
         """
         if self._file is None:
-            raise DataError(
-                f"writer for {self.path} is not open; use it as `with ClusterWriter(...) as out:`"
-            )
+            raise DataError(f"writer for {self.path} is not open; use it as `with ClusterWriter(...) as out:`")
         if batch.max_cells != self.max_cells:
             raise DataError(
                 f"batch padded to {batch.max_cells} cells but {self.path} holds {self.max_cells}; "
@@ -416,9 +413,7 @@ class ClusterFile:
         self._datasets: dict[str, h5py.Dataset] = {name: g[name] for name in names}
         cells = self._datasets["cells"]
         if cells.ndim != 3 or cells.shape[2] != len(CELL_FIELDS):
-            raise SchemaError(
-                f"{path}: /{_GROUP}/cells has shape {cells.shape}; expected [n, N, {len(CELL_FIELDS)}]"
-            )
+            raise SchemaError(f"{path}: /{_GROUP}/cells has shape {cells.shape}; expected [n, N, {len(CELL_FIELDS)}]")
         n, big_n = cells.shape[:2]
         expected: dict[str, tuple[tuple[int, ...], np.dtype]] = {
             "cells": ((n, big_n, len(CELL_FIELDS)), np.dtype(np.float32)),
@@ -439,9 +434,7 @@ class ClusterFile:
             )
         max_cells = self.attrs.get("max_cells")
         if max_cells is not None and max_cells != big_n:
-            raise SchemaError(
-                f"{path} says max_cells={max_cells} but its cells hold {big_n}; re-create the file"
-            )
+            raise SchemaError(f"{path} says max_cells={max_cells} but its cells hold {big_n}; re-create the file")
         self._n = int(n)
         self._max_cells = int(big_n)
 
@@ -477,15 +470,11 @@ class ClusterFile:
         try:
             parsed = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise SchemaError(
-                f"{self.path}: attribute 'config' is not valid YAML ({exc.__class__.__name__})"
-            ) from None
+            raise SchemaError(f"{self.path}: attribute 'config' is not valid YAML ({exc.__class__.__name__})") from None
         if parsed is None:
             return None
         if not isinstance(parsed, dict):
-            raise SchemaError(
-                f"{self.path}: attribute 'config' holds a {type(parsed).__name__}, not a mapping"
-            )
+            raise SchemaError(f"{self.path}: attribute 'config' holds a {type(parsed).__name__}, not a mapping")
         return parsed
 
     # -- data ------------------------------------------------------------------------------------------------
@@ -529,17 +518,14 @@ class ClusterFile:
         names = list(SCALAR_FIELDS) if names is None else list(names)
         unknown = [name for name in names if name not in SCALAR_FIELDS]
         if unknown:
-            raise DataError(
-                f"unknown cluster field(s) {', '.join(unknown)}; known fields: {', '.join(SCALAR_FIELDS)}"
-            )
+            raise DataError(f"unknown cluster field(s) {', '.join(unknown)}; known fields: {', '.join(SCALAR_FIELDS)}")
         with _reading(self.path):
             out = {name: self._datasets[name][:] for name in names}
         for name, values in out.items():
             if name in _FINITE_SCALARS and not np.isfinite(values).all():
                 i = int(np.flatnonzero(~np.isfinite(values))[0])
                 raise NonFiniteError(
-                    f"{self.path}: non-finite {name}={values[i]} in cluster {i}; "
-                    "remove or fix it in the input"
+                    f"{self.path}: non-finite {name}={values[i]} in cluster {i}; remove or fix it in the input"
                 )
         return out
 

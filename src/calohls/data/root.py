@@ -73,9 +73,7 @@ class BranchMap(BaseModel):
     # per cluster (one list per event)
     cluster_e: str = Field("cluster_E", min_length=1, description="EM-scale cluster energy")
     cluster_e_lc: str | None = Field("cluster_E_LCCalib", description="LC-calibrated energy (not read)")
-    cluster_e_calib_tot: str = Field(
-        "cluster_ENG_CALIB_TOT", min_length=1, description="calibration-hit energy"
-    )
+    cluster_e_calib_tot: str = Field("cluster_ENG_CALIB_TOT", min_length=1, description="calibration-hit energy")
     cluster_eta: str = Field("cluster_Eta", min_length=1)
     cluster_phi: str = Field("cluster_Phi", min_length=1)
     cluster_n_cells: str | None = Field("cluster_nCells", description="cells in the cluster")
@@ -106,16 +104,12 @@ class BranchMap(BaseModel):
     @model_validator(mode="after")
     def _distinct(self) -> BranchMap:
         if self.event_tree == self.geometry_tree:
-            raise ValueError(
-                f"event_tree and geometry_tree are both {self.event_tree!r}; give distinct trees"
-            )
+            raise ValueError(f"event_tree and geometry_tree are both {self.event_tree!r}; give distinct trees")
         for names in (self._event_names(), self._geo_names()):
             seen: dict[str, str] = {}
             for field, branch in names.items():
                 if branch in seen:
-                    raise ValueError(
-                        f"{seen[branch]} and {field} both name branch {branch!r}; give distinct names"
-                    )
+                    raise ValueError(f"{seen[branch]} and {field} both name branch {branch!r}; give distinct names")
                 seen[branch] = field
         return self
 
@@ -264,9 +258,7 @@ def _as_int64(path: Path, name: str, values: np.ndarray) -> np.ndarray:
     if values.dtype.kind == "u" and values.size and values.max() > np.iinfo(np.int64).max:
         raise SchemaError(f"{path}: branch {name!r} holds IDs above 2^63-1; calohls stores cell IDs as int64")
     if values.dtype.kind not in "iu":
-        raise SchemaError(
-            f"{path}: branch {name!r} has type {values.dtype}, expected integers; fix the branch map"
-        )
+        raise SchemaError(f"{path}: branch {name!r} has type {values.dtype}, expected integers; fix the branch map")
     return values.astype(np.int64)
 
 
@@ -285,14 +277,12 @@ def _read_geometry(path: Path, file: Any, bm: BranchMap) -> _Geometry:
     sizes = {len(v) for v in flat.values()}
     if len(sizes) != 1:
         lengths = ", ".join(f"{names[f]}={len(v)}" for f, v in flat.items())
-        raise SchemaError(
-            f"{path}: geometry branches differ in length ({lengths}); each needs one value per cell"
-        )
+        raise SchemaError(f"{path}: geometry branches differ in length ({lengths}); each needs one value per cell")
     ids = _as_int64(path, names["geo_id"], flat["geo_id"])
     scale = {"r": bm.length_scale, "sigma": bm.energy_scale}
-    table = np.stack(
-        [flat[f"geo_{g}"].astype(np.float64) * scale.get(g, 1.0) for g in _GEO_FIELDS], axis=1
-    ).astype(np.float32)
+    table = np.stack([flat[f"geo_{g}"].astype(np.float64) * scale.get(g, 1.0) for g in _GEO_FIELDS], axis=1).astype(
+        np.float32
+    )
     order = np.argsort(ids, kind="stable")
     ids, table = ids[order], table[order]
     dup = np.flatnonzero(ids[1:] == ids[:-1])
@@ -301,8 +291,7 @@ def _read_geometry(path: Path, file: Any, bm: BranchMap) -> _Geometry:
         if differ.any():
             bad_id = ids[dup[differ][0]]
             raise SchemaError(
-                f"{path}: cell ID {bad_id} appears in {bm.geometry_tree!r} with different geometries; "
-                "fix the file"
+                f"{path}: cell ID {bad_id} appears in {bm.geometry_tree!r} with different geometries; fix the file"
             )
         keep = np.ones(len(ids), bool)
         keep[dup + 1] = False
@@ -357,9 +346,7 @@ def _convert(arrays: ak.Array, entry0: int, ctx: _Context) -> ClusterBatch:
     n_clusters = int(n_cl.sum())
     # -- per-cell branches -----------------------------------------------------------------------------------
     cell_names = {"cell_id": bm.cell_id, "cell_e": bm.cell_e}
-    cell_names.update(
-        {f: ctx.optional[f] for f in ("cell_hits_e_em", "cell_hits_e_nonem") if f in ctx.optional}
-    )
+    cell_names.update({f: ctx.optional[f] for f in ("cell_hits_e_em", "cell_hits_e_nonem") if f in ctx.optional})
     per_cell: dict[str, np.ndarray] = {}
     n_cell: np.ndarray | None = None
     for field, branch in cell_names.items():
@@ -523,8 +510,7 @@ def _prepare(path: Path, file: Any, bm: BranchMap, max_cells: int) -> tuple[Any,
             optional[field] = branch
         else:
             logger.warning(
-                "%s: tree %r has no branch %r; reading without it (set %s to null in the branch map to "
-                "silence this)",
+                "%s: tree %r has no branch %r; reading without it (set %s to null in the branch map to silence this)",
                 path,
                 bm.event_tree,
                 branch,

@@ -78,9 +78,7 @@ def summarize_scalars(
     energy: dict[str, dict[str, float] | None] = {}
     for field in _RANGE_FIELDS:
         v = np.asarray(scalars[field], dtype=np.float64)
-        energy[field] = (
-            {"min": float(v.min()), "median": float(np.median(v)), "max": float(v.max())} if n else None
-        )
+        energy[field] = {"min": float(v.min()), "median": float(np.median(v)), "max": float(v.max())} if n else None
 
     masks = {key: np.isin(particle, pdgs) for key, (_, pdgs) in RESPONSE_GROUPS.items()}
     masks = {key: m for key, m in masks.items() if m.any()}
@@ -155,7 +153,6 @@ def stored_config(path: str | Path) -> dict[str, Any]:
         config = f.config
     if config is None:
         raise InputFileError(
-            f"{path} holds no generating config (it was not written by 'calohls simulate'); "
-            "inspect it without --config"
+            f"{path} holds no generating config (it was not written by 'calohls simulate'); inspect it without --config"
         )
     return dict(config)

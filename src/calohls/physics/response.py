@@ -149,15 +149,12 @@ def _as_values(e_true: Any, e_pred: Any) -> tuple[np.ndarray, np.ndarray]:
         arrays.append(a)
     if arrays[0].shape != arrays[1].shape:
         raise DataError(
-            f"e_true has {arrays[0].shape[0]} values but e_pred has {arrays[1].shape[0]}; "
-            "pass one of each per cluster"
+            f"e_true has {arrays[0].shape[0]} values but e_pred has {arrays[1].shape[0]}; pass one of each per cluster"
         )
     return arrays[0], arrays[1]
 
 
-def _check_options(
-    bins: Any, quantiles: Sequence[float], min_count: int
-) -> tuple[np.ndarray, tuple[float, float]]:
+def _check_options(bins: Any, quantiles: Sequence[float], min_count: int) -> tuple[np.ndarray, tuple[float, float]]:
     edges = np.asarray(bins, dtype=np.float64)
     if edges.ndim != 1 or edges.shape[0] < 2:
         raise ConfigError(f"bins has shape {edges.shape}; pass at least two bin edges as a 1-D array")
@@ -291,7 +288,5 @@ def summarize_response(
                 f"group {name!r} has a {mask.dtype} mask of shape {mask.shape}; "
                 f"pass a boolean mask of shape {e_true.shape}, one entry per cluster"
             )
-        tables[name] = binned_response(
-            e_true[mask], e_pred[mask], bins, quantiles=quantiles, min_count=min_count
-        )
+        tables[name] = binned_response(e_true[mask], e_pred[mask], bins, quantiles=quantiles, min_count=min_count)
     return tables

@@ -231,7 +231,7 @@ def pion_showers(energy: np.ndarray, eta: np.ndarray, phi: np.ndarray, rng: np.r
     mid = 0.5 * (lam_edges[:, _ACTIVE] + lam_edges[:, _ACTIVE + 1])
     depth_after = np.clip(mid - t_int[:, None], 0.0, None)
     width = np.exp(0.2 * rng.standard_normal(n))[:, None]
-    core_m = np.minimum(0.04 + 0.05 * depth_after, 0.25) * width
+    core_m = np.minimum(0.03 + 0.02 * depth_after, 0.10) * width
     out.sigma_core[:, 2] = core_m / _LAYER_RADIUS
     out.sigma_tail[:, 2] = _HAD_TAIL_WIDTH * out.sigma_core[:, 2]
     out.tail_fraction[:, 2] = _HAD_TAIL_FRACTION
