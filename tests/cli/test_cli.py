@@ -148,12 +148,12 @@ def test_verbose_logs_to_stderr(tmp_path):
 
 
 def test_unexpected_errors_are_one_line_unless_verbose(tmp_path, monkeypatch):
-    import calohls.data.summary
+    import calohls.physics.summary
 
     def broken(*args, **kwargs):
         raise RuntimeError("something broke")
 
-    monkeypatch.setattr(calohls.data.summary, "summarize_file", broken)
+    monkeypatch.setattr(calohls.physics.summary, "summarize_file", broken)
     quiet = run("inspect", tmp_path / "x.h5")
     assert_one_line_error(quiet, "unexpected RuntimeError: something broke", "--verbose")
     verbose = run("-v", "inspect", tmp_path / "x.h5")

@@ -118,7 +118,7 @@ def inspect_command(
       calohls inspect data/clusters.h5 --json
       calohls inspect data/clusters.h5 --config > sim.yaml
     """
-    from calohls.data.summary import stored_config, summarize_file
+    from calohls.physics.summary import stored_config, summarize_file
 
     if show_config:
         config = stored_config(file)

@@ -159,7 +159,14 @@ class ClusterBatch:
 
     # -- checks ---------------------------------------------------------------------------------------------------
     def validate(self) -> None:
-        """Check shapes, dtypes, padding and finiteness; raise :class:`DataError` naming the first problem."""
+        """Check shapes, dtypes, cell counts and finiteness; raise :class:`DataError` naming the first problem."""
+        for name, array, dtype in (
+            ("cells", self.cells, np.float32),
+            ("cell_id", self.cell_id, np.int64),
+            ("n_cells", self.n_cells, np.int32),
+        ):
+            if array.dtype != dtype:
+                raise DataError(f"{name} has dtype {array.dtype}; expected {np.dtype(dtype)} (convert with .astype)")
         if self.cells.ndim != 3 or self.cells.shape[2] != len(CELL_FIELDS):
             raise DataError(
                 f"cells has shape {self.cells.shape}; expected [n, N, {len(CELL_FIELDS)}] with fields {CELL_FIELDS}"
@@ -172,9 +179,11 @@ class ClusterBatch:
         missing = [k for k in SCALAR_FIELDS if k not in self.scalars]
         if missing:
             raise DataError(f"cluster fields missing: {', '.join(missing)}; every field of SCALAR_FIELDS is needed")
-        for k in SCALAR_FIELDS:
+        for k, dtype in SCALAR_FIELDS.items():
             if self.scalars[k].shape != (n,):
                 raise DataError(f"cluster field {k!r} has shape {self.scalars[k].shape}; expected ({n},)")
+            if self.scalars[k].dtype != dtype:
+                raise DataError(f"cluster field {k!r} has dtype {self.scalars[k].dtype}; expected {dtype}")
         if n and (self.n_cells.min() < 0 or self.n_cells.max() > big_n):
             raise DataError(f"n_cells must lie in 0..{big_n}; got {self.n_cells.min()}..{self.n_cells.max()}")
         if n and (self.n_cells == 0).any():
@@ -187,7 +196,7 @@ class ClusterBatch:
                 f"non-finite cell value {self.cells[i, j, f]} in cluster {i}, cell {j}, field {CELL_FIELDS[f]!r}; "
                 "remove or fix these cells in the input"
             )
-        for k in ("e_em", "e_true", "eta", "phi", "e_particle"):
+        for k in ("e_em", "e_true", "eta", "phi", "e_particle", "eta_particle", "phi_particle"):
             v = self.scalars[k]
             if not np.isfinite(v).all():
                 i = int(np.flatnonzero(~np.isfinite(v))[0])

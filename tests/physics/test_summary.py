@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from calohls.data.summary import RESPONSE_GROUPS, SUMMARY_FIELDS, summarize_scalars
 from calohls.physics.response import QUANTILE_PAIRS, binned_response, log_bins
+from calohls.physics.summary import RESPONSE_GROUPS, SUMMARY_FIELDS, summarize_scalars
 
 
 @pytest.fixture
