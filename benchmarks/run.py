@@ -121,6 +121,7 @@ def write_results(path: Path, entries: dict[str, dict[str, Any]]) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates the file readable by its owner only
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -172,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: benchmark module {module!r} not loaded ({why})", file=sys.stderr)
     if args.list:
         for name, fn in BENCHMARKS.items():
-            doc = (fn.__doc__ or "").strip().splitlines()
-            print(f"{name:24} {doc[0] if doc else ''}")
+            first_paragraph = (fn.__doc__ or "").strip().split("\n\n")[0]
+            print(f"{name:22} {' '.join(first_paragraph.split())}")
         return 0
     if args.workers < 1:
         print(f"error: --workers={args.workers} must be at least 1", file=sys.stderr)

@@ -52,7 +52,7 @@ def test_version():
     assert result.stdout.strip() == f"calohls {__version__}"
 
 
-@pytest.mark.parametrize("command", [[], ["simulate"], ["inspect"]])
+@pytest.mark.parametrize("command", [[], ["simulate"], ["inspect"], ["convert"]])
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_help(command, flag):
     result = run(*command, flag)
@@ -235,3 +235,48 @@ def test_inspect_config_round_trips_into_simulate(tiny_file, tmp_path):
     path.write_text(result.stdout)
     again = run("simulate", "--config", path, "--hide-progress", "-o", out)
     assert_one_line_error(again, "--overwrite")
+
+
+# -- users' ROOT files ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def root_file(tiny_file, tmp_path_factory) -> Path:
+    from calohls.data.hdf5 import read_clusters
+    from calohls.data.root import write_mltree
+
+    out = tmp_path_factory.mktemp("root") / "mltree.root"
+    write_mltree(out, read_clusters(tiny_file[0]))
+    return out
+
+
+def test_inspect_reads_mltree_root(root_file, tiny_file):
+    result = run("inspect", root_file, "--json")
+    assert result.exit_code == 0, result.output
+    s = json.loads(result.stdout)
+    assert s["format"] == "root"
+    assert s["n_clusters"] == json.loads(run("inspect", tiny_file[0], "--json").stdout)["n_clusters"]
+    assert "MLTree ROOT" in run("inspect", root_file).stdout
+
+
+def test_convert_root_to_hdf5(root_file, tmp_path):
+    out = tmp_path / "converted.h5"
+    result = run("convert", root_file, "-o", out, "--max-cells", "32", "--hide-progress")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("wrote ")
+    s = json.loads(run("inspect", out, "--json").stdout)
+    assert s["max_cells"] == 32
+    assert s["config"]["source"].endswith("mltree.root")
+    assert_one_line_error(run("convert", root_file, "-o", out, "--hide-progress"), str(out), "--overwrite")
+
+
+def test_convert_errors_are_one_line(root_file, tiny_file, tmp_path):
+    assert_one_line_error(run("convert", tmp_path / "none.root", "-o", tmp_path / "o.h5"), "not found")
+    assert_one_line_error(run("convert", tiny_file[0], "-o", tmp_path / "o.h5"), "is not a ROOT file")
+    bad_map = tmp_path / "map.yaml"
+    bad_map.write_text("cell_energy: E\n")
+    assert_one_line_error(run("convert", root_file, "--branch-map", bad_map, "-o", tmp_path / "o.h5"), "cell_energy")
+    truncated = tmp_path / "cut.root"
+    truncated.write_bytes(root_file.read_bytes()[: root_file.stat().st_size // 2])
+    assert_one_line_error(run("convert", truncated, "-o", tmp_path / "o.h5"), "cut.root")
+    assert not (tmp_path / "o.h5").exists()

@@ -29,6 +29,7 @@ from typing import Any, NoReturn
 import click
 
 from calohls import __version__
+from calohls.cli.convert import convert_command
 from calohls.cli.inspect import inspect_command
 from calohls.cli.simulate import simulate_command
 from calohls.errors import CalohlsError
@@ -133,3 +134,4 @@ def main(ctx: click.Context, verbose: int) -> None:
 
 main.add_command(simulate_command)
 main.add_command(inspect_command)
+main.add_command(convert_command)

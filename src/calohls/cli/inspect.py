@@ -24,7 +24,9 @@ def _num(x: float | None, fmt: str = ".3f") -> str:
 def _print_summary(s: dict[str, Any], console: Console) -> None:
     trunc = s["truncated"]
     console.print(
-        f"[bold]{s['path']}[/bold]: schema version {s['schema_version']}, {s['n_clusters']:,} clusters "
+        f"[bold]{s['path']}[/bold]: "
+        f"{'MLTree ROOT' if s['format'] == 'root' else 'schema version ' + str(s['schema_version'])}, "
+        f"{s['n_clusters']:,} clusters "
         f"in {s['n_events']:,} events, up to {s['max_cells']} cells stored per cluster",
         soft_wrap=True,
     )
@@ -82,6 +84,11 @@ def _print_summary(s: dict[str, Any], console: Console) -> None:
     help="Print only the generating config stored in FILE, as YAML (as JSON with --json); "
     "usable as `calohls simulate --config`.",
 )
+@click.option(
+    "--branch-map",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="YAML file of tree/branch names and unit scales, for a ROOT FILE not in the ATLAS MLTree layout.",
+)
 @click.option("--e-min", type=float, default=0.5, show_default=True, help="Lower edge of the E_true bins, GeV.")
 @click.option("--e-max", type=float, default=500.0, show_default=True, help="Upper edge of the E_true bins, GeV.")
 @click.option("--per-decade", type=int, default=3, show_default=True, help="E_true bins per factor of ten.")
@@ -103,21 +110,25 @@ def inspect_command(
     file: Path,
     as_json: bool,
     show_config: bool,
+    branch_map: Path | None,
     e_min: float,
     e_max: float,
     per_decade: int,
     quantiles: str,
     min_count: int,
 ) -> None:
-    """Summarise the cluster file FILE: counts per particle, energy ranges, truncation, and the EM-scale
-    response E_EM/E_true per particle type in log bins of E_true (median and resolution).
+    """Summarise the cluster file FILE (calohls HDF5 or ATLAS MLTree ROOT): counts per particle, energy
+    ranges, truncation, and the EM-scale response E_EM/E_true per particle type in log bins of E_true (median and
+    resolution).
 
     \b
     Examples:
       calohls inspect data/clusters.h5
       calohls inspect data/clusters.h5 --json
       calohls inspect data/clusters.h5 --config > sim.yaml
+      calohls inspect user.mltree.root --branch-map branches.yaml
     """
+    from calohls.data.root import BranchMap
     from calohls.physics.summary import stored_config, summarize_file
 
     if show_config:
@@ -130,6 +141,7 @@ def inspect_command(
         bins=log_bins(e_min, e_max, per_decade),
         quantiles=QUANTILE_PAIRS[quantiles],
         min_count=min_count,
+        branches=BranchMap.from_yaml(branch_map) if branch_map else None,
     )
     if as_json:
         click.echo(json.dumps(summary, indent=2, allow_nan=False))

@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from calohls.data.convert import detect_format, read_scalars
 from calohls.data.hdf5 import open_clusters
+from calohls.data.root import BranchMap
 from calohls.data.schema import PARTICLES
 from calohls.errors import InputFileError
 from calohls.physics.response import DEFAULT_QUANTILES, log_bins, resolution_label, summarize_response
@@ -119,11 +121,13 @@ def summarize_file(
     bins: Any = None,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     min_count: int = 10,
+    branches: BranchMap | None = None,
 ) -> dict[str, Any]:
-    """Summary of a calohls cluster file (HDF5), as printed by ``calohls inspect``.
+    """Summary of a cluster file (calohls HDF5 or MLTree ROOT), as printed by ``calohls inspect``.
 
     Args:
         path: The file.
+        branches: Branch names of a ROOT file (the ATLAS MLTree defaults when None).
         bins: ``E_true`` bin edges of the response; 0.5–500 GeV in three bins per decade if None.
         quantiles: Quantile pair of the resolution.
         min_count: Bins with fewer clusters get no response values.
@@ -136,10 +140,12 @@ def summarize_file(
         InputFileError: the file is missing or unreadable (or a subclass: bad schema, unknown schema version).
         NonFiniteError: an energy is NaN or inf.
     """
-    with open_clusters(path) as f:
-        scalars = f.read_scalars(list(SUMMARY_FIELDS))
-        head = {"path": str(path), "schema_version": int(f.schema_version), "config": f.config}
-        max_cells = f.max_cells
+    if detect_format(path) == "hdf5":
+        with open_clusters(path) as f:
+            head = {"path": str(path), "format": "hdf5", "schema_version": int(f.schema_version), "config": f.config}
+    else:
+        head = {"path": str(path), "format": "root", "schema_version": None, "config": None}
+    scalars, max_cells = read_scalars(path, SUMMARY_FIELDS, branches=branches)
     return head | summarize_scalars(scalars, max_cells, bins=bins, quantiles=quantiles, min_count=min_count)
 
 
