@@ -24,8 +24,9 @@ run: $(DATA) | $(STAMP)
 	$(BIN)/calohls inspect $(DATA)
 
 test: | $(STAMP)
-	$(BIN)/pytest -q
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest -q
 
 bench: | $(STAMP)
 	$(BIN)/python benchmarks/run.py
