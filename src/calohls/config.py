@@ -45,6 +45,11 @@ class SimConfig(_Strict):
     e_max: float = Field(500.0, gt=0, description="highest particle energy, GeV (log-uniform)")
     eta_max: float = Field(0.7, gt=0, le=0.8, description="particles are drawn uniformly in |η| < eta_max")
     max_cells: int = Field(256, ge=1, le=4096, description="cells stored per cluster (highest energy first)")
+    noise: bool = Field(
+        True,
+        description="add electronic and pile-up noise to the cell signals; without it the topo-cluster thresholds "
+        "still use the nominal σ (for studies of the sampling resolution alone)",
+    )
     min_e_true: float = Field(
         0.05, ge=0, description="clusters with less calibration-hit energy (GeV) are pile-up/noise and are dropped"
     )

@@ -107,3 +107,18 @@ def test_photon_resolution_is_em_like():
     q16, q50, q84 = np.percentile(r, [16, 50, 84])
     # 10 %/√E ⊕ 0.7 % at 50 GeV is 1.6 %, plus electronic noise
     assert 0.012 < (q84 - q16) / 2 / q50 < 0.025
+
+
+def test_sampling_resolution_without_noise_is_ten_percent_over_sqrt_e():
+    """Noise off: σ/E of photons is the sampling term 10 %/√E ⊕ 0.7 % alone."""
+    for energy in (5.0, 200.0):
+        config = SimConfig(
+            particles=("gamma",), events=2000, e_min=energy * 0.99, e_max=energy * 1.01, noise=False, seed=4
+        )
+        b = ClusterBatch.concatenate(simulate(config, workers=1))
+        r = b.response_em[b["cluster_index"] == 0]
+        q16, q50, q84 = np.percentile(r, [16, 50, 84])
+        e_true = np.mean(b["e_true"][b["cluster_index"] == 0])
+        expected = np.hypot(0.10 / np.sqrt(e_true), 0.007)
+        assert (q84 - q16) / 2 / q50 == pytest.approx(expected, rel=0.1)
+        assert q50 == pytest.approx(1.0, abs=0.005)

@@ -100,7 +100,7 @@ def _simulate_compact(config: SimConfig, batch_index: int) -> CompactClusters:
     particles = draw_particles(config, n, rng)
     eta_low, phi_low, phi_low_index = window_for(particles.eta, particles.phi)
     dep, vis = deposit(_showers(particles, rng), window, eta_low, phi_low)
-    measured = measured_signal(vis, window, rng)
+    measured = measured_signal(vis, window, rng, noise=config.noise)
     found = topo_cluster(measured, window.cell_sigma, _table(config.mu), config.topo)
     corner = (eta_low, phi_low, phi_low_index)
     return _compact_clusters(config, window, particles, first, corner, measured, dep, found)

@@ -20,11 +20,14 @@ from calohls.sim.showers import CONSTANT_TERM, SAMPLING_TERM
 __all__ = ["measured_signal"]
 
 
-def measured_signal(vis: np.ndarray, window: Window, rng: np.random.Generator) -> np.ndarray:
-    """EM-scale cell signals (GeV) from visible energies ``[E, C]``: float32 ``[E, C]``."""
+def measured_signal(vis: np.ndarray, window: Window, rng: np.random.Generator, *, noise: bool = True) -> np.ndarray:
+    """EM-scale cell signals (GeV) from visible energies ``[E, C]``: float32 ``[E, C]``.
+
+    With ``noise=False`` only the sampling fluctuations and the constant term are applied.
+    """
     n_events = vis.shape[0]
     a2 = (SAMPLING_TERM[window.cell_layer] ** 2).astype(np.float32)
-    noise2 = (window.cell_sigma**2).astype(np.float32)
+    noise2 = (window.cell_sigma**2 if noise else np.zeros(window.n_cells)).astype(np.float32)
     spread = np.maximum(vis, 0.0)
     spread *= a2
     spread += noise2
