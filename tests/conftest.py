@@ -7,6 +7,7 @@ fixtures of other stages in their own clearly named blocks below.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,3 +143,31 @@ def make_synthetic_batch(n: int = 200, max_cells: int = 32, seed: int = 0) -> Cl
 def synthetic_batch() -> Callable[..., ClusterBatch]:
     """Factory of valid random cluster batches: ``synthetic_batch(n=200, max_cells=32, seed=0)``."""
     return make_synthetic_batch
+
+
+# -- model stage: a small simulated data set and a tiny trained run -------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sim_file(tmp_path_factory) -> Path:
+    """A seeded π±/π0 cluster file at μ = 200 (about 7k clusters)."""
+    from calohls.config import SimConfig
+    from calohls.sim.generate import simulate_to_file
+
+    path = tmp_path_factory.mktemp("data") / "clusters.h5"
+    simulate_to_file(SimConfig(events=8000, seed=21, max_cells=64), path, workers=2)
+    return path
+
+
+#: Options of the tiny test run: small enough to train in seconds.
+TINY_TRAIN = {"model": {"preset": "tiny", "max_cells": 16}, "epochs": 12, "batch_size": 128, "seed": 3}
+
+
+@pytest.fixture(scope="session")
+def trained_run(sim_file, tmp_path_factory) -> Path:
+    from calohls.config import TrainConfig
+    from calohls.model.train import train
+
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    train(sim_file, run, TrainConfig.model_validate(TINY_TRAIN))
+    return run

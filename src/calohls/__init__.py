@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from importlib.metadata import PackageNotFoundError, version
+
+# Keras reads its backend once, at import: calohls runs on JAX unless the user chose otherwise.
+os.environ.setdefault("KERAS_BACKEND", "jax")
 
 try:
     __version__ = version("calohls")

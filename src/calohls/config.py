@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -11,7 +11,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from calohls.data.schema import PARTICLES
 from calohls.errors import ConfigError
 
-__all__ = ["SimConfig", "TopoConfig", "dump_config", "load_config", "validation_message"]
+__all__ = [
+    "PRESETS",
+    "ModelConfig",
+    "SimConfig",
+    "TopoConfig",
+    "TrainConfig",
+    "dump_config",
+    "load_config",
+    "validation_message",
+]
 
 
 class _Strict(BaseModel):
@@ -80,6 +89,85 @@ class SimConfig(_Strict):
         return self
 
 
+#: Named DeepSets sizes, tiny to xlarge: (Φ layer widths, F layer widths). "medium" is the default.
+PRESETS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "tiny": ((8, 8), (8,)),
+    "small": ((16, 16), (16, 8)),
+    "medium": ((32, 32), (32, 16)),
+    "large": ((64, 64), (64, 32)),
+    "xlarge": ((128, 128, 128), (128, 64)),
+}
+
+
+class ModelConfig(_Strict):
+    """DeepSets architecture: Φ on every cell, the sum over cells (KSum), F on the sum, one output."""
+
+    preset: str = Field("medium", description=f"named size: {', '.join(PRESETS)}; phi/f given explicitly win")
+    phi: tuple[int, ...] | None = Field(None, description="widths of the Φ layers (per cell), e.g. 32,32")
+    f: tuple[int, ...] | None = Field(None, description="widths of the F layers (after the sum), e.g. 32,16")
+    max_cells: int = Field(64, ge=1, le=1024, description="cells per cluster the network sees (most energetic)")
+    activation: str = Field("relu", description="hidden-layer activation (relu keeps padded cells at exactly zero)")
+
+    @field_validator("phi", "f", mode="before")
+    @classmethod
+    def _widths(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                v = [int(x) for x in v.split(",") if x.strip()]
+            except ValueError:
+                raise ValueError(f"layer widths must be comma-separated integers such as 32,32; got {v!r}") from None
+        return v
+
+    @field_validator("phi", "f")
+    @classmethod
+    def _positive(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is not None and (not v or min(v) < 1):
+            raise ValueError(f"layer widths must be positive integers, at least one layer; got {v}")
+        return v
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str) -> str:
+        if v not in PRESETS:
+            raise ValueError(f"unknown preset {v!r}; choose from {', '.join(PRESETS)}")
+        return v
+
+    @field_validator("activation")
+    @classmethod
+    def _known_activation(cls, v: str) -> str:
+        if v not in ("relu",):
+            raise ValueError(f"activation {v!r} is not supported; use relu (padding must map to zero)")
+        return v
+
+    @property
+    def phi_widths(self) -> tuple[int, ...]:
+        return self.phi or PRESETS[self.preset][0]
+
+    @property
+    def f_widths(self) -> tuple[int, ...]:
+        return self.f or PRESETS[self.preset][1]
+
+
+class TrainConfig(_Strict):
+    """Options of ``calohls train``."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    target: Literal["log_e", "log_ratio"] = Field(
+        "log_ratio",
+        description="log10 of the calibration factor E_true/E_EM (default: twice better resolution than log_e at "
+        "high energy for the same training), or log10(E_true)",
+    )
+    seed: int = Field(0, ge=0, description="seed of the split, the initial weights and the batch order")
+    val_fraction: float = Field(0.15, gt=0, lt=0.5, description="share of events for validation")
+    test_fraction: float = Field(0.15, gt=0, lt=0.5, description="share of events kept for evaluation")
+    epochs: int = Field(40, ge=1, description="most epochs; early stopping usually ends sooner")
+    batch_size: int = Field(512, ge=1, description="clusters per gradient step")
+    learning_rate: float = Field(2e-3, gt=0, description="initial Adam learning rate")
+    patience: int = Field(6, ge=1, description="epochs without validation improvement before stopping")
+    lr_patience: int = Field(3, ge=1, description="epochs without improvement before halving the learning rate")
+    max_clusters: int | None = Field(None, ge=1, description="use at most this many clusters of the file")
+
+
 def validation_message(err: ValidationError) -> str:
     """One line from a pydantic error: the field, the value received and what is wrong."""
     e = err.errors()[0]
@@ -88,8 +176,8 @@ def validation_message(err: ValidationError) -> str:
     return f"{where}={e.get('input')!r}: {msg}"
 
 
-def load_config(model: type[BaseModel], source: Path | dict[str, Any] | None = None, **overrides: Any) -> Any:
-    """Build ``model`` from a YAML file or dict, then command-line overrides (None values are ignored)."""
+def load_config(schema: type[BaseModel], source: Path | dict[str, Any] | None = None, **overrides: Any) -> Any:
+    """Build ``schema`` from a YAML file or dict, then command-line overrides (None values are ignored)."""
     data: dict[str, Any] = {}
     if isinstance(source, Path):
         if not source.is_file():
@@ -103,11 +191,22 @@ def load_config(model: type[BaseModel], source: Path | dict[str, Any] | None = N
         data.update(loaded or {})
     elif isinstance(source, dict):
         data.update(source)
-    data.update({k: v for k, v in overrides.items() if v is not None})
+    _merge(data, overrides)
     try:
-        return model.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as err:
         raise ConfigError(validation_message(err)) from None
+
+
+def _merge(data: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Apply overrides in place, section by section; None means "not given"."""
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            _merge(data[key], value)
+        elif isinstance(value, dict):
+            data[key] = {k: v for k, v in value.items() if v is not None}
+        elif value is not None:
+            data[key] = value
 
 
 def dump_config(config: BaseModel) -> str:

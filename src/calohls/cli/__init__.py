@@ -30,8 +30,10 @@ import click
 
 from calohls import __version__
 from calohls.cli.convert import convert_command
+from calohls.cli.evaluate import evaluate_command
 from calohls.cli.inspect import inspect_command
 from calohls.cli.simulate import simulate_command
+from calohls.cli.train import train_command
 from calohls.errors import CalohlsError
 
 __all__ = ["main"]
@@ -135,3 +137,5 @@ def main(ctx: click.Context, verbose: int) -> None:
 main.add_command(simulate_command)
 main.add_command(inspect_command)
 main.add_command(convert_command)
+main.add_command(train_command)
+main.add_command(evaluate_command)

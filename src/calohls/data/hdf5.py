@@ -46,18 +46,17 @@ from calohls.errors import (
     CalohlsError,
     ConfigError,
     DataError,
-    FileExistsRefusedError,
     InputFileError,
     NonFiniteError,
     SchemaError,
     SchemaVersionError,
 )
+from calohls.files import check_output, commit, discard, partial_path
 
 __all__ = [
     "FORMAT",
     "ClusterFile",
     "ClusterWriter",
-    "atomic_output",
     "open_clusters",
     "read_clusters",
 ]
@@ -92,58 +91,6 @@ _CHUNK_CACHE_BYTES = 32 << 20  # per-dataset chunk cache, above one chunk: parti
 
 
 # -- atomic output -------------------------------------------------------------------------------------------
-def _partial_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial-{os.getpid()}")
-
-
-def _check_output(path: Path, overwrite: bool) -> None:
-    if path.is_dir():
-        raise ConfigError(f"output {path} is a directory; give the path of a file")
-    if path.exists() and not overwrite:
-        raise FileExistsRefusedError(path)
-
-
-def _discard(partial: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        partial.unlink()
-
-
-def _commit(partial: Path, path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:  # appeared while we were writing
-        _discard(partial)
-        raise FileExistsRefusedError(path)
-    os.replace(partial, path)
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
-    """Write a file atomically: yield a temporary sibling path that replaces ``path`` on a clean exit.
-
-    The parent folder is created. On an exception the temporary file is removed and ``path`` is left
-    untouched.
-
-    Args:
-        path: Final output path.
-        overwrite: Replace an existing ``path``; without it an existing output is an error.
-
-    Yields:
-        The temporary path to write to.
-
-    Raises:
-        FileExistsRefusedError: ``path`` exists and ``overwrite`` is False (checked before any writing).
-    """
-    path = Path(path)
-    _check_output(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = _partial_path(path)
-    try:
-        yield partial
-    except BaseException:
-        _discard(partial)
-        raise
-    _commit(partial, path, overwrite)
-
-
 # -- writing -------------------------------------------------------------------------------------------------
 def _chunk_rows(row_bytes: int) -> int:
     return int(min(_MAX_CHUNK_ROWS, max(1, _CHUNK_BYTES // row_bytes)))
@@ -197,7 +144,7 @@ class ClusterWriter:
     ) -> None:
         self.path = Path(path)
         self.overwrite = overwrite
-        _check_output(self.path, overwrite)
+        check_output(self.path, overwrite)
         if int(max_cells) < 1:
             raise ConfigError(f"max_cells={max_cells} must be at least 1")
         self.max_cells = int(max_cells)
@@ -214,7 +161,7 @@ class ClusterWriter:
         self.attrs = dict(attrs or {})
         for name, value in self.attrs.items():
             _check_attr(name, value)
-        self._partial = _partial_path(self.path)
+        self._partial = partial_path(self.path)
         self._file: h5py.File | None = None
         self._datasets: dict[str, h5py.Dataset] = {}
         self.n_clusters = 0
@@ -242,7 +189,7 @@ class ClusterWriter:
         try:
             self._file.close()
             self._file = None
-            _commit(self._partial, self.path, self.overwrite)
+            commit(self._partial, self.path, self.overwrite)
         except BaseException:
             self._abort()
             raise
@@ -253,7 +200,7 @@ class ClusterWriter:
             with contextlib.suppress(Exception):
                 self._file.close()
             self._file = None
-        _discard(self._partial)
+        discard(self._partial)
 
     def _create(self) -> None:
         f = self._file
@@ -478,8 +425,11 @@ class ClusterFile:
         return parsed
 
     # -- data ------------------------------------------------------------------------------------------------
-    def read(self, start: int = 0, stop: int | None = None) -> ClusterBatch:
+    def read(self, start: int = 0, stop: int | None = None, *, max_cells: int | None = None) -> ClusterBatch:
         """Clusters ``start`` to ``stop`` (exclusive) as one batch; bounds follow Python slicing.
+
+        With ``max_cells``, only each cluster's first (most energetic) ``max_cells`` cells are read, so a network
+        that looks at 64 cells never loads the rest; the scalars still describe the whole cluster.
 
         Raises:
             NonFiniteError: NaN or inf in the data (the message names the file and the cluster range).
@@ -490,15 +440,20 @@ class ClusterFile:
         stop = max(start, stop)
         with _reading(self.path):
             ds = self._datasets
-            cells, cell_id, n_cells = (ds[k][start:stop] for k in ("cells", "cell_id", "n_cells"))
+            k = self.max_cells if max_cells is None else min(int(max_cells), self.max_cells)
+            if k < 1:
+                raise ConfigError(f"max_cells={max_cells} must be at least 1")
+            cells, cell_id = ds["cells"][start:stop, :k], ds["cell_id"][start:stop, :k]
+            n_cells = np.minimum(ds["n_cells"][start:stop], k).astype(np.int32)
             scalars = {k: ds[k][start:stop] for k in SCALAR_FIELDS}
         try:
             return ClusterBatch(cells=cells, cell_id=cell_id, n_cells=n_cells, scalars=scalars)
         except DataError as exc:
             raise type(exc)(f"{self.path} [clusters {start}:{stop}]: {exc}") from None
 
-    def iter_batches(self, size: int = 65536) -> Iterator[ClusterBatch]:
-        """Stream the file in batches of ``size`` clusters (the last one may be shorter).
+    def iter_batches(self, size: int = 65536, *, max_cells: int | None = None) -> Iterator[ClusterBatch]:
+        """Stream the file in batches of ``size`` clusters (the last one may be shorter), optionally of only the
+        first ``max_cells`` cells of each cluster (see :meth:`read`).
 
         Raises:
             ConfigError: ``size`` < 1.
@@ -506,7 +461,7 @@ class ClusterFile:
         if size < 1:
             raise ConfigError(f"batch size {size} must be at least 1")
         for start in range(0, self._n, size):
-            yield self.read(start, start + size)
+            yield self.read(start, start + size, max_cells=max_cells)
 
     def read_scalars(self, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Per-cluster scalars only (no cells), all of them or those named.

@@ -46,9 +46,9 @@ import uproot
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from calohls.config import load_config
-from calohls.data.hdf5 import atomic_output
 from calohls.data.schema import CELL_FIELDS, SCALAR_FIELDS, ClusterBatch
 from calohls.errors import CalohlsError, ConfigError, DataError, InputFileError, NonFiniteError, SchemaError
+from calohls.files import atomic_output
 
 __all__ = ["BranchMap", "iter_mltree", "read_mltree", "write_mltree"]
 

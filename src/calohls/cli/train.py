@@ -1,0 +1,77 @@
+"""``calohls train``: fit a DeepSets calibration on a cluster file into a run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from calohls.config import PRESETS, TrainConfig, load_config
+
+__all__ = ["train_command"]
+
+
+@click.command("train", short_help="Train a DeepSets calibration on a cluster file.")
+@click.argument("data", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("-o", "--output", "run_dir", type=click.Path(path_type=Path), required=True, help="Run folder to write.")
+@click.option("--preset", type=click.Choice(list(PRESETS)), help="Named network size. [default: medium]")
+@click.option("--phi", metavar="WIDTHS", help="Φ layer widths, e.g. 32,32 (overrides the preset).")
+@click.option("--f", "f_widths", metavar="WIDTHS", help="F layer widths, e.g. 32,16 (overrides the preset).")
+@click.option("--max-cells", type=int, help="Cells per cluster the network sees, most energetic first. [default: 64]")
+@click.option("--epochs", type=int, help="Most epochs (early stopping usually ends sooner). [default: 40]")
+@click.option("--batch-size", type=int, help="Clusters per gradient step. [default: 512]")
+@click.option("--learning-rate", type=float, help="Initial learning rate. [default: 0.002]")
+@click.option("--seed", type=int, help="Seed of the split, the initial weights and the batch order. [default: 0]")
+@click.option("--max-clusters", type=int, help="Use at most this many clusters of DATA.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="YAML file of training options (calohls.config.TrainConfig); command-line options override it.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace the run folder if it exists.")
+@click.option("--hide-progress", is_flag=True, help="Do not show the progress bar.")
+def train_command(
+    data: Path,
+    run_dir: Path,
+    preset: str | None,
+    phi: str | None,
+    f_widths: str | None,
+    max_cells: int | None,
+    epochs: int | None,
+    batch_size: int | None,
+    learning_rate: float | None,
+    seed: int | None,
+    max_clusters: int | None,
+    config_path: Path | None,
+    overwrite: bool,
+    hide_progress: bool,
+) -> None:
+    """Train a DeepSets network that regresses log10(E_true) of the clusters in DATA from their cells, and save
+    the model, the feature scaling, the split, the history and the resolved options in the run folder.
+
+    \b
+    Examples:
+      calohls train data/clusters.h5 -o runs/medium
+      calohls train data/clusters.h5 -o runs/large --preset large --epochs 60
+      calohls train data/clusters.h5 -o runs/custom --phi 48,48 --f 32 --max-cells 32
+    """
+    config = load_config(
+        TrainConfig,
+        config_path,
+        model={"preset": preset, "phi": phi, "f": f_widths, "max_cells": max_cells},
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+        max_clusters=max_clusters,
+    )
+    from calohls.model.train import train
+
+    result = train(data, run_dir, config, overwrite=overwrite, hide_progress=hide_progress)
+    click.echo(
+        f"trained {config.model.phi_widths}→{config.model.f_widths} on {result.n_train:,} clusters "
+        f"({result.n_val:,} validation, {result.n_test:,} test) in {result.seconds:.0f} s: best epoch "
+        f"{result.best_epoch} of {result.epochs}, validation loss {result.best_val_loss:.5f}; wrote {run_dir}"
+    )
+    click.echo(f"next: calohls evaluate {run_dir}", err=True)

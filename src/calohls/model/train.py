@@ -1,0 +1,377 @@
+"""``calohls train``: fit a DeepSets calibration on a cluster file and save everything in a run folder.
+
+A run folder holds:
+
+* ``run.json``: what the folder is (``kind: calohls-run``, ``stage: train``), versions, data file, sizes, timing;
+* ``config.yaml``: the resolved :class:`~calohls.config.TrainConfig`;
+* ``model.keras``: the model with the best validation loss; ``checkpoints/`` the best and the last epoch;
+* ``features.json``: the feature scaling (:class:`~calohls.data.features.FeatureScaler`);
+* ``split.npz``: the cluster indices of the train, validation and test sets (split by event, by seed);
+* ``history.json``: loss, validation loss and learning rate per epoch.
+
+The folder is assembled under a temporary name and renamed into place at the end, so a run folder is complete or
+absent; an existing one is replaced only with ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calohls import __version__
+from calohls.config import TrainConfig, dump_config
+from calohls.data.features import FEATURES, FeatureScaler, cell_features, energy_from_target, target
+from calohls.data.hdf5 import open_clusters
+from calohls.data.schema import ClusterBatch
+from calohls.errors import ConfigError, DataError, FileExistsRefusedError, InputFileError
+from calohls.files import write_text_atomic
+
+__all__ = [
+    "RUN_KIND",
+    "TrainResult",
+    "TrainedRun",
+    "TrainingData",
+    "load_run",
+    "load_training_data",
+    "open_run",
+    "predict",
+    "split_events",
+    "train",
+]
+
+log = logging.getLogger(__name__)
+
+RUN_KIND = "calohls-run"
+#: Per-cluster fields kept next to the features (for evaluation and baselines).
+KEPT_SCALARS = ("e_true", "e_em", "particle", "event", "cluster_index", "eta", "n_cells_total")
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Raw features, targets and per-cluster fields of the clusters used (in file order)."""
+
+    x: np.ndarray  # [n, N, F] raw features
+    y: np.ndarray  # [n] log10 e_true
+    scalars: dict[str, np.ndarray]
+    index: np.ndarray  # [n] cluster index in the file
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What ``train`` did."""
+
+    run_dir: Path
+    epochs: int
+    best_epoch: int
+    best_val_loss: float
+    n_train: int
+    n_val: int
+    n_test: int
+    seconds: float
+
+
+def load_training_data(
+    path: str | Path, max_cells: int, *, target_kind: str = "log_e", max_clusters: int | None = None
+) -> TrainingData:
+    """Stream a cluster file into network inputs: the ``max_cells`` most energetic cells of each cluster.
+
+    Clusters without positive calibration-hit energy cannot be a log-energy target and are left out (logged).
+    """
+    xs, ys, index = [], [], []
+    scalars: dict[str, list[np.ndarray]] = {k: [] for k in KEPT_SCALARS}
+    dropped = 0
+    with open_clusters(path) as f:
+        stop = f.n_clusters if max_clusters is None else min(max_clusters, f.n_clusters)
+        start = 0
+        for batch in f.iter_batches(32768, max_cells=max_cells):
+            if start >= stop:
+                break
+            batch = batch.select(slice(0, stop - start))
+            good = batch["e_true"] > 0
+            dropped += int((~good).sum())
+            batch = batch.select(good)
+            xs.append(cell_features(batch, max_cells))
+            ys.append(target(batch["e_true"], batch["e_em"], target_kind))
+            index.append(start + np.flatnonzero(good))
+            for k in KEPT_SCALARS:
+                scalars[k].append(batch[k])
+            start += good.size
+    if dropped:
+        log.warning("%d clusters without positive e_true left out of %s", dropped, path)
+    if not xs or sum(len(y) for y in ys) == 0:
+        raise DataError(f"{path} holds no cluster with positive e_true; nothing to train on")
+    return TrainingData(
+        x=np.concatenate(xs),
+        y=np.concatenate(ys),
+        scalars={k: np.concatenate(v) for k, v in scalars.items()},
+        index=np.concatenate(index),
+    )
+
+
+def split_events(event: np.ndarray, seed: int, val_fraction: float, test_fraction: float) -> dict[str, np.ndarray]:
+    """Train/validation/test cluster indices; all clusters of one event go to the same set."""
+    events, inverse = np.unique(event, return_inverse=True)
+    u = np.random.default_rng(np.random.SeedSequence([seed, 0x5917])).random(events.size)[inverse]
+    test = u < test_fraction
+    val = (u >= test_fraction) & (u < test_fraction + val_fraction)
+    return {"train": np.flatnonzero(~(test | val)), "val": np.flatnonzero(val), "test": np.flatnonzero(test)}
+
+
+def predict(
+    model: Any, scaler: FeatureScaler, batch: ClusterBatch, *, target_kind: str = "log_e", batch_size: int = 4096
+) -> np.ndarray:
+    """Calibrated energies (GeV) of the clusters of ``batch``."""
+    x = scaler.transform(cell_features(batch, scaler.max_cells))
+    return energy_from_target(model.predict(x, batch_size=batch_size, verbose=0), batch["e_em"], target_kind)
+
+
+def _epoch_progress(epochs: int, hide: bool) -> tuple[Any, Callable[[], None]]:
+    """A Keras callback showing one rich progress bar over epochs on stderr, and its closer."""
+    import keras
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        TextColumn("training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("epochs  {task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=hide,
+    )
+    task = bar.add_task("train", total=epochs, status="")
+    bar.start()
+
+    class _Callback(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            logs = logs or {}
+            status = f"loss {logs.get('loss', float('nan')):.4f}  val {logs.get('val_loss', float('nan')):.4f}"
+            bar.update(task, completed=epoch + 1, status=status)
+
+    return _Callback(), bar.stop
+
+
+class _History:
+    """Keras callback factory recording loss, validation loss and learning rate per epoch into a JSON file."""
+
+    @staticmethod
+    def make(path: Path) -> Any:
+        import keras
+
+        class _Callback(keras.callbacks.Callback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.rows: list[dict[str, float]] = []
+
+            def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+                logs = dict(logs or {})
+                lr = self.model.optimizer.learning_rate
+                logs["learning_rate"] = float(np.asarray(lr.value if hasattr(lr, "value") else lr))
+                self.rows.append({"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}})
+                write_text_atomic(path, json.dumps(self.rows, indent=1))
+
+        return _Callback()
+
+
+def _staging_dir(run_dir: Path, overwrite: bool) -> Path:
+    if run_dir.exists() and not overwrite:
+        raise FileExistsRefusedError(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} exists and is not a folder; choose another run folder")
+    staging = run_dir.with_name(f".{run_dir.name}.partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _publish(staging: Path, run_dir: Path) -> None:
+    if run_dir.exists():
+        old = run_dir.with_name(f".{run_dir.name}.replaced")
+        shutil.rmtree(old, ignore_errors=True)
+        run_dir.rename(old)
+        staging.rename(run_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(run_dir)
+
+
+def train(
+    data_path: str | Path,
+    run_dir: str | Path,
+    config: TrainConfig,
+    *,
+    overwrite: bool = False,
+    hide_progress: bool = True,
+) -> TrainResult:
+    """Train a DeepSets calibration on ``data_path`` and write the run folder ``run_dir``."""
+    import keras
+
+    from calohls.model.deepsets import build_deepsets
+
+    run_dir, data_path = Path(run_dir), Path(data_path)
+    if run_dir.exists() and not overwrite:  # refuse before any work
+        raise FileExistsRefusedError(run_dir)
+    start = time.perf_counter()
+    data = load_training_data(
+        data_path, config.model.max_cells, target_kind=config.target, max_clusters=config.max_clusters
+    )
+    split = split_events(data.scalars["event"], config.seed, config.val_fraction, config.test_fraction)
+    n_train, n_val = split["train"].size, split["val"].size
+    if n_train < config.batch_size:
+        raise DataError(
+            f"only {n_train} training clusters for batch_size={config.batch_size}; "
+            "lower --batch-size or use a larger data set"
+        )
+    if n_val == 0:
+        raise DataError(f"no validation clusters among {data.y.size}; use a larger data set or val_fraction")
+    scaler = FeatureScaler.fit(data.x[split["train"]])
+    x = scaler.transform(data.x)
+
+    keras.utils.set_random_seed(config.seed)
+    model = build_deepsets(
+        config.model, len(FEATURES), seed=config.seed, output_mean=float(data.y[split["train"]].mean())
+    )
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
+
+    staging = _staging_dir(run_dir, overwrite)
+    try:
+        (staging / "checkpoints").mkdir()
+        progress, close_progress = _epoch_progress(config.epochs, hide_progress)
+        callbacks = [
+            keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True),
+            keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=config.lr_patience, min_lr=1e-5),
+            keras.callbacks.ModelCheckpoint(staging / "checkpoints" / "best.keras", save_best_only=True),
+            _History.make(staging / "history.json"),
+            progress,
+        ]
+        try:
+            fit = model.fit(
+                x[split["train"]],
+                data.y[split["train"]],
+                validation_data=(x[split["val"]], data.y[split["val"]]),
+                epochs=config.epochs,
+                batch_size=config.batch_size,
+                shuffle=True,
+                callbacks=callbacks,
+                verbose=0,
+            )
+        finally:
+            close_progress()
+        model.save(staging / "checkpoints" / "last.keras")
+        val_loss = [float(v) for v in fit.history["val_loss"]]
+        best = int(np.argmin(val_loss))
+        # EarlyStopping restores the best weights only when it stops early; make sure model.keras is the best
+        best_model = keras.saving.load_model(staging / "checkpoints" / "best.keras")
+        best_model.save(staging / "model.keras")
+        scaler.save(staging / "features.json")
+        np.savez(staging / "split.npz", index=data.index, **split)
+        (staging / "config.yaml").write_text(dump_config(config))
+        seconds = time.perf_counter() - start
+        info = {
+            "kind": RUN_KIND,
+            "stage": "train",
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "versions": _versions(),
+            "data": {"path": str(data_path.resolve()), "clusters": int(data.y.size)},
+            "model": {"name": best_model.name, "parameters": int(best_model.count_params())},
+            "sizes": {k: int(v.size) for k, v in split.items()},
+            "epochs": len(val_loss),
+            "best_epoch": best + 1,
+            "best_val_loss": val_loss[best],
+            "seconds": seconds,
+            "train_clusters_per_second": n_train * len(val_loss) / max(seconds, 1e-9),
+        }
+        (staging / "run.json").write_text(json.dumps(info, indent=1))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _publish(staging, run_dir)
+    log.info("trained %s in %.0f s; best epoch %d of %d", best_model.name, seconds, best + 1, len(val_loss))
+    return TrainResult(run_dir, len(val_loss), best + 1, val_loss[best], n_train, n_val, split["test"].size, seconds)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"calohls": __version__}
+    for package in ("keras", "jax", "numpy", "hls4ml", "hgq2", "da4ml"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def load_run(run_dir: str | Path, stage: str = "train") -> dict[str, Any]:
+    """The ``run.json`` of a run folder, checked to be of the given stage."""
+    run_dir = Path(run_dir)
+    info_path = run_dir / "run.json"
+    if not run_dir.is_dir():
+        raise InputFileError(f"run folder {run_dir} not found; give a folder made by `calohls {stage}`")
+    try:
+        info = json.loads(info_path.read_text())
+    except FileNotFoundError:
+        raise InputFileError(f"{run_dir} is not a calohls run folder (no run.json); give a folder made by "
+                             f"`calohls {stage}`") from None  # fmt: skip
+    except ValueError:
+        raise InputFileError(f"{info_path} is corrupt; re-run `calohls {stage}`") from None
+    if info.get("kind") != RUN_KIND or info.get("stage") != stage:
+        raise InputFileError(
+            f"{run_dir} is a run folder of stage {info.get('stage')!r}, not {stage!r}; give a folder made by "
+            f"`calohls {stage}`"
+        )
+    return info
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """Everything a later stage needs from a training run folder."""
+
+    path: Path
+    info: dict[str, Any]
+    config: TrainConfig
+    model: Any  # keras.Model
+    scaler: FeatureScaler
+    split: dict[str, np.ndarray]  # index (file positions) and train/val/test (positions into index)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.info["data"]["path"])
+
+    def file_index(self, part: str) -> np.ndarray:
+        """File positions of the clusters of ``part`` ("train", "val" or "test")."""
+        return self.split["index"][self.split[part]]
+
+    def predict(self, batch: ClusterBatch) -> np.ndarray:
+        """Calibrated energies (GeV) of the clusters of ``batch``."""
+        return predict(self.model, self.scaler, batch, target_kind=self.config.target)
+
+
+def open_run(run_dir: str | Path) -> TrainedRun:
+    """Load a training run folder (checked to be one)."""
+    import keras
+    import yaml
+
+    from calohls.config import load_config
+
+    run_dir = Path(run_dir)
+    info = load_run(run_dir, "train")
+    try:
+        config = load_config(TrainConfig, yaml.safe_load((run_dir / "config.yaml").read_text()))
+        with np.load(run_dir / "split.npz") as z:
+            split = {k: z[k] for k in ("index", "train", "val", "test")}
+        model = keras.saving.load_model(run_dir / "model.keras")
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputFileError(f"{run_dir} is incomplete or corrupt ({exc}); re-run `calohls train`") from None
+    return TrainedRun(run_dir, info, config, model, FeatureScaler.load(run_dir / "features.json"), split)

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+from tests.conftest import TINY_TRAIN
+
+from calohls.config import TrainConfig
+from calohls.data.hdf5 import read_clusters
+from calohls.errors import DataError, FileExistsRefusedError, InputFileError, SchemaError
+from calohls.model.train import load_run, open_run, split_events, train
+
+
+def test_run_folder_contents(trained_run):
+    names = {p.name for p in trained_run.iterdir()}
+    assert {"run.json", "config.yaml", "model.keras", "features.json", "split.npz", "history.json"} <= names
+    assert {p.name for p in (trained_run / "checkpoints").iterdir()} == {"best.keras", "last.keras"}
+    info = load_run(trained_run)
+    assert info["stage"] == "train"
+    assert info["versions"]["keras"].startswith("3.")
+    assert sum(info["sizes"].values()) == info["data"]["clusters"]
+    config = yaml.safe_load((trained_run / "config.yaml").read_text())
+    assert config["model"]["preset"] == "tiny"
+    assert config["seed"] == 3
+    history = json.loads((trained_run / "history.json").read_text())
+    assert len(history) == info["epochs"]
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert not list(trained_run.parent.glob(".*partial*"))
+
+
+def test_split_is_by_event_and_reproducible(trained_run, sim_file):
+    split = np.load(trained_run / "split.npz")
+    event = read_clusters(sim_file)["event"][split["index"]]
+    sets = {k: set(event[split[k]].tolist()) for k in ("train", "val", "test")}
+    assert not (sets["train"] & sets["test"])
+    assert not (sets["train"] & sets["val"])
+    again = split_events(event, 3, 0.15, 0.15)
+    for k in ("train", "val", "test"):
+        np.testing.assert_array_equal(again[k], split[k])
+    assert 0.1 < split["test"].size / split["index"].size < 0.2
+
+
+def test_tiny_model_beats_the_em_scale(trained_run, sim_file):
+    run = open_run(trained_run)
+    batch = read_clusters(sim_file).select(run.file_index("test"))
+    e_pred = run.predict(batch)
+
+    def resolution(e):
+        q16, q50, q84 = np.percentile(e / batch["e_true"], [16, 50, 84])
+        return (q84 - q16) / q50
+
+    assert resolution(e_pred) < 0.8 * resolution(batch["e_em"])
+    assert abs(np.median(e_pred / batch["e_true"]) - 1) < 0.05
+
+
+def test_same_seed_same_training(sim_file, tmp_path):
+    config = TrainConfig.model_validate({**TINY_TRAIN, "epochs": 2, "max_clusters": 2000})
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for run in runs:
+        train(sim_file, run, config)
+    histories = [json.loads((r / "history.json").read_text()) for r in runs]
+    assert histories[0] == histories[1]
+
+
+def test_refuses_to_overwrite_a_run(trained_run, sim_file):
+    with pytest.raises(FileExistsRefusedError, match="--overwrite"):
+        train(sim_file, trained_run, TrainConfig.model_validate(TINY_TRAIN))
+
+
+def test_overwrite_replaces_the_run(sim_file, tmp_path):
+    config = TrainConfig.model_validate({**TINY_TRAIN, "epochs": 1, "max_clusters": 1500})
+    run = tmp_path / "r"
+    train(sim_file, run, config)
+    (run / "marker").write_text("old")
+    train(sim_file, run, config, overwrite=True)
+    assert not (run / "marker").exists()
+    assert load_run(run)["epochs"] == 1
+
+
+def test_bad_inputs(sim_file, tmp_path):
+    with pytest.raises(DataError, match=r"training clusters for batch_size=100000"):
+        train(sim_file, tmp_path / "r1", TrainConfig.model_validate({**TINY_TRAIN, "batch_size": 100_000}))
+    assert not (tmp_path / "r1").exists()
+    stripped = tmp_path / "stripped.h5"
+    stripped.write_bytes(sim_file.read_bytes())
+    with h5py.File(stripped, "a") as f:
+        del f["clusters/e_true"]
+    with pytest.raises(SchemaError, match="e_true"):
+        train(stripped, tmp_path / "r2", TrainConfig.model_validate(TINY_TRAIN))
+    with pytest.raises(InputFileError, match="not found"):
+        train(tmp_path / "none.h5", tmp_path / "r3", TrainConfig.model_validate(TINY_TRAIN))
+    nan = tmp_path / "nan.h5"
+    nan.write_bytes(sim_file.read_bytes())
+    with h5py.File(nan, "a") as f:
+        cells = f["clusters/cells"]
+        row = cells[5]
+        row[0, 0] = np.nan
+        cells[5] = row
+    with pytest.raises(DataError, match="non-finite"):
+        train(nan, tmp_path / "r4", TrainConfig.model_validate(TINY_TRAIN))
+
+
+def test_load_run_rejects_other_folders(tmp_path, trained_run):
+    with pytest.raises(InputFileError, match="not found"):
+        load_run(tmp_path / "missing")
+    with pytest.raises(InputFileError, match="not a calohls run folder"):
+        load_run(tmp_path)
+    with pytest.raises(InputFileError, match="stage 'train', not 'qat'"):
+        load_run(trained_run, "qat")
