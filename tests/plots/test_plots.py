@@ -69,7 +69,7 @@ def test_response_2d_draws_histogram_median_and_quantiles(tmp_path, sample, tabl
     table = tables["DeepSets"]
     fig, ax = plots.new_figure()
     artists = plots.response_2d(ax, sample["e_true"], sample["DeepSets"], table, label="DeepSets", colorbar=True)
-    plots.atlas_label(ax)
+    plots.experiment_label(ax)
 
     ok = np.isfinite(table.median)
     np.testing.assert_array_equal(artists.median.get_xdata(), table.centres[ok])
@@ -157,7 +157,7 @@ def test_response_2d_rejects_mismatched_arrays(sample, tables):
 def test_resolution_comparison(tmp_path, tables):
     fig, ax = plots.new_figure()
     artists = plots.resolution_comparison(ax, tables)
-    plots.atlas_label(ax)
+    plots.experiment_label(ax)
 
     assert list(artists.series) == ["EM scale", "LCW-like", "DeepSets"]
     for name, container in artists.series.items():
@@ -203,7 +203,7 @@ def test_resolution_comparison_rejects_mixed_quantiles(sample, tables):
 def test_median_comparison(tmp_path, tables):
     fig, ax = plots.new_figure()
     artists = plots.median_comparison(ax, tables)
-    plots.atlas_label(ax)
+    plots.experiment_label(ax)
 
     for name, container in artists.series.items():
         table = tables[name]
@@ -261,12 +261,15 @@ def test_style_context_applies_and_restores():
         assert mpl.rcParams["xtick.direction"] == "out"
 
 
-def test_atlas_label_texts():
+def test_experiment_label_texts():
     _, ax = plots.new_figure()
-    texts = [t.get_text() for t in plots.atlas_label(ax)]
-    assert texts == ["ATLAS", "Simulation Internal", plots.DEFAULT_EXTRA]
+    texts = [t.get_text() for t in plots.experiment_label(ax)]
+    assert texts == ["calohls", "Simulation", plots.DEFAULT_EXTRA]
     _, ax = plots.new_figure()
-    assert [t.get_text() for t in plots.atlas_label(ax, "Internal", extra=None)] == ["ATLAS", "Internal"]
+    assert [t.get_text() for t in plots.experiment_label(ax, "Internal", extra=None, exp="ATLAS")] == [
+        "ATLAS",
+        "Internal",
+    ]
 
 
 def test_new_figure_is_not_registered_with_pyplot():

@@ -122,6 +122,8 @@ def _cell_blocks(batch: ClusterBatch, *, keep: np.ndarray | None = None, truth: 
 
     With ``keep`` (boolean, one per cluster) only the cells of the kept clusters are returned.
     """
+    n_slots, n_fields = batch.cells.shape[1:]
+    rows = batch.cells.reshape(-1, n_fields)  # a view for the usual contiguous cells
     for start in range(0, len(batch), _BLOCK):
         stop = min(start + _BLOCK, len(batch))
         n_cells = batch.n_cells[start:stop]
@@ -129,14 +131,13 @@ def _cell_blocks(batch: ClusterBatch, *, keep: np.ndarray | None = None, truth: 
         cells = batch.cells[start:stop, :width]
         mask = np.arange(width)[None, :] < n_cells[:, None]
         e_all = np.where(mask, cells[:, :, _COL["e"]], np.float32(0.0))
-        pos = e_all > 0
-        if keep is not None:
-            pos &= keep[start:stop, None]
+        positive = e_all > 0
+        pos = positive if keep is None else positive & keep[start:stop, None]
         cluster, slot = np.nonzero(pos)
-        sub = cells[cluster, slot]  # [P, F] float32
+        sub = np.take(rows, (start + cluster) * n_slots + slot, axis=0)  # [P, F] float32
         e = sub[:, _COL["e"]].astype(np.float64)
-        r = sub[:, _COL["r"]].astype(np.float64)
-        area = sub[:, _COL["deta"]].astype(np.float64) * sub[:, _COL["dphi"]] * r * r
+        r = sub[:, _COL["r"]]
+        area = (sub[:, _COL["deta"]] * sub[:, _COL["dphi"]] * r * r).astype(np.float64)
         bad = ~(area > 0)
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
@@ -149,9 +150,8 @@ def _cell_blocks(batch: ClusterBatch, *, keep: np.ndarray | None = None, truth: 
         e_true = deficit = None
         if truth:
             e_true = sub[:, _COL["e_true"]].astype(np.float64)
-            non_pos = mask & ~pos
             t_all = cells[:, :, _COL["e_true"]].astype(np.float64)
-            deficit = np.where(non_pos, t_all - e_all, 0.0).sum(axis=1)
+            deficit = np.where(mask & ~positive, t_all - e_all, 0.0).sum(axis=1)
         yield _Cells(
             start=start,
             size=stop - start,
@@ -159,7 +159,7 @@ def _cell_blocks(batch: ClusterBatch, *, keep: np.ndarray | None = None, truth: 
             e=e,
             rho=rho,
             log_rho=np.log10(rho),
-            r=r,
+            r=r.astype(np.float64),
             sampling=np.rint(sub[:, _COL["sampling"]]).astype(np.int64),
             e_true=e_true,
             stored_e=e_all.sum(axis=1, dtype=np.float64),

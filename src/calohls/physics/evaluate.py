@@ -22,7 +22,7 @@ from calohls.data.schema import PARTICLES, ClusterBatch
 from calohls.errors import DataError, FileExistsRefusedError, InputFileError
 from calohls.physics.response import DEFAULT_QUANTILES, ResponseTable, binned_response, log_bins
 
-__all__ = ["GROUPS", "METHODS", "Evaluation", "evaluate_run", "read_clusters_at"]
+__all__ = ["GROUPS", "METHODS", "Evaluation", "evaluate_run", "group_mask", "read_clusters_at"]
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def read_clusters_at(path: str | Path, index: np.ndarray, *, max_cells: int | No
     return batch.select(np.argsort(order, kind="stable"))
 
 
-def _group_mask(particle: np.ndarray, pdgs: tuple[int, ...]) -> np.ndarray:
+def group_mask(particle: np.ndarray, pdgs: tuple[int, ...]) -> np.ndarray:
     return np.ones(particle.size, bool) if not pdgs else np.isin(particle, pdgs)
 
 
@@ -132,7 +132,7 @@ def evaluate_run(
             method: binned_response(e_true[m], predictions[method][m], bins, quantiles=quantiles) for method in METHODS
         }
         for group, (_, pdgs) in GROUPS.items()
-        if (m := _group_mask(particle, pdgs)).any()
+        if (m := group_mask(particle, pdgs)).any()
     }
     result = Evaluation(e_true, particle, predictions, tables, _checks(tables))
 

@@ -7,7 +7,7 @@ Typical use::
     plots.use_style()
     fig, ax = plots.new_figure()
     plots.resolution_comparison(ax, {"EM scale": em, "LCW-like": lcw, "DeepSets": ds})
-    plots.atlas_label(ax)
+    plots.experiment_label(ax)
     plots.save(fig, "out/resolution.png")  # writes atomically and closes the figure
 
 Needs the ``plot`` extra (matplotlib, mplhep, hist).
@@ -26,7 +26,7 @@ from calohls.plots.response import (
     resolution_comparison,
     response_2d,
 )
-from calohls.plots.style import DEFAULT_EXTRA, FORMATS, atlas_label, new_figure, save, style_context, use_style
+from calohls.plots.style import DEFAULT_EXTRA, FORMATS, experiment_label, new_figure, save, style_context, use_style
 
 __all__ = [
     "DEFAULT_EXTRA",
@@ -36,7 +36,7 @@ __all__ = [
     "RESPONSE_LABEL",
     "ComparisonArtists",
     "Response2DArtists",
-    "atlas_label",
+    "experiment_label",
     "median_comparison",
     "new_figure",
     "quantile_label",

@@ -34,7 +34,7 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
 __all__ = [
     "DEFAULT_EXTRA",
     "FORMATS",
-    "atlas_label",
+    "experiment_label",
     "new_figure",
     "save",
     "style_context",
@@ -93,21 +93,25 @@ def new_figure(
     return fig, axes
 
 
-def atlas_label(
+def experiment_label(
     ax: Axes,
-    text: str = "Simulation Internal",
+    text: str = "Simulation",
     extra: str | None = DEFAULT_EXTRA,
     *,
+    exp: str = "calohls",
     loc: int = 4,
     **kwargs: Any,
 ) -> tuple[Text, ...]:
-    """Draw the experiment label, "ATLAS" in bold italic followed by ``text``, with ``extra`` below it.
+    """Draw the experiment label in the ATLAS layout: ``exp`` in bold followed by ``text``, with ``extra`` below.
+
+    The default names calohls, not ATLAS: the built-in data are calohls's own simulation. On figures of ATLAS
+    samples pass ``exp="ATLAS", text="Simulation Internal"``.
 
     Draw it after the data (and after setting axis limits), so that it is placed on the final axes.
 
     Args:
         ax: The axes to label.
-        text: Status text after "ATLAS", e.g. ``"Simulation Internal"``; written exactly as given.
+        text: Status text after the experiment name, e.g. ``"Simulation"``; written exactly as given.
         extra: Secondary line under the label, e.g. the sample; ``None`` or ``""`` for none.
         loc: Layout of the label, as in mplhep: 4 (top left, secondary line below) is the ATLAS one.
         **kwargs: Passed to mplhep's ATLAS label (``fontsize``, ...).
@@ -115,7 +119,7 @@ def atlas_label(
     Returns:
         The text artists drawn (the experiment name, the status text and, when given, the secondary line).
     """
-    texts = mplhep.atlas.label(llabel=text, rlabel=extra or "", loc=loc, ax=ax, **kwargs)
+    texts = mplhep.label.exp_label(exp=exp, llabel=text, rlabel=extra or "", loc=loc, ax=ax, **kwargs)
     return tuple(t for t in texts if t is not None and t.get_text())
 
 
