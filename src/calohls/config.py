@@ -160,7 +160,7 @@ class TrainConfig(_Strict):
     seed: int = Field(0, ge=0, description="seed of the split, the initial weights and the batch order")
     val_fraction: float = Field(0.15, gt=0, lt=0.5, description="share of events for validation")
     test_fraction: float = Field(0.15, gt=0, lt=0.5, description="share of events kept for evaluation")
-    epochs: int = Field(40, ge=1, description="most epochs; early stopping usually ends sooner")
+    epochs: int = Field(80, ge=1, description="most epochs; early stopping usually ends sooner")
     batch_size: int = Field(512, ge=1, description="clusters per gradient step")
     learning_rate: float = Field(2e-3, gt=0, description="initial Adam learning rate")
     patience: int = Field(6, ge=1, description="epochs without validation improvement before stopping")

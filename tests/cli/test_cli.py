@@ -280,3 +280,30 @@ def test_convert_errors_are_one_line(root_file, tiny_file, tmp_path):
     truncated.write_bytes(root_file.read_bytes()[: root_file.stat().st_size // 2])
     assert_one_line_error(run("convert", truncated, "-o", tmp_path / "o.h5"), "cut.root")
     assert not (tmp_path / "o.h5").exists()
+
+
+# -- train and evaluate --------------------------------------------------------------------------------------
+
+
+def test_train_and_evaluate_errors_are_one_line(sim_file, trained_run, tmp_path):
+    assert_one_line_error(run("train", sim_file, "-o", tmp_path / "r", "--phi", "3,x"), "'3,x'")
+    assert_one_line_error(run("train", sim_file, "-o", tmp_path / "r", "--preset", "huge"), "huge", code=2)
+    assert_one_line_error(
+        run("train", sim_file, "-o", tmp_path / "r", "--batch-size", "100000", "--hide-progress"), "--batch-size"
+    )
+    assert_one_line_error(run("train", sim_file, "-o", trained_run), "--overwrite")
+    assert_one_line_error(run("train", tmp_path / "none.h5", "-o", tmp_path / "r"), "not found")
+    assert_one_line_error(run("evaluate", tmp_path), "not a calohls run folder")
+    assert_one_line_error(run("evaluate", tmp_path / "nothing"), "not found")
+
+
+def test_train_then_evaluate(sim_file, tmp_path):
+    out = tmp_path / "run"
+    result = run("train", sim_file, "-o", out, "--preset", "tiny", "--max-cells", "16", "--epochs", "2",
+                 "--max-clusters", "3000", "--hide-progress")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("trained (8, 8)→(8,)")
+    result = run("evaluate", out)
+    assert result.exit_code == 0, result.output
+    assert "π±: median response" in result.stdout
+    assert (out / "eval" / "metrics.json").is_file()

@@ -51,17 +51,20 @@ def evaluate_command(
         click.echo((run_dir / "eval" / "metrics.json").read_text())
         return
     console = Console()
+    short = {"em": "EM", "lcw": "LCW", "deepsets": "DS"}
     for group, by_method in result.tables.items():
         first = next(iter(by_method.values()))
-        table = Table(title=f"{GROUPS[group][0]}: median response and {first.resolution_label}")
+        table = Table(
+            title=f"{GROUPS[group][0]}: median response E_pred/E_true, {first.resolution_label}",
+            caption="EM: EM scale, LCW: LCW-like weighting, DS: DeepSets",
+        )
         table.add_column("E_true [GeV]")
         table.add_column("clusters", justify="right")
-        for method in METHODS.values():
-            table.add_column(f"{method}\nmedian", justify="right")
-        for method in METHODS.values():
-            table.add_column(f"{method}\nresolution", justify="right")
+        for kind in ("median", "resolution"):
+            for method in METHODS:
+                table.add_column(f"{kind[:3]}\n{short[method]}", justify="right")
         for i, count in enumerate(first.counts):
-            cells = [f"{first.edges[i]:.3g} – {first.edges[i + 1]:.3g}", f"{count:,}"]
+            cells = [f"{first.edges[i]:.3g}–{first.edges[i + 1]:.3g}", f"{count:,}"]
             cells += [_fmt(by_method[m].median[i]) for m in METHODS]
             cells += [_fmt(by_method[m].resolution[i]) for m in METHODS]
             table.add_row(*cells)

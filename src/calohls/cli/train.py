@@ -18,7 +18,7 @@ __all__ = ["train_command"]
 @click.option("--phi", metavar="WIDTHS", help="Φ layer widths, e.g. 32,32 (overrides the preset).")
 @click.option("--f", "f_widths", metavar="WIDTHS", help="F layer widths, e.g. 32,16 (overrides the preset).")
 @click.option("--max-cells", type=int, help="Cells per cluster the network sees, most energetic first. [default: 64]")
-@click.option("--epochs", type=int, help="Most epochs (early stopping usually ends sooner). [default: 40]")
+@click.option("--epochs", type=int, help="Most epochs (early stopping usually ends sooner). [default: 80]")
 @click.option("--batch-size", type=int, help="Clusters per gradient step. [default: 512]")
 @click.option("--learning-rate", type=float, help="Initial learning rate. [default: 0.002]")
 @click.option("--seed", type=int, help="Seed of the split, the initial weights and the batch order. [default: 0]")

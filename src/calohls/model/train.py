@@ -6,6 +6,8 @@ A run folder holds:
 * ``config.yaml``: the resolved :class:`~calohls.config.TrainConfig`;
 * ``model.keras``: the model with the best validation loss; ``checkpoints/`` the best and the last epoch;
 * ``features.json``: the feature scaling (:class:`~calohls.data.features.FeatureScaler`);
+* ``correction.json``: the response correction fitted on the validation clusters
+  (:class:`~calohls.model.correction.ResponseCorrection`);
 * ``split.npz``: the cluster indices of the train, validation and test sets (split by event, by seed);
 * ``history.json``: loss, validation loss and learning rate per epoch.
 
@@ -34,6 +36,7 @@ from calohls.data.hdf5 import open_clusters
 from calohls.data.schema import ClusterBatch
 from calohls.errors import ConfigError, DataError, FileExistsRefusedError, InputFileError
 from calohls.files import write_text_atomic
+from calohls.model.correction import ResponseCorrection
 
 __all__ = [
     "RUN_KIND",
@@ -275,6 +278,10 @@ def train(
         best_model = keras.saving.load_model(staging / "checkpoints" / "best.keras")
         best_model.save(staging / "model.keras")
         scaler.save(staging / "features.json")
+        val = split["val"]
+        y_val = best_model.predict(x[val], batch_size=4096, verbose=0)
+        e_val = energy_from_target(y_val, data.scalars["e_em"][val], config.target)
+        ResponseCorrection.fit(data.scalars["e_true"][val], e_val).save(staging / "correction.json")
         np.savez(staging / "split.npz", index=data.index, **split)
         (staging / "config.yaml").write_text(dump_config(config))
         seconds = time.perf_counter() - start
@@ -343,6 +350,7 @@ class TrainedRun:
     config: TrainConfig
     model: Any  # keras.Model
     scaler: FeatureScaler
+    correction: ResponseCorrection
     split: dict[str, np.ndarray]  # index (file positions) and train/val/test (positions into index)
 
     @property
@@ -353,9 +361,10 @@ class TrainedRun:
         """File positions of the clusters of ``part`` ("train", "val" or "test")."""
         return self.split["index"][self.split[part]]
 
-    def predict(self, batch: ClusterBatch) -> np.ndarray:
-        """Calibrated energies (GeV) of the clusters of ``batch``."""
-        return predict(self.model, self.scaler, batch, target_kind=self.config.target)
+    def predict(self, batch: ClusterBatch, *, corrected: bool = True) -> np.ndarray:
+        """Calibrated energies (GeV) of the clusters of ``batch``, response-corrected unless told otherwise."""
+        e = predict(self.model, self.scaler, batch, target_kind=self.config.target)
+        return self.correction.apply(e) if corrected else e
 
 
 def open_run(run_dir: str | Path) -> TrainedRun:
@@ -374,4 +383,5 @@ def open_run(run_dir: str | Path) -> TrainedRun:
         model = keras.saving.load_model(run_dir / "model.keras")
     except (OSError, ValueError, KeyError) as exc:
         raise InputFileError(f"{run_dir} is incomplete or corrupt ({exc}); re-run `calohls train`") from None
-    return TrainedRun(run_dir, info, config, model, FeatureScaler.load(run_dir / "features.json"), split)
+    scaler = FeatureScaler.load(run_dir / "features.json")
+    return TrainedRun(run_dir, info, config, model, scaler, ResponseCorrection.load(run_dir / "correction.json"), split)

@@ -46,7 +46,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +55,7 @@ import numpy as np
 
 from calohls.data.schema import PARTICLES, ClusterBatch, cell_field_index
 from calohls.errors import ConfigError, DataError, InputFileError, SchemaError
+from calohls.files import write_text_atomic
 
 __all__ = ["LCW_FORMAT", "LCW_FORMAT_VERSION", "LCWCalibration", "cluster_moments", "em_scale"]
 
@@ -215,8 +215,8 @@ def _axis(edges: np.ndarray) -> tuple[float, float, int]:
 def _bin_index(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Bin of each value on equally spaced ``edges``; values beyond the edges and NaN go to the outer bins."""
     lo, width, n = _axis(edges)
-    f = np.nan_to_num((x - lo) / width, nan=0.0, posinf=n, neginf=0.0)
-    return np.clip(f, 0, n - 1).astype(np.intp)
+    # fmax/fmin drop NaN in favour of the other operand: NaN and -inf go to bin 0, +inf to the last bin.
+    return np.fmin(np.fmax((x - lo) / width, 0.0), n - 1.0).astype(np.intp)
 
 
 def _centre_weights(x: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -225,8 +225,7 @@ def _centre_weights(x: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.nd
     Flat beyond the first and last bin centres.
     """
     lo, width, n = _axis(edges)
-    f = np.nan_to_num((x - lo) / width - 0.5, nan=0.0, posinf=n, neginf=0.0)
-    f = np.clip(f, 0.0, n - 1.0)
+    f = np.fmin(np.fmax((x - lo) / width - 0.5, 0.0), n - 1.0)
     k0 = np.minimum(f.astype(np.intp), max(n - 2, 0))
     k1 = np.minimum(k0 + 1, n - 1)
     return k0, k1, f - k0
@@ -313,9 +312,8 @@ class LCWCalibration:
                 raise DataError(f"{name} must hold at least two finite, equally spaced, increasing edges")
             object.__setattr__(self, name, edges)
         samplings = tuple(int(s) for s in self.samplings)
-        if not samplings or list(samplings) != sorted(set(samplings)) or not 0 <= samplings[0] <= _MAX_SAMPLING:
-            raise DataError(f"samplings must be distinct, ascending, in 0..{_MAX_SAMPLING}; got {list(samplings)}")
-        if samplings[-1] > _MAX_SAMPLING:
+        ordered = bool(samplings) and list(samplings) == sorted(set(samplings))
+        if not ordered or samplings[0] < 0 or samplings[-1] > _MAX_SAMPLING:
             raise DataError(f"samplings must be distinct, ascending, in 0..{_MAX_SAMPLING}; got {list(samplings)}")
         object.__setattr__(self, "samplings", samplings)
         lo, hi = (float(x) for x in self.weight_range)
@@ -595,21 +593,11 @@ class LCWCalibration:
         """Write the calibration as JSON, atomically: to a temporary sibling first, renamed onto ``path``.
 
         An existing file at ``path`` is replaced; the parent folder is created.
+
+        Raises:
+            ConfigError: ``path`` is a directory.
         """
-        path = Path(path)
-        if path.is_dir():
-            raise ConfigError(f"output {path} is a directory; give the path of a file")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.to_dict(), indent=1)
-        fd, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(partial, path)
-        except BaseException:
-            Path(partial).unlink(missing_ok=True)
-            raise
-        return path
+        return write_text_atomic(path, json.dumps(self.to_dict(), indent=1), overwrite=True)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LCWCalibration:

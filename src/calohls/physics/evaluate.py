@@ -32,7 +32,8 @@ GROUPS: dict[str, tuple[str, tuple[int, ...]]] = {
     "pi0": ("π0", (PARTICLES["pi0"],)),
     "pi+-": ("π±", (PARTICLES["pi+"], PARTICLES["pi-"])),
 }
-#: Calibrations compared: key → label.
+#: Calibrations compared: key → label. DeepSets includes its response correction (``model/correction.py``); the
+#: metrics also list it without (``deepsets_uncorrected``).
 METHODS: dict[str, str] = {"em": "EM scale", "lcw": "LCW-like", "deepsets": "DeepSets"}
 #: Clusters of the training split used to fit the LCW-like weights (more add little).
 LCW_FIT_CLUSTERS = 100_000
@@ -120,20 +121,22 @@ def evaluate_run(
     rng = np.random.default_rng(0)
     fit_index = train if train.size <= LCW_FIT_CLUSTERS else rng.choice(train, LCW_FIT_CLUSTERS, replace=False)
     lcw = LCWCalibration.fit(read_clusters_at(data_path, np.sort(fit_index)))
+    raw = run.predict(test_batch, corrected=False)
     predictions = {
         "em": test_batch["e_em"].astype(np.float64),
         "lcw": lcw.predict(test_batch),
-        "deepsets": run.predict(test_batch),
+        "deepsets": run.correction.apply(raw),
     }
     e_true, particle = test_batch["e_true"].astype(np.float64), test_batch["particle"]
     bins = log_bins(0.5, 500.0, per_decade)
+    masks = {group: m for group, (_, pdgs) in GROUPS.items() if (m := group_mask(particle, pdgs)).any()}
     tables = {
         group: {
             method: binned_response(e_true[m], predictions[method][m], bins, quantiles=quantiles) for method in METHODS
         }
-        for group, (_, pdgs) in GROUPS.items()
-        if (m := group_mask(particle, pdgs)).any()
+        for group, m in masks.items()
     }
+    uncorrected = {group: binned_response(e_true[m], raw[m], bins, quantiles=quantiles) for group, m in masks.items()}
     result = Evaluation(e_true, particle, predictions, tables, _checks(tables))
 
     staging = run_dir / ".eval.partial"
@@ -149,6 +152,7 @@ def evaluate_run(
             "groups": {g: GROUPS[g][0] for g in tables},
             "checks": result.checks,
             "tables": {g: {m: t.to_dict() for m, t in by.items()} for g, by in tables.items()},
+            "deepsets_uncorrected": {g: t.to_dict() for g, t in uncorrected.items()},
         }
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=1, allow_nan=False))
         lcw.save(staging / "lcw.json")
