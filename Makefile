@@ -1,6 +1,6 @@
 # calohls: set up, simulate the default data set, test.
 #
-#   make run     set up .venv, simulate data/clusters.h5 (once) and print its summary
+#   make run     set up .venv, simulate data/clusters.h5, train runs/default, evaluate it (each step once)
 #   make test    set up .venv, run the tests and the linter
 #   make bench   set up .venv, run the benchmarks (JSON under benchmarks/out/)
 #   make clean   remove caches and the default data set; `make distclean` also removes .venv
@@ -12,16 +12,27 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.calohls-installed
 
-# The built-in default data set of `make run`.
+# The built-in default data set and run of `make run`.
 DATA   := data/clusters.h5
+RUN    := runs/default
 EVENTS ?= 20000
 SEED   ?= 1
 
 .DEFAULT_GOAL := run
 .PHONY: run test bench clean distclean
 
-run: $(DATA) | $(STAMP)
-	$(BIN)/calohls inspect $(DATA)
+run: $(RUN)/eval/metrics.json | $(STAMP)
+
+$(RUN)/eval/metrics.json: $(RUN)/run.json
+	$(BIN)/calohls evaluate $(RUN) --overwrite
+
+$(RUN)/run.json: $(DATA)
+	$(BIN)/calohls train $(DATA) -o $(RUN) --overwrite
+
+$(DATA): | $(STAMP)
+	@mkdir -p $(@D)
+	$(BIN)/calohls simulate --events $(EVENTS) --seed $(SEED) -o $@
+	$(BIN)/calohls inspect $@
 
 test: | $(STAMP)
 	$(BIN)/ruff check .
@@ -30,10 +41,6 @@ test: | $(STAMP)
 
 bench: | $(STAMP)
 	$(BIN)/python benchmarks/run.py
-
-$(DATA): | $(STAMP)
-	@mkdir -p $(@D)
-	$(BIN)/calohls simulate --events $(EVENTS) --seed $(SEED) -o $@
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { \
@@ -44,7 +51,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 clean:
-	rm -rf .pytest_cache .ruff_cache build dist benchmarks/out $(DATA)
+	rm -rf .pytest_cache .ruff_cache build dist benchmarks/out $(DATA) $(RUN)
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean

@@ -252,8 +252,9 @@ def train(
         (staging / "checkpoints").mkdir()
         progress, close_progress = _epoch_progress(config.epochs, hide_progress)
         callbacks = [
-            keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True),
-            keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=config.lr_patience, min_lr=1e-5),
+            # improvements below 0.1 % of a typical loss (≈ 0.01) do not count
+            keras.callbacks.EarlyStopping(patience=config.patience, min_delta=1e-5, restore_best_weights=True),
+            keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=config.lr_patience, min_delta=1e-5, min_lr=1e-5),
             keras.callbacks.ModelCheckpoint(staging / "checkpoints" / "best.keras", save_best_only=True),
             _History.make(staging / "history.json"),
             progress,
