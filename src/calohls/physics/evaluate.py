@@ -159,7 +159,7 @@ def evaluate_run(
         if figures:
             from calohls.plots.evaluation import draw_evaluation
 
-            draw_evaluation(result, staging)
+            draw_evaluation(result, staging, extra=_sample_text(data_path))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -167,3 +167,13 @@ def evaluate_run(
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
     return result
+
+
+def _sample_text(data_path: Path) -> str:
+    """The second line of the figures' label: what the clusters are, from the file's generating config."""
+    with open_clusters(data_path) as f:
+        config = f.config or {}
+    if "mu" not in config:
+        return "test clusters"
+    particles = ", ".join(config.get("particles", ()))
+    return f"single {particles}; μ = {config['mu']:g}"
