@@ -13,7 +13,9 @@ from calohls.errors import ConfigError
 
 __all__ = [
     "PRESETS",
+    "SWEEPS",
     "ModelConfig",
+    "PTQConfig",
     "SimConfig",
     "TopoConfig",
     "TrainConfig",
@@ -166,6 +168,54 @@ class TrainConfig(_Strict):
     patience: int = Field(6, ge=1, description="epochs without validation improvement before stopping")
     lr_patience: int = Field(3, ge=1, description="epochs without improvement before halving the learning rate")
     max_clusters: int | None = Field(None, ge=1, description="use at most this many clusters of the file")
+
+
+#: PTQ sweeps: integer bits at fixed total, total bits at fixed integer bits, weights/biases at wide data types.
+SWEEPS = ("int-bits", "total-bits", "weights")
+
+
+class PTQConfig(_Strict):
+    """Options of ``calohls ptq``: post-training quantization sweeps of trained runs."""
+
+    sweeps: tuple[Literal["int-bits", "total-bits", "weights"], ...] = Field(SWEEPS, description="sweeps to run")
+    engine: Literal["emulate", "csim"] = Field("emulate", description="bit-exact numpy emulator or hls4ml C-sim")
+    clusters: int = Field(20_000, ge=10, description="test clusters of each run to evaluate on (at most)")
+    trace_clusters: int = Field(2_000, ge=10, description="clusters for the per-layer differences")
+    total_bits: int = Field(18, ge=2, le=64, description="total bits W of ap_fixed<W,I> in the int-bits sweep")
+    int_bits: tuple[int, int] = Field((2, 16), description="integer bits I swept (inclusive) in the int-bits sweep")
+    integer_bits: int = Field(6, ge=1, le=64, description="integer bits I of ap_fixed<W,I> in the total-bits sweep")
+    total_bits_range: tuple[int, int] = Field((8, 32), description="total bits W swept in the total-bits sweep")
+    weight_integer_bits: int = Field(3, ge=1, le=32, description="integer bits of weights and biases (weights sweep)")
+    weight_bits: tuple[int, int] = Field((4, 18), description="weight/bias total bits swept in the weights sweep")
+    data_precision: str = Field("ap_fixed<32,14>", description="results and accumulators in the weights sweep")
+    workers: int | None = Field(None, ge=1, description="local worker processes (default: one per core)")
+    scheduler: str | None = Field(None, description="Dask scheduler address, or 'local' for a local Dask cluster")
+
+    @field_validator("int_bits", "total_bits_range", "weight_bits")
+    @classmethod
+    def _ordered(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 1 <= v[0] <= v[1]:
+            raise ValueError(f"a sweep range must be two integers lo <= hi, both at least 1; got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _possible(self) -> PTQConfig:
+        if "int-bits" in self.sweeps and self.int_bits[1] > self.total_bits:
+            raise ValueError(
+                f"integer bits up to {self.int_bits[1]} exceed total_bits={self.total_bits}: ap_fixed<"
+                f"{self.total_bits},{self.int_bits[1]}> is impossible; lower int_bits or raise total_bits"
+            )
+        if "total-bits" in self.sweeps and self.total_bits_range[0] < self.integer_bits:
+            raise ValueError(
+                f"total bits from {self.total_bits_range[0]} are fewer than integer_bits={self.integer_bits}: "
+                f"ap_fixed<{self.total_bits_range[0]},{self.integer_bits}> is impossible; raise the range"
+            )
+        if "weights" in self.sweeps and self.weight_bits[0] < self.weight_integer_bits:
+            raise ValueError(
+                f"weight bits from {self.weight_bits[0]} are fewer than weight_integer_bits="
+                f"{self.weight_integer_bits}; raise the range"
+            )
+        return self
 
 
 def validation_message(err: ValidationError) -> str:

@@ -32,6 +32,7 @@ from calohls import __version__
 from calohls.cli.convert import convert_command
 from calohls.cli.evaluate import evaluate_command
 from calohls.cli.inspect import inspect_command
+from calohls.cli.ptq import ptq_command
 from calohls.cli.simulate import simulate_command
 from calohls.cli.train import train_command
 from calohls.errors import CalohlsError
@@ -139,3 +140,4 @@ main.add_command(inspect_command)
 main.add_command(convert_command)
 main.add_command(train_command)
 main.add_command(evaluate_command)
+main.add_command(ptq_command)

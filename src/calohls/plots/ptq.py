@@ -1,0 +1,84 @@
+"""Figures of the PTQ sweeps (the poster's Fig 3): MPE and resolution vs precision per model size, and per-layer
+differences between the hls4ml and the Keras model."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calohls.plots.style import experiment_label, new_figure, save, style_context
+
+__all__ = ["SWEEP_AXIS", "draw_ptq"]
+
+#: x-axis label of each sweep.
+SWEEP_AXIS = {
+    "int-bits": "integer bits I of ap_fixed<W,I>",
+    "total-bits": "total bits W of ap_fixed<W,I>",
+    "weights": "total bits of the weights and biases",
+}
+
+
+def _curves(records: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    out: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        out[r["sweep"]][r["run"]].append(r)
+    for runs in out.values():
+        for rows in runs.values():
+            rows.sort(key=lambda r: r["value"])
+    return out
+
+
+def draw_ptq(records: list[dict[str, Any]], runs: dict[str, dict[str, Any]], out_dir: str | Path) -> list[Path]:
+    """Draw and save the sweep figures into ``out_dir``; returns the files written."""
+    out_dir = Path(out_dir)
+    order = sorted(runs, key=lambda name: runs[name].get("parameters", 0))
+    written = []
+    with style_context():
+        for sweep, by_run in _curves(records).items():
+            fixed = next(iter(by_run.values()))[0]["label"]
+            for quantity, ylabel, log in (
+                ("mpe", "MPE of the output vs Keras [%]", True),
+                ("resolution", "resolution IQR(16–84%)/median", False),
+            ):
+                fig, ax = new_figure()
+                for name in order:
+                    rows = by_run.get(name)
+                    if not rows:
+                        continue
+                    x = [r["value"] for r in rows]
+                    y = np.array([r[quantity] for r in rows])
+                    label = f"{name} ({runs[name].get('parameters', 0):,} par.)"
+                    line = ax.plot(x, np.maximum(y, 1e-4) if log else y, marker="o", label=label)[0]
+                    if quantity == "resolution" and "float_resolution" in runs[name]:
+                        ax.axhline(runs[name]["float_resolution"], color=line.get_color(), ls=":", lw=1)
+                ax.set_xlabel(SWEEP_AXIS.get(sweep, sweep))
+                ax.set_ylabel(ylabel)
+                if log:
+                    ax.set_yscale("log")
+                    ax.axhline(1.0, color="grey", ls="--", lw=1)
+                ax.legend(loc="upper right", title=f"e.g. {fixed}" if sweep != "weights" else "data ap_fixed<32,14>")
+                experiment_label(ax, extra="post-training quantization" + (", float: dotted" * (not log)))
+                written.append(save(fig, out_dir / f"{quantity}_{sweep}.png"))
+            for name in order:
+                rows = by_run.get(name)
+                if not rows:
+                    continue
+                fig, ax = new_figure()
+                x = [r["value"] for r in rows]
+                for layer in rows[0]["layers"]:
+                    rel = [
+                        r["layers"][layer]["mean_abs"] / max(r["layers"][layer]["reference_mean_abs"], 1e-12)
+                        for r in rows
+                    ]
+                    ax.plot(x, np.maximum(rel, 1e-6), marker="o", label=layer)
+                ax.set_yscale("log")
+                ax.set_xlabel(SWEEP_AXIS.get(sweep, sweep))
+                ax.set_ylabel("mean |hls4ml − Keras| / mean |Keras|")
+                ax.axhline(0.01, color="grey", ls="--", lw=1)
+                ax.legend(loc="upper right", ncol=2, fontsize="small", title=name)
+                experiment_label(ax, extra="per-layer output difference")
+                written.append(save(fig, out_dir / f"layers_{sweep}_{name}.png"))
+    return written

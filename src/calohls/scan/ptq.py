@@ -1,0 +1,280 @@
+"""``calohls ptq``: post-training quantization sweeps of trained DeepSets runs (the poster's Fig 3, and more).
+
+For every run and every sweep point, the float model is converted with hls4ml at that precision and evaluated on the
+run's test clusters — by the bit-exact numpy emulator (default) or by hls4ml's C-simulation — against the float
+Keras model: MPE of the output in energy units, the mean signed difference, the physics resolution after
+quantization, and per-layer differences between the hls4ml and Keras outputs. Sweeps:
+
+* ``int-bits``: ``ap_fixed<W,I>`` everywhere, I swept at fixed W;
+* ``total-bits``: ``ap_fixed<W,I>`` everywhere, W swept at fixed I;
+* ``weights``: weights and biases at ``ap_fixed<W,I_w>``, W swept, while every result and accumulator is
+  ``data_precision`` (``ap_fixed<32,14>`` by default).
+
+"Everywhere" is hls4ml's default precision: weights, biases, activation outputs and the pooling accumulator take it,
+while hls4ml keeps its lossless 'auto' types for the Dense/pointwise accumulators and pre-activation results.
+
+Outputs in the output folder: ``results.jsonl`` (one line per finished point, appended at once; a killed sweep
+resumes and recomputes nothing finished), ``ptq.yaml`` (the resolved options and runs), ``inputs/`` (the test inputs
+and float outputs of each run), ``summary.json`` (the findings) and the figures.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from calohls.config import PTQConfig, dump_config
+from calohls.errors import ConfigError, FileExistsRefusedError
+from calohls.files import write_text_atomic
+from calohls.quant.metrics import layer_differences, mean_percent_error
+from calohls.scan.executors import run_points
+from calohls.scan.store import ResultStore
+
+__all__ = ["Point", "evaluate_point", "prepare_inputs", "run_ptq", "sweep_points"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One configuration of one run (picklable: it travels to worker processes)."""
+
+    key: str
+    run: str
+    run_dir: str
+    inputs: str
+    sweep: str
+    value: int
+    default: str
+    layers: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]  # per-layer overrides, hashable
+    label: str
+    engine: str
+    trace_clusters: int
+
+
+def _points_of_sweep(config: PTQConfig, sweep: str, layer_names: list[str]) -> list[tuple[int, str, dict, str]]:
+    """(value, default precision, per-layer overrides, label) of each point of one sweep."""
+    if sweep == "int-bits":
+        w = config.total_bits
+        return [
+            (i, f"ap_fixed<{w},{i}>", {}, f"ap_fixed<{w},{i}>")
+            for i in range(config.int_bits[0], config.int_bits[1] + 1)
+        ]
+    if sweep == "total-bits":
+        i = config.integer_bits
+        lo, hi = config.total_bits_range
+        return [(w, f"ap_fixed<{w},{i}>", {}, f"ap_fixed<{w},{i}>") for w in range(lo, hi + 1)]
+    data = config.data_precision
+    out = []
+    for w in range(config.weight_bits[0], config.weight_bits[1] + 1):
+        wt = f"ap_fixed<{w},{config.weight_integer_bits}>"
+        layers = {name: {"weight": wt, "bias": wt, "result": data, "accum": data} for name in layer_names}
+        out.append((w, data, layers, f"weights {wt}, data {data}"))
+    return out
+
+
+def sweep_points(config: PTQConfig, runs: dict[str, tuple[Path, Path, list[str]]]) -> list[Point]:
+    """Every point of every sweep for every run (``runs``: name → (run folder, inputs file, weighted layers))."""
+    points = []
+    for name, (run_dir, inputs, layer_names) in runs.items():
+        for sweep in config.sweeps:
+            for value, default, layers, label in _points_of_sweep(config, sweep, layer_names):
+                frozen = tuple((k, tuple(sorted(v.items()))) for k, v in sorted(layers.items()))
+                points.append(
+                    Point(
+                        f"{name}|{sweep}|{value}",
+                        name,
+                        str(run_dir),
+                        str(inputs),
+                        sweep,
+                        value,
+                        default,
+                        frozen,
+                        label,
+                        config.engine,
+                        config.trace_clusters,
+                    )
+                )
+    return points
+
+
+def prepare_inputs(run_dir: Path, clusters: int, path: Path) -> dict[str, Any]:
+    """Scaled inputs, truth and float outputs of (up to) ``clusters`` test clusters of a run, saved to ``path``."""
+    from calohls.data.features import cell_features
+    from calohls.model.train import open_run
+    from calohls.physics.evaluate import read_clusters_at
+
+    run = open_run(run_dir)
+    index = run.file_index("test")[:clusters]
+    batch = read_clusters_at(run.data_path, index, max_cells=run.scaler.max_cells)
+    x = run.scaler.transform(cell_features(batch, run.scaler.max_cells))
+    y_float = np.asarray(run.model.predict(x, batch_size=4096, verbose=0), np.float64).reshape(-1)
+    arrays = {
+        "x": x,
+        "y_float": y_float,
+        "e_true": batch["e_true"],
+        "e_em": batch["e_em"],
+        "particle": batch["particle"],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.partial.npz")
+    np.savez(partial, **arrays)
+    partial.replace(path)
+    from calohls.data.features import energy_from_target
+    from calohls.model.deepsets import layer_names
+
+    e_float = energy_from_target(y_float, batch["e_em"], run.config.target)
+    return {
+        "float_resolution": _resolution(e_float, batch["e_true"])[1],
+        "clusters": int(index.size),
+        "target": run.config.target,
+        "parameters": run.info["model"]["parameters"],
+        "model": run.info["model"]["name"],
+        "weighted_layers": [name for name in layer_names(run.model) if run.model.get_layer(name).weights],
+    }
+
+
+@functools.lru_cache(maxsize=4)
+def _resources(run_dir: str, inputs: str, trace_clusters: int) -> dict[str, Any]:
+    """Model, inputs and float references of a run, loaded once per worker process."""
+    from calohls.firmware.hls import keras_trace
+    from calohls.model.train import open_run
+
+    run = open_run(run_dir)
+    with np.load(inputs) as z:
+        data = {k: z[k] for k in z.files}
+    k = min(trace_clusters, data["x"].shape[0])
+    return {
+        "model": run.model,
+        "target": run.config.target,
+        **data,
+        "keras_trace": keras_trace(run.model, data["x"][:k]),
+        "trace_k": k,
+    }
+
+
+def _resolution(e_pred: np.ndarray, e_true: np.ndarray) -> tuple[float, float]:
+    q16, q50, q84 = np.percentile(e_pred / e_true, [16, 50, 84])
+    return float(q50), float((q84 - q16) / q50)
+
+
+def evaluate_point(point: Point) -> dict[str, Any]:
+    """Convert, run (emulated or C-simulated) and measure one point; a JSON-ready record."""
+    from calohls.data.features import energy_from_target
+    from calohls.firmware.hls import Precision, compile_model, convert, csim_predict, layer_types, trace
+
+    start = time.perf_counter()
+    res = _resources(point.run_dir, point.inputs, point.trace_clusters)
+    precision = Precision(default=point.default, layers={k: dict(v) for k, v in point.layers})
+    work = Path(tempfile.mkdtemp(prefix="calohls-ptq-"))
+    try:
+        hls_model = convert(res["model"], precision, work / "prj")
+        x, k = res["x"], res["trace_k"]
+        if point.engine == "emulate":
+            from calohls.quant.emulate import Emulator
+
+            emulator = Emulator.from_hls(hls_model)
+            y_q, layer_out = emulator.predict(x), emulator.trace(x[:k])
+        else:
+            compile_model(hls_model)
+            y_q, layer_out = csim_predict(hls_model, x), trace(hls_model, x[:k])
+        types = layer_types(hls_model)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    e_float = energy_from_target(res["y_float"], res["e_em"], res["target"])
+    e_quant = energy_from_target(y_q, res["e_em"], res["target"])
+    mpe, signed = mean_percent_error(e_quant, e_float)
+    median, resolution = _resolution(e_quant, res["e_true"])
+    return {
+        **{k: v for k, v in asdict(point).items() if k not in ("layers", "run_dir", "inputs")},
+        "mpe": mpe,
+        "mean_signed_difference": signed,
+        "identical_fraction": float(np.mean(np.asarray(y_q, np.float64) == res["y_float"])),
+        "median_response": median,
+        "resolution": resolution,
+        "layers": layer_differences(layer_out, res["keras_trace"], real=x[:k, :, 0] > 0),
+        "types": types,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _run_name(run_dir: Path, taken: set[str]) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_dir.name) or "run"
+    if name in taken:
+        raise ConfigError(f"two runs are named {name!r}; give run folders with distinct names")
+    return name
+
+
+def run_ptq(
+    run_dirs: list[Path],
+    out_dir: Path,
+    config: PTQConfig,
+    *,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) the sweeps of ``config`` for every run; returns the summary (also in ``summary.json``).
+
+    ``progress(done, total)`` is called as points finish.
+    """
+    from calohls.model.train import load_run
+
+    out_dir = Path(out_dir)
+    runs_info: dict[str, dict[str, Any]] = {}
+    for run_dir in run_dirs:
+        load_run(run_dir, "train")  # fails early, with one line, for anything that is not a training run
+        runs_info[_run_name(Path(run_dir), set(runs_info))] = {"path": str(Path(run_dir).resolve())}
+    stamp = {"config": yaml.safe_load(dump_config(config)), "runs": {k: v["path"] for k, v in runs_info.items()}}
+    settings = out_dir / "ptq.yaml"
+    if settings.exists() and not overwrite:
+        previous = yaml.safe_load(settings.read_text())
+        if previous != stamp:
+            raise FileExistsRefusedError(out_dir)  # made with other options: resuming would mix them
+    elif out_dir.exists() and overwrite:
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(settings, yaml.safe_dump(stamp, sort_keys=False))
+
+    runs = {}
+    for name, info in runs_info.items():
+        inputs = out_dir / "inputs" / f"{name}.npz"
+        meta_path = out_dir / "inputs" / f"{name}.yaml"
+        if not (inputs.exists() and meta_path.exists()):
+            meta = prepare_inputs(Path(info["path"]), config.clusters, inputs)
+            write_text_atomic(meta_path, yaml.safe_dump(meta))
+        info.update(yaml.safe_load(meta_path.read_text()))
+        runs[name] = (Path(info["path"]), inputs, info["weighted_layers"])
+
+    store = ResultStore(out_dir / "results.jsonl")
+    points = sweep_points(config, runs)
+    todo = [p for p in points if p.key not in store]
+    log.info("%d points, %d already done", len(points), len(points) - len(todo))
+    done = len(points) - len(todo)
+    if progress:
+        progress(done, len(points))
+    for _, record in run_points(evaluate_point, todo, workers=config.workers, scheduler=config.scheduler):
+        store.append(record)
+        done += 1
+        if progress:
+            progress(done, len(points))
+
+    from calohls.scan.ptq_summary import summarize_ptq
+
+    summary = summarize_ptq(list(store), runs_info, config)
+    write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=1))
+    from calohls.plots.ptq import draw_ptq
+
+    draw_ptq(list(store), runs_info, out_dir)
+    return summary
