@@ -49,3 +49,17 @@ def test_run_points_yields_every_point(workers):
     # a function importable in spawned workers (test modules are not)
     got = dict(run_points(operator.neg, list(range(6)), workers=workers))
     assert got == {i: -i for i in range(6)}
+
+
+def test_run_points_on_a_local_dask_cluster():
+    got = dict(run_points(operator.neg, list(range(4)), workers=2, scheduler="local"))
+    assert got == {i: -i for i in range(4)}
+
+
+def test_unreachable_scheduler_is_one_clear_error(monkeypatch):
+    from calohls.errors import ConfigError
+    from calohls.scan import executors
+
+    monkeypatch.setattr(executors, "CONNECT_TIMEOUT", "1s")
+    with pytest.raises(ConfigError, match=r"cannot reach the Dask scheduler 'tcp://127\.0\.0\.1:1'"):
+        list(run_points(operator.neg, [1], scheduler="tcp://127.0.0.1:1"))

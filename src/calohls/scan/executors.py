@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: How long to wait for a Dask scheduler to answer.
+CONNECT_TIMEOUT = "20s"
+
 
 def run_points(
     fn: Callable[[T], Any], points: Sequence[T], *, workers: int | None = None, scheduler: str | None = None
@@ -60,7 +63,7 @@ def _dask(fn: Callable[[T], Any], points: Sequence[T], scheduler: str, workers: 
         LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1) if scheduler == "local" else None
     )
     try:
-        client = Client(cluster or scheduler, timeout="30s")
+        client = Client(cluster or scheduler, timeout=CONNECT_TIMEOUT)
     except OSError as exc:
         raise ConfigError(f"cannot reach the Dask scheduler {scheduler!r} ({exc}); check the address") from None
     try:
