@@ -5,10 +5,13 @@ from __future__ import annotations
 __all__ = [
     "CalohlsError",
     "ConfigError",
+    "ConversionError",
     "DataError",
     "FileExistsRefusedError",
+    "HLSError",
     "InputFileError",
     "NonFiniteError",
+    "PrecisionError",
     "SchemaError",
     "SchemaVersionError",
 ]
@@ -20,6 +23,10 @@ class CalohlsError(Exception):
 
 class ConfigError(CalohlsError, ValueError):
     """An option or configuration value is out of range or unknown."""
+
+
+class PrecisionError(ConfigError):
+    """A fixed-point precision is malformed, impossible or unsupported (bad width, integer bits or mode)."""
 
 
 class FileExistsRefusedError(CalohlsError, FileExistsError):
@@ -48,3 +55,11 @@ class SchemaError(InputFileError):
 
 class SchemaVersionError(SchemaError):
     """An input file was written with a schema version this calohls cannot read."""
+
+
+class ConversionError(CalohlsError, ValueError):
+    """A model or precision configuration that hls4ml cannot convert (unsupported layer, unknown layer name, ...)."""
+
+
+class HLSError(CalohlsError, RuntimeError):
+    """Building or running the generated HLS code failed (compiler error, missing library, ...)."""
