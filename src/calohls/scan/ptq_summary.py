@@ -7,14 +7,18 @@ import itertools
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
+
 from calohls.config import PTQConfig
 
 __all__ = ["MPE_TOLERANCE", "summarize_ptq"]
 
 #: An MPE below this (percent) counts as "as good as float".
 MPE_TOLERANCE = 1.0
-#: A layer is "resolved" at a precision when its mean |hls4ml − Keras| is below this share of its mean |Keras|.
-LAYER_TOLERANCE = 0.01
+#: A layer "has enough bits" from the first point whose relative error (mean |hls4ml − Keras| / mean |Keras|) is
+#: within this factor of the best it reaches in the sweep: in an integer-bits sweep at fixed total width the error
+#: first falls (no more overflow) then rises (fewer fractional bits), so the cliff, not a fixed level, tells the need.
+LAYER_BEST_FACTOR = 2.0
 
 
 def _by_sweep(records: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
@@ -37,8 +41,20 @@ def _needed(rows: list[dict[str, Any]], ok) -> int | None:
     return needed
 
 
+def _relative(r: dict[str, Any], layer: str) -> float:
+    d = r["layers"][layer]
+    return d["mean_abs"] / max(d["reference_mean_abs"], 1e-12)
+
+
+def _layer_need(rows: list[dict[str, Any]], layer: str) -> int:
+    """First swept value whose relative error of ``layer`` is within LAYER_BEST_FACTOR of its best."""
+    best = min(_relative(r, layer) for r in rows)
+    return next(r["value"] for r in rows if _relative(r, layer) <= LAYER_BEST_FACTOR * best + 1e-12)
+
+
 def summarize_ptq(records: list[dict[str, Any]], runs: dict[str, dict[str, Any]], config: PTQConfig) -> dict:
-    """Per sweep and run: MPE curve, the bits needed for MPE < 1 %, per-layer needs; and the two findings."""
+    """Per sweep and run: MPE curve, its best point, the bits needed for MPE < 1 %, per-layer needs; and the two
+    findings."""
     order = sorted(runs, key=lambda name: runs[name].get("parameters", 0))
     sweeps: dict[str, Any] = {}
     findings: list[str] = []
@@ -55,16 +71,8 @@ def summarize_ptq(records: list[dict[str, Any]], runs: dict[str, dict[str, Any]]
                 "mpe": [r["mpe"] for r in rows],
                 "resolution": [r["resolution"] for r in rows],
                 "bits_for_mpe_below_1pct": _needed(rows, lambda r: r["mpe"] < MPE_TOLERANCE),
-                "layer_bits_needed": {
-                    layer: _needed(
-                        rows,
-                        lambda r, layer=layer: (
-                            r["layers"][layer]["mean_abs"]
-                            <= LAYER_TOLERANCE * max(r["layers"][layer]["reference_mean_abs"], 1e-12)
-                        ),
-                    )
-                    for layer in layers
-                },
+                "best": min(({"value": r["value"], "mpe": r["mpe"]} for r in rows), key=lambda b: b["mpe"]),
+                "layer_bits_needed": {layer: _layer_need(rows, layer) for layer in layers},
             }
         sweeps[sweep] = entry
         findings += _size_finding(sweep, entry)
@@ -72,7 +80,7 @@ def summarize_ptq(records: list[dict[str, Any]], runs: dict[str, dict[str, Any]]
             findings += _sum_finding(entry)
     return {
         "mpe_tolerance_percent": MPE_TOLERANCE,
-        "layer_tolerance": LAYER_TOLERANCE,
+        "layer_best_factor": LAYER_BEST_FACTOR,
         "runs_by_size": order,
         "sweeps": sweeps,
         "findings": findings,
@@ -80,20 +88,27 @@ def summarize_ptq(records: list[dict[str, Any]], runs: dict[str, dict[str, Any]]
     }
 
 
+def _low_precision_mpe(e: dict[str, Any]) -> float:
+    """Geometric mean of the MPE (capped at 1e4 %) over the lower half of the swept values."""
+    mpe = np.minimum(np.asarray(e["mpe"][: max(1, len(e["mpe"]) // 2)], np.float64), 1e4)
+    return float(np.exp(np.mean(np.log(np.maximum(mpe, 1e-6)))))
+
+
 def _size_finding(sweep: str, entry: dict[str, Any]) -> list[str]:
-    """Do larger models deviate more at low precision? Compare the MPE at the lowest precision point."""
+    """Do larger models deviate more at low precision? Compare the MPE over the low half of the sweep."""
     names = list(entry)
     if len(names) < 2:
         return [f"{sweep}: one model size only; nothing to compare"]
-    low = [entry[n]["mpe"][0] for n in names]
-    where = entry[names[0]]["values"][0]
+    low = [_low_precision_mpe(entry[n]) for n in names]
+    values = entry[names[0]]["values"]
+    span = f"{values[0]}–{values[max(0, len(values) // 2 - 1)]}"
     rising = all(b >= a for a, b in itertools.pairwise(low))
     numbers = ", ".join(f"{n} {m:.3g} %" for n, m in zip(names, low, strict=True))
-    needed = ", ".join(f"{n} {entry[n]['bits_for_mpe_below_1pct']}" for n in names)
+    best = ", ".join(f"{n} {entry[n]['best']['mpe']:.3g} % at {entry[n]['best']['value']}" for n in names)
     verdict = "holds" if rising else "does not hold"
     return [
-        f"{sweep}: 'larger models deviate more at low precision' {verdict} here: MPE at the lowest point "
-        f"({where}) by increasing size: {numbers}; bits needed for MPE < {MPE_TOLERANCE:g} %: {needed}"
+        f"{sweep}: 'larger models deviate more at low precision' {verdict} here: mean MPE over {span} by increasing "
+        f"size: {numbers}; best point: {best}"
     ]
 
 
@@ -103,10 +118,7 @@ def _sum_finding(entry: dict[str, Any]) -> list[str]:
     for name, e in entry.items():
         need = e["layer_bits_needed"]
         ksum = need.get("ksum")
-        others = [v for k, v in need.items() if k != "ksum" and v is not None]
-        if ksum is None:
-            out.append(f"int-bits, {name}: the sum (ksum) never reaches 1 % agreement in the swept range")
-            continue
+        others = [v for k, v in need.items() if k != "ksum"]
         verdict = "holds" if not others or ksum >= max(others) else "does not hold"
         out.append(
             f"int-bits, {name}: 'the sum needs more integer bits' {verdict} here: ksum needs {ksum} integer bits, "
