@@ -21,6 +21,9 @@ SWEEP_AXIS = {
 }
 
 
+_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "h")
+
+
 def _curves(records: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
     out: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
@@ -68,12 +71,13 @@ def draw_ptq(records: list[dict[str, Any]], runs: dict[str, dict[str, Any]], out
                     continue
                 fig, ax = new_figure()
                 x = [r["value"] for r in rows]
-                for layer in rows[0]["layers"]:
+                for i, layer in enumerate(rows[0]["layers"]):
                     rel = [
                         r["layers"][layer]["mean_abs"] / max(r["layers"][layer]["reference_mean_abs"], 1e-12)
                         for r in rows
                     ]
-                    ax.plot(x, np.maximum(rel, 1e-6), marker="o", label=layer)
+                    style = "-" if layer.startswith(("phi", "ksum")) else "--"  # Φ and the sum solid, F dashed
+                    ax.plot(x, np.maximum(rel, 1e-6), ls=style, marker=_MARKERS[i % len(_MARKERS)], label=layer)
                 ax.set_yscale("log")
                 ax.set_xlabel(SWEEP_AXIS.get(sweep, sweep))
                 ax.set_ylabel("mean |hls4ml − Keras| / mean |Keras|")
