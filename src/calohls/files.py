@@ -11,9 +11,18 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from calohls.errors import ConfigError, FileExistsRefusedError
+from calohls.errors import CalohlsError, ConfigError, FileExistsRefusedError, InputFileError
 
-__all__ = ["atomic_output", "check_output", "commit", "discard", "partial_path", "write_text_atomic"]
+__all__ = [
+    "atomic_output",
+    "check_output",
+    "commit",
+    "discard",
+    "partial_path",
+    "reading",
+    "unreadable",
+    "write_text_atomic",
+]
 
 
 def partial_path(path: Path) -> Path:
@@ -73,3 +82,22 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, *, overwrite: boo
     with atomic_output(path, overwrite=overwrite) as partial:
         partial.write_text(text)
     return Path(path)
+
+
+def unreadable(path: str | os.PathLike[str], kind: str, exc: BaseException, hint: str) -> InputFileError:
+    """The one-line error for a file that cannot be read as ``kind``: what failed, and ``hint`` on how to fix it."""
+    reason = " ".join(str(exc).split())[:160] or exc.__class__.__name__
+    return InputFileError(f"cannot read {path} as {kind} ({exc.__class__.__name__}: {reason}); {hint}")
+
+
+@contextlib.contextmanager
+def reading(
+    path: str | os.PathLike[str], kind: str, hint: str, catch: tuple[type[BaseException], ...] = (Exception,)
+) -> Iterator[None]:
+    """Turn low-level read failures (``catch``) inside the block into :func:`unreadable` errors naming ``path``."""
+    try:
+        yield
+    except CalohlsError:
+        raise
+    except catch as exc:
+        raise unreadable(path, kind, exc, hint) from None

@@ -43,7 +43,6 @@ import yaml
 from calohls import __version__
 from calohls.data.schema import CELL_FIELDS, SCALAR_FIELDS, SCHEMA_VERSION, ClusterBatch
 from calohls.errors import (
-    CalohlsError,
     ConfigError,
     DataError,
     InputFileError,
@@ -51,7 +50,7 @@ from calohls.errors import (
     SchemaError,
     SchemaVersionError,
 )
-from calohls.files import check_output, commit, discard, partial_path
+from calohls.files import check_output, commit, discard, partial_path, reading, unreadable
 
 __all__ = [
     "FORMAT",
@@ -272,23 +271,17 @@ class ClusterWriter:
 
 
 # -- reading -------------------------------------------------------------------------------------------------
+_HINT = "the file is not HDF5, or is corrupt or truncated: re-create it (e.g. with `calohls simulate`)"
+_LOW_LEVEL = (OSError, RuntimeError, KeyError, ValueError, TypeError)
+
+
 def _unreadable(path: Path, exc: BaseException) -> InputFileError:
-    reason = " ".join(str(exc).split())[:160] or exc.__class__.__name__
-    return InputFileError(
-        f"cannot read {path} as HDF5 ({reason}); the file is not HDF5, or is corrupt or truncated: "
-        "re-create it (e.g. with `calohls simulate`)"
-    )
+    return unreadable(path, "HDF5", exc, _HINT)
 
 
-@contextlib.contextmanager
-def _reading(path: Path) -> Iterator[None]:
+def _reading(path: Path) -> contextlib.AbstractContextManager[None]:
     """Turn low-level read failures into :class:`InputFileError` naming ``path``."""
-    try:
-        yield
-    except CalohlsError:
-        raise
-    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
-        raise _unreadable(path, exc) from None
+    return reading(path, "HDF5", _HINT, _LOW_LEVEL)
 
 
 def _plain(value: Any) -> Any:

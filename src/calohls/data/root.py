@@ -47,8 +47,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from calohls.config import load_config
 from calohls.data.schema import CELL_FIELDS, SCALAR_FIELDS, ClusterBatch
-from calohls.errors import CalohlsError, ConfigError, DataError, InputFileError, NonFiniteError, SchemaError
-from calohls.files import atomic_output
+from calohls.errors import ConfigError, DataError, InputFileError, NonFiniteError, SchemaError
+from calohls.files import atomic_output, reading, unreadable
 
 __all__ = ["BranchMap", "iter_mltree", "read_mltree", "write_mltree"]
 
@@ -148,23 +148,16 @@ class BranchMap(BaseModel):
 
 
 # -- reading -------------------------------------------------------------------------------------------------
+_HINT = "the file is not a ROOT file, or is corrupt or truncated: re-create or copy it again"
+
+
 def _unreadable(path: Path, exc: BaseException) -> InputFileError:
-    reason = " ".join(str(exc).split())[:160] or exc.__class__.__name__
-    return InputFileError(
-        f"cannot read {path} as ROOT ({exc.__class__.__name__}: {reason}); the file is not a ROOT file, "
-        "or is corrupt or truncated: re-create or copy it again"
-    )
+    return unreadable(path, "ROOT", exc, _HINT)
 
 
-@contextlib.contextmanager
-def _reading(path: Path) -> Iterator[None]:
-    """Turn failures inside uproot calls into :class:`InputFileError` naming ``path``."""
-    try:
-        yield
-    except CalohlsError:
-        raise
-    except Exception as exc:  # uproot raises many kinds on damaged files; only uproot calls run in here
-        raise _unreadable(path, exc) from None
+def _reading(path: Path) -> contextlib.AbstractContextManager[None]:
+    """Turn failures inside uproot calls (it raises many kinds on damaged files) into :class:`InputFileError`."""
+    return reading(path, "ROOT", _HINT)
 
 
 @contextlib.contextmanager

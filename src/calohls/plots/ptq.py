@@ -3,13 +3,13 @@ differences between the hls4ml and the Keras model."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from calohls.plots.style import experiment_label, new_figure, save, style_context
+from calohls.scan.ptq_summary import group_records
 
 __all__ = ["SWEEP_AXIS", "draw_ptq"]
 
@@ -24,23 +24,13 @@ SWEEP_AXIS = {
 _MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "h")
 
 
-def _curves(records: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    out: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for r in records:
-        out[r["sweep"]][r["run"]].append(r)
-    for runs in out.values():
-        for rows in runs.values():
-            rows.sort(key=lambda r: r["value"])
-    return out
-
-
 def draw_ptq(records: list[dict[str, Any]], runs: dict[str, dict[str, Any]], out_dir: str | Path) -> list[Path]:
     """Draw and save the sweep figures into ``out_dir``; returns the files written."""
     out_dir = Path(out_dir)
     order = sorted(runs, key=lambda name: runs[name].get("parameters", 0))
     written = []
     with style_context():
-        for sweep, by_run in _curves(records).items():
+        for sweep, by_run in group_records(records).items():
             fixed = next(iter(by_run.values()))[0]["label"]
             for quantity, ylabel, log in (
                 ("mpe", "MPE of the output vs Keras [%]", True),

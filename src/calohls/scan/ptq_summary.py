@@ -11,7 +11,7 @@ import numpy as np
 
 from calohls.config import PTQConfig
 
-__all__ = ["MPE_TOLERANCE", "summarize_ptq"]
+__all__ = ["MPE_TOLERANCE", "group_records", "summarize_ptq"]
 
 #: An MPE below this (percent) counts as "as good as float".
 MPE_TOLERANCE = 1.0
@@ -21,7 +21,8 @@ MPE_TOLERANCE = 1.0
 LAYER_BEST_FACTOR = 2.0
 
 
-def _by_sweep(records: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+def group_records(records: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Records by sweep, then by run, each list sorted by the swept value."""
     out: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
         out[r["sweep"]][r["run"]].append(r)
@@ -58,7 +59,7 @@ def summarize_ptq(records: list[dict[str, Any]], runs: dict[str, dict[str, Any]]
     order = sorted(runs, key=lambda name: runs[name].get("parameters", 0))
     sweeps: dict[str, Any] = {}
     findings: list[str] = []
-    for sweep, by_run in _by_sweep(records).items():
+    for sweep, by_run in group_records(records).items():
         entry: dict[str, Any] = {}
         for name in order:
             rows = by_run.get(name, [])
