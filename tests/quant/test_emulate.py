@@ -1,0 +1,282 @@
+"""The fixed-point emulator against the real hls4ml C simulation (hls4ml and g++), bit for bit, and its own checks.
+
+The compiled grid (two model sizes, nine precision configurations, one compilation each) compares every traced
+layer and the predictions with ``np.array_equal``. The other tests need no compiler.
+"""
+
+from __future__ import annotations
+
+import hls4ml
+import keras
+import numpy as np
+import pytest
+
+from calohls.config import ModelConfig
+from calohls.errors import ConversionError, DataError, NonFiniteError
+from calohls.model.deepsets import build_deepsets
+from calohls.quant.emulate import EmulatedLayer, Emulator, _cast_kernel, _Format
+from calohls.quant.fixed import FixedType, parse_fixed, quantize, quantize_int
+
+N_FEATURES = 17
+N_SAMPLES = 300
+
+#: name -> (phi widths, f widths, max_cells)
+MODELS = {"tiny": ((8, 8), (8,), 8), "small": ((16, 16), (16, 8), 16)}
+
+_WEIGHTS_8_2 = {name: {"weight": "ap_fixed<8,2>"} for name in ("phi_1", "phi_2", "f_1", "output")}
+_RND_SAT = "ap_fixed<12,4,AP_RND,AP_SAT>"
+#: Many quantisation and overflow modes at once: rounded products, saturating and wrapping accumulators (one that
+#: cannot overflow), per-term rounding in the pooling sum, unsigned activations, an integer bias and ternary
+#: (ap_int<2>) weights.
+_MODES = {
+    "phi_1": {"accum": "ap_fixed<18,7,AP_RND_ZERO,AP_WRAP>", "result": "ap_fixed<16,6,AP_RND_INF,AP_SAT>"},
+    "phi_1_relu": {"result": "ap_ufixed<10,4,AP_RND_MIN_INF,AP_SAT>"},
+    "phi_2": {"accum": "ap_fixed<16,6,AP_TRN_ZERO,AP_SAT_ZERO>", "result": "ap_fixed<14,6,AP_RND,AP_WRAP>"},
+    "phi_2_relu": {"result": "ap_ufixed<12,5,AP_TRN,AP_SAT>"},
+    "ksum": {"accum": "ap_fixed<12,6,AP_RND_CONV,AP_SAT>", "result": "ap_fixed<10,4,AP_RND_ZERO,AP_SAT_SYM>"},
+    "f_1": {"accum": "ap_fixed<20,8,AP_TRN,AP_WRAP>", "result": "ap_fixed<12,5,AP_RND_INF,AP_WRAP>"},
+    "f_2": {"weight": "ap_int<2>", "bias": "ap_int<3>", "accum": "ap_fixed<24,12,AP_RND,AP_SAT>"},
+    "output": {"result": "ap_fixed<16,6,AP_RND_CONV,AP_SAT>"},
+}
+
+#: name -> (model, default precision, per-layer precision overrides; "*" applies to every layer with an accum_t)
+CONFIGS = {
+    "tiny-16.6": ("tiny", "ap_fixed<16,6>", {}),
+    # phi_2 sums exact products in an accumulator with 3 integer bits that wraps.
+    "tiny-8.3-overflow": ("tiny", "ap_fixed<8,3>", {"phi_2": {"accum": "ap_fixed<16,3>"}}),
+    "tiny-32.14": ("tiny", "ap_fixed<32,14>", {}),
+    "tiny-rnd-sat-accum": ("tiny", _RND_SAT, {"*": {"accum": _RND_SAT}}),
+    "tiny-split": ("tiny", "ap_fixed<32,14>", _WEIGHTS_8_2),
+    "small-16.6": ("small", "ap_fixed<16,6>", {}),
+    "small-8.3-overflow": ("small", "ap_fixed<8,3>", {}),
+    "small-rnd-sat": ("small", _RND_SAT, {}),
+    "small-modes": ("small", "ap_fixed<14,5,AP_RND_CONV,AP_SAT_SYM>", _MODES),
+    # Sums of products beyond 2**53 (accumulated in int64, not float64) in ~70-bit accumulators.
+    "small-32.14-fine-weights": ("small", "ap_fixed<32,14>", {"*": {"weight": "ap_fixed<32,4>"}}),
+}
+
+
+def _model(name: str) -> keras.Model:
+    """A DeepSets with weights scaled up and random biases, so that narrow precisions overflow."""
+    phi, f, cells = MODELS[name]
+    model = build_deepsets(ModelConfig(phi=phi, f=f, max_cells=cells), N_FEATURES, seed=11)
+    rng = np.random.default_rng(5)
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if weights:
+            kernel = rng.normal(0.0, 1.2 / np.sqrt(weights[0].shape[-2]), weights[0].shape)
+            layer.set_weights([kernel.astype(np.float32)] + [rng.normal(0.0, 0.5, b.shape) for b in weights[1:]])
+    return model
+
+
+def _inputs(n: int, cells: int, seed: int = 0) -> np.ndarray:
+    """Random float64 inputs with all-zero padded cells, some large (overflowing) values, ties and tiny values."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0.0, 2.0, (n, cells, N_FEATURES))
+    x[..., 0] = 1.0
+    n_real = rng.integers(1, cells + 1, n)
+    x[:, :, 1] = rng.choice([-40.0, 40.0, 3.0], n)[:, None]  # beyond ap_fixed<8,3> and ap_fixed<16,6>
+    x[:, :, 2] = rng.integers(-4000, 4000, (n, cells)) / 2.0**11  # exact ties for up to 10 fractional bits
+    x[:, :, 3] = rng.choice([1e-7, -1e-7, 0.0], (n, cells))
+    x[np.arange(cells)[None, :] >= n_real[:, None]] = 0.0
+    return x
+
+
+def _hls_config(model: keras.Model, default: str, overrides: dict) -> dict:
+    config = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vitis", default_precision=default)
+    for name, layer in config["LayerName"].items():
+        layer["Trace"] = True
+        if "accum" in layer["Precision"]:
+            layer["Precision"].update(overrides.get("*", {}))
+        layer["Precision"].update(overrides.get(name, {}))
+    return config
+
+
+def _convert(model: keras.Model, config: dict, out_dir, io_type: str = "io_parallel"):
+    return hls4ml.converters.convert_from_keras_model(
+        model, hls_config=config, backend="Vitis", io_type=io_type, output_dir=str(out_dir)
+    )
+
+
+@pytest.fixture(scope="session")
+def models() -> dict[str, keras.Model]:
+    return {name: _model(name) for name in MODELS}
+
+
+@pytest.fixture(scope="session", params=sorted(CONFIGS))
+def csim(request, models, tmp_path_factory) -> dict:
+    """One compiled configuration: its emulator (built before compiling), inputs, C-simulation traces and outputs."""
+    model_name, default, overrides = CONFIGS[request.param]
+    model = models[model_name]
+    hls_model = _convert(model, _hls_config(model, default, overrides), tmp_path_factory.mktemp(request.param))
+    emulator = Emulator.from_hls(hls_model)  # from the converted, not yet compiled, model
+    x = _inputs(N_SAMPLES, MODELS[model_name][2])
+    _, trace = hls_model.trace(x)  # compiles (with tracing) once
+    return {
+        "name": request.param,
+        "emulator": emulator,
+        "x": x,
+        "trace": trace,
+        "predict": np.asarray(hls_model.predict(x)),
+    }
+
+
+# -- bit-exactness against the C simulation -------------------------------------------------------------------
+
+
+def test_predictions_are_bit_exact(csim):
+    got = csim["emulator"].predict(csim["x"])
+    assert got.dtype == np.float64
+    assert got.shape == (N_SAMPLES,)
+    assert np.array_equal(got, csim["predict"].reshape(-1))
+
+
+def test_every_layer_is_bit_exact(csim):
+    got = csim["emulator"].trace(csim["x"])
+    assert set(got) == set(csim["trace"])
+    for name, expected in csim["trace"].items():
+        assert got[name].shape == expected.shape, name
+        assert np.array_equal(got[name], expected), f"{csim['name']}: layer {name} differs"
+
+
+def test_the_grid_exercises_overflow_and_saturation(csim):
+    """Guard the grid's purpose: the narrow configurations do wrap or saturate somewhere."""
+    trace = csim["trace"]
+    if csim["name"] in ("tiny-8.3-overflow", "small-8.3-overflow"):
+        pre, post = trace["phi_1"], trace["phi_1_relu"]
+        top = parse_fixed("ap_fixed<8,3>").max
+        wrapped = (pre > top + 0.5) & (post < top - 0.5)
+        assert wrapped.any()
+    if csim["name"] in ("small-rnd-sat", "tiny-rnd-sat-accum"):
+        assert (trace["phi_1_relu"] == parse_fixed(_RND_SAT).max).any()
+
+
+# -- emulator checks without a compiler ------------------------------------------------------------------------
+
+ROUNDINGS = ("TRN", "TRN_ZERO", "RND", "RND_ZERO", "RND_INF", "RND_MIN_INF", "RND_CONV")
+OVERFLOWS = ("WRAP", "SAT", "SAT_ZERO", "SAT_SYM")
+
+
+@pytest.mark.parametrize("overflow", OVERFLOWS)
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+def test_integer_casts_match_the_double_conversion(rounding, overflow):
+    """Casting an exact mantissa equals converting the same (exactly representable) value from a double."""
+    rng = np.random.default_rng(ROUNDINGS.index(rounding) * 7 + OVERFLOWS.index(overflow))
+    for width, integer, signed in (
+        (1, 1, True),
+        (1, 0, False),
+        (6, 2, True),
+        (8, 3, False),
+        (13, -2, True),
+        (24, 12, True),
+        (40, 20, False),
+        (52, 40, True),
+    ):
+        t = FixedType(width, integer, signed, rounding, overflow)
+        fmt = _Format.of(t, "test")
+        frac = int(rng.integers(-3, 40))
+        m = rng.integers(-(2**52), 2**52, 400) >> rng.integers(0, 52, 400)
+        m[:8] = [0, 1, -1, 2**51, -(2**51), 3, -3, 5]
+        expected = quantize_int(np.ldexp(m.astype(np.float64), -frac), t)
+        exact = np.array([fmt.cast_exact(int(v), frac) for v in m])
+        assert np.array_equal(exact, expected), t
+        s = frac - t.fractional
+        if s >= 0 or int(np.abs(m).max()) << -s < 2**62:  # the compiled kernel's domain
+            out = np.empty_like(m)
+            _cast_kernel(m, s, fmt.params(), False, out)
+            assert np.array_equal(out, expected), t
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "ap_fixed<16,6>",
+        "ap_fixed<8,3,AP_RND_CONV,AP_SAT_SYM>",
+        "ap_ufixed<10,2,AP_RND_INF,AP_SAT>",
+        "ap_int<5>",
+        "ap_fixed<40,-4,AP_RND_ZERO,AP_WRAP>",
+        "ap_fixed<53,30,AP_TRN_ZERO,AP_SAT_ZERO>",
+    ],
+)
+def test_input_conversion_matches_quantize(spelling):
+    """The input conversion agrees with ``quantize`` on ordinary, huge, tiny, subnormal and tie values."""
+    t = parse_fixed(spelling)
+    rng = np.random.default_rng(1)
+    x = np.concatenate(
+        [
+            rng.normal(0.0, 10.0, 500),
+            np.ldexp(rng.integers(-1000, 1000, 300).astype(np.float64), -int(t.fractional) - 1),  # ties
+            np.ldexp(rng.normal(0.0, 1.0, 200), rng.integers(-1080, 100, 200)),  # subnormal to huge
+            [0.0, -0.0, 1e300, -1e300, 5e-324, -5e-324, 2.0**60, -(2.0**60)],
+        ]
+    )
+    emulator = Emulator([EmulatedLayer("in", "input", (1,), t)])
+    assert np.array_equal(emulator.predict(x[:, None]), quantize(x, t))
+
+
+def test_predict_is_the_traced_output_for_any_batch_size(models, tmp_path):
+    model = models["small"]
+    hls_model = _convert(model, _hls_config(model, "ap_fixed<12,5,AP_RND,AP_SAT>", _MODES), tmp_path / "prj")
+    emulator = Emulator.from_hls(hls_model)
+    x = _inputs(50, 16, seed=3).astype(np.float32)
+    expected = emulator.trace(x)["output"].reshape(-1)
+    for batch_size in (None, 1, 7, 50):
+        assert np.array_equal(emulator.predict(x, batch_size=batch_size), expected)
+
+
+def test_unsupported_layers_and_options_are_refused(tmp_path):
+    cells = keras.Input((4, 3), name="cells")
+    h = keras.layers.Dense(4, use_bias=False, activation="relu", name="phi")(cells)
+    pooled = keras.layers.GlobalAveragePooling1D(name="pool")(h)
+    leaky = keras.layers.LeakyReLU(name="leak")(pooled)
+    model = keras.Model(cells, keras.layers.Dense(1, name="out")(leaky))
+    config = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vitis")
+    with pytest.raises(ConversionError, match=r"layer 'leak' of kind ParametrizedActivation is not supported"):
+        Emulator.from_hls(_convert(model, config, tmp_path / "leaky"))
+
+    model = keras.Model(cells, keras.layers.Dense(1, activation="tanh", name="out")(pooled))
+    config = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vitis")
+    with pytest.raises(ConversionError, match=r"layer 'out_tanh' of kind Activation: activation 'tanh'"):
+        Emulator.from_hls(_convert(model, config, tmp_path / "tanh"))
+
+    model = build_deepsets(ModelConfig(phi=(4,), f=(4,), max_cells=4), 3)
+    config = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vitis")
+    with pytest.raises(ConversionError, match="io_stream is not emulated"):
+        Emulator.from_hls(_convert(model, config, tmp_path / "stream", io_type="io_stream"))
+
+
+def test_values_beyond_int64_are_refused_not_rounded():
+    wide = FixedType(60, 40)  # 20 fractional bits
+    layers = [
+        EmulatedLayer("in", "input", (2,), wide),
+        EmulatedLayer(
+            "d",
+            "dense",
+            (1,),
+            FixedType(62, 62),
+            accum=FixedType(62, 62),
+            weight=wide,
+            bias=wide,
+            weights=np.array([[2**30], [2**30]]),
+            biases=np.array([0]),
+        ),
+    ]
+    emulator = Emulator(layers)
+    assert emulator.predict(np.array([[1.0, 2.0]]))[0] == 3.0 * 2**10  # mantissa products of 2**50 and 2**51
+    with pytest.raises(ConversionError, match=r"layer 'd' \(dense\).*exceed the int64 emulation"):
+        emulator.predict(np.array([[2.0**30, 1.0]]))  # a mantissa product of 2**80
+
+
+def test_inputs_are_checked(models, tmp_path):
+    model = models["tiny"]
+    emulator = Emulator.from_hls(_convert(model, _hls_config(model, "ap_fixed<16,6>", {}), tmp_path / "prj"))
+    assert emulator.input_shape == (8, N_FEATURES)
+    assert emulator.output_shape == (1,)
+    assert emulator.input_type == parse_fixed("ap_fixed<16,6>")
+    assert emulator.predict(np.zeros((0, 8, N_FEATURES))).shape == (0,)
+    with pytest.raises(DataError, match="do not match the network input"):
+        emulator.predict(np.zeros((3, 8, N_FEATURES - 1)))
+    x = _inputs(4, 8)
+    x[2, 0, 5] = np.nan
+    with pytest.raises(NonFiniteError):
+        emulator.predict(x)
