@@ -183,8 +183,10 @@ class PTQConfig(_Strict):
     trace_clusters: int = Field(2_000, ge=10, description="clusters for the per-layer differences")
     total_bits: int = Field(18, ge=2, le=64, description="total bits W of ap_fixed<W,I> in the int-bits sweep")
     int_bits: tuple[int, int] = Field((2, 16), description="integer bits I swept (inclusive) in the int-bits sweep")
-    integer_bits: int = Field(6, ge=1, le=64, description="integer bits I of ap_fixed<W,I> in the total-bits sweep")
-    total_bits_range: tuple[int, int] = Field((8, 32), description="total bits W swept in the total-bits sweep")
+    integer_bits: int = Field(
+        10, ge=1, le=64, description="integer bits I of ap_fixed<W,I> in the total-bits sweep (the sum needs ~10)"
+    )
+    total_bits_range: tuple[int, int] = Field((10, 32), description="total bits W swept in the total-bits sweep")
     weight_integer_bits: int = Field(3, ge=1, le=32, description="integer bits of weights and biases (weights sweep)")
     weight_bits: tuple[int, int] = Field((4, 18), description="weight/bias total bits swept in the weights sweep")
     data_precision: str = Field("ap_fixed<32,14>", description="results and accumulators in the weights sweep")

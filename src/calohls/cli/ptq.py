@@ -22,7 +22,7 @@ __all__ = ["ptq_command"]
 @click.option("--engine", type=click.Choice(["emulate", "csim"]), help="Bit-exact emulator or hls4ml C-simulation.")
 @click.option("--clusters", type=int, help="Test clusters per run. [default: 20000]")
 @click.option("--total-bits", type=int, help="W of ap_fixed<W,I> in the int-bits sweep. [default: 18]")
-@click.option("--integer-bits", type=int, help="I of ap_fixed<W,I> in the total-bits sweep. [default: 6]")
+@click.option("--integer-bits", type=int, help="I of ap_fixed<W,I> in the total-bits sweep. [default: 10]")
 @click.option("--workers", type=int, help="Local worker processes. [default: one per core]")
 @click.option("--scheduler", help="Dask scheduler address (tcp://host:8786), or 'local' for a local Dask cluster.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), help="YAML of PTQ options.")

@@ -47,10 +47,22 @@ def run_points(
             yield point, fn(point)
         return
     # spawn: the parent has JAX loaded (multithreaded), which fork would copy in a broken state
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_one_thread_each) as pool:
         futures = {pool.submit(fn, p): p for p in points}
         for future in as_completed(futures):
             yield futures[future], future.result()
+
+
+#: Thread pools of the numerical libraries; one thread each in pool workers, which already use every core together.
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+def _one_thread_each() -> None:
+    """Pool-worker initializer (runs before numpy, numba or JAX are imported there): no nested thread pools."""
+    for name in _THREAD_VARIABLES:
+        os.environ[name] = "1"
+    os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
 def _dask(fn: Callable[[T], Any], points: Sequence[T], scheduler: str, workers: int | None) -> Iterator[tuple[T, Any]]:

@@ -119,10 +119,11 @@ def _sum_finding(entry: dict[str, Any]) -> list[str]:
     for name, e in entry.items():
         need = e["layer_bits_needed"]
         ksum = need.get("ksum")
-        others = [v for k, v in need.items() if k != "ksum"]
-        verdict = "holds" if not others or ksum >= max(others) else "does not hold"
+        # compare with the per-cell layers before the sum: the layers after it inherit its errors
+        others = [v for k, v in need.items() if k.startswith("phi")]
+        verdict = "holds" if not others or ksum > max(others) else "does not hold"
         out.append(
             f"int-bits, {name}: 'the sum needs more integer bits' {verdict} here: ksum needs {ksum} integer bits, "
-            f"the other layers at most {max(others) if others else '–'}"
+            f"the per-cell Φ layers at most {max(others) if others else '–'}"
         )
     return out
