@@ -31,7 +31,11 @@ def draw_ptq(records: list[dict[str, Any]], runs: dict[str, dict[str, Any]], out
     written = []
     with style_context():
         for sweep, by_run in group_records(records).items():
-            fixed = next(iter(by_run.values()))[0]["label"]
+            first = next(iter(by_run.values()))[0]
+            fixed = {
+                "int-bits": first["label"].replace(f",{first['value']}>", ",I>"),
+                "total-bits": first["label"].replace(f"<{first['value']},", "<W,"),
+            }.get(sweep, first["label"].split(", ")[-1])
             for quantity, ylabel, log in (
                 ("mpe", "MPE of the output vs Keras [%]", True),
                 ("resolution", "resolution IQR(16–84%)/median", False),
@@ -52,7 +56,7 @@ def draw_ptq(records: list[dict[str, Any]], runs: dict[str, dict[str, Any]], out
                 if log:
                     ax.set_yscale("log")
                     ax.axhline(1.0, color="grey", ls="--", lw=1)
-                ax.legend(loc="upper right", title=f"e.g. {fixed}" if sweep != "weights" else "data ap_fixed<32,14>")
+                ax.legend(loc="upper right", title=fixed)
                 experiment_label(ax, extra="post-training quantization" + (", float: dotted" * (not log)))
                 written.append(save(fig, out_dir / f"{quantity}_{sweep}.png"))
             for name in order:

@@ -105,11 +105,13 @@ def _size_finding(sweep: str, entry: dict[str, Any]) -> list[str]:
     span = f"{values[0]}–{values[max(0, len(values) // 2 - 1)]}"
     rising = all(b >= a for a, b in itertools.pairwise(low))
     numbers = ", ".join(f"{n} {m:.3g} %" for n, m in zip(names, low, strict=True))
+    best_mpe = [entry[n]["best"]["mpe"] for n in names]
     best = ", ".join(f"{n} {entry[n]['best']['mpe']:.3g} % at {entry[n]['best']['value']}" for n in names)
     verdict = "holds" if rising else "does not hold"
+    best_verdict = "larger" if all(b >= a for a, b in itertools.pairwise(best_mpe)) else "not always larger"
     return [
         f"{sweep}: 'larger models deviate more at low precision' {verdict} here: mean MPE over {span} by increasing "
-        f"size: {numbers}; best point: {best}"
+        f"size: {numbers}; at each model's best point the deviation is {best_verdict} for larger models: {best}"
     ]
 
 
