@@ -15,7 +15,7 @@ STAMP  := $(VENV)/.calohls-installed
 # The built-in default data set and run of `make run`.
 DATA   := data/clusters.h5
 RUN    := runs/default
-EVENTS ?= 20000
+EVENTS ?= 60000
 SEED   ?= 1
 
 .DEFAULT_GOAL := run
