@@ -3,13 +3,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-import pytest
-
-pytest.importorskip("mplhep", reason="the plot extra is not installed")
-
 import matplotlib as mpl
 import matplotlib.pyplot as plt
+import numpy as np
+import pytest
 
 from calohls import plots
 from calohls.errors import ConfigError, DataError
