@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 from calohls.errors import CalohlsError, ConfigError, FileExistsRefusedError, InputFileError
 
 __all__ = [
+    "atomic_folder",
     "atomic_output",
     "check_output",
     "commit",
@@ -75,6 +77,36 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = False) -> I
         discard(partial)
         raise
     commit(partial, path, overwrite)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """Build a folder atomically: yield an empty temporary sibling that replaces ``path`` on a clean exit.
+
+    On an exception the temporary folder is removed and ``path`` is left untouched; an existing ``path`` is
+    replaced only with ``overwrite`` (checked before any work).
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsRefusedError(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path} exists and is not a folder; choose another output folder")
+    staging = path.with_name(f".{path.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if path.exists():
+        old = path.with_name(f".{path.name}.replaced")
+        shutil.rmtree(old, ignore_errors=True)
+        path.rename(old)
+        staging.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(path)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str, *, overwrite: bool = True) -> Path:

@@ -34,8 +34,8 @@ from calohls.config import TrainConfig, dump_config
 from calohls.data.features import FEATURES, FeatureScaler, cell_features, energy_from_target, target
 from calohls.data.hdf5 import open_clusters
 from calohls.data.schema import ClusterBatch
-from calohls.errors import ConfigError, DataError, FileExistsRefusedError, InputFileError
-from calohls.files import write_text_atomic
+from calohls.errors import DataError, FileExistsRefusedError, InputFileError
+from calohls.files import atomic_folder, write_text_atomic
 from calohls.model.correction import ResponseCorrection
 
 __all__ = [
@@ -164,49 +164,23 @@ def _epoch_progress(epochs: int, hide: bool) -> tuple[Any, Callable[[], None]]:
     return _Callback(), bar.stop
 
 
-class _History:
-    """Keras callback factory recording loss, validation loss and learning rate per epoch into a JSON file."""
+def _history_callback(path: Path) -> Any:
+    """A Keras callback writing loss, validation loss and learning rate per epoch into a JSON file."""
+    import keras
 
-    @staticmethod
-    def make(path: Path) -> Any:
-        import keras
+    class _Callback(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rows: list[dict[str, float]] = []
 
-        class _Callback(keras.callbacks.Callback):
-            def __init__(self) -> None:
-                super().__init__()
-                self.rows: list[dict[str, float]] = []
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            logs = dict(logs or {})
+            lr = self.model.optimizer.learning_rate
+            logs["learning_rate"] = float(np.asarray(lr.value if hasattr(lr, "value") else lr))
+            self.rows.append({"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}})
+            write_text_atomic(path, json.dumps(self.rows, indent=1))
 
-            def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-                logs = dict(logs or {})
-                lr = self.model.optimizer.learning_rate
-                logs["learning_rate"] = float(np.asarray(lr.value if hasattr(lr, "value") else lr))
-                self.rows.append({"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}})
-                write_text_atomic(path, json.dumps(self.rows, indent=1))
-
-        return _Callback()
-
-
-def _staging_dir(run_dir: Path, overwrite: bool) -> Path:
-    if run_dir.exists() and not overwrite:
-        raise FileExistsRefusedError(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"{run_dir} exists and is not a folder; choose another run folder")
-    staging = run_dir.with_name(f".{run_dir.name}.partial")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    return staging
-
-
-def _publish(staging: Path, run_dir: Path) -> None:
-    if run_dir.exists():
-        old = run_dir.with_name(f".{run_dir.name}.replaced")
-        shutil.rmtree(old, ignore_errors=True)
-        run_dir.rename(old)
-        staging.rename(run_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(run_dir)
+    return _Callback()
 
 
 def train(
@@ -247,8 +221,7 @@ def train(
     )
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
 
-    staging = _staging_dir(run_dir, overwrite)
-    try:
+    with atomic_folder(run_dir, overwrite=overwrite) as staging:
         (staging / "checkpoints").mkdir()
         progress, close_progress = _epoch_progress(config.epochs, hide_progress)
         callbacks = [
@@ -256,7 +229,7 @@ def train(
             keras.callbacks.EarlyStopping(patience=config.patience, min_delta=1e-5, restore_best_weights=True),
             keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=config.lr_patience, min_delta=1e-5, min_lr=1e-5),
             keras.callbacks.ModelCheckpoint(staging / "checkpoints" / "best.keras", save_best_only=True),
-            _History.make(staging / "history.json"),
+            _history_callback(staging / "history.json"),
             progress,
         ]
         try:
@@ -275,9 +248,9 @@ def train(
         model.save(staging / "checkpoints" / "last.keras")
         val_loss = [float(v) for v in fit.history["val_loss"]]
         best = int(np.argmin(val_loss))
-        # EarlyStopping restores the best weights only when it stops early; make sure model.keras is the best
-        best_model = keras.saving.load_model(staging / "checkpoints" / "best.keras")
-        best_model.save(staging / "model.keras")
+        # EarlyStopping restores the best weights only when it stops early; model.keras is the best checkpoint
+        shutil.copyfile(staging / "checkpoints" / "best.keras", staging / "model.keras")
+        best_model = keras.saving.load_model(staging / "model.keras")
         scaler.save(staging / "features.json")
         val = split["val"]
         y_val = best_model.predict(x[val], batch_size=4096, verbose=0)
@@ -301,10 +274,6 @@ def train(
             "train_clusters_per_second": n_train * len(val_loss) / max(seconds, 1e-9),
         }
         (staging / "run.json").write_text(json.dumps(info, indent=1))
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    _publish(staging, run_dir)
     log.info("trained %s in %.0f s; best epoch %d of %d", best_model.name, seconds, best + 1, len(val_loss))
     return TrainResult(run_dir, len(val_loss), best + 1, val_loss[best], n_train, n_val, split["test"].size, seconds)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 from calohls.data.hdf5 import open_clusters
 from calohls.data.schema import PARTICLES, ClusterBatch
 from calohls.errors import DataError, FileExistsRefusedError, InputFileError
+from calohls.files import atomic_folder
 from calohls.physics.response import DEFAULT_QUANTILES, ResponseTable, binned_response, log_bins
 
 __all__ = ["GROUPS", "METHODS", "Evaluation", "evaluate_run", "group_mask", "read_clusters_at"]
@@ -139,10 +139,7 @@ def evaluate_run(
     uncorrected = {group: binned_response(e_true[m], raw[m], bins, quantiles=quantiles) for group, m in masks.items()}
     result = Evaluation(e_true, particle, predictions, tables, _checks(tables))
 
-    staging = run_dir / ".eval.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
+    with atomic_folder(out_dir, overwrite=overwrite) as staging:
         metrics = {
             "run": str(run_dir),
             "data": str(data_path),
@@ -160,12 +157,6 @@ def evaluate_run(
             from calohls.plots.evaluation import draw_evaluation
 
             draw_evaluation(result, staging, extra=_sample_text(data_path))
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    staging.rename(out_dir)
     return result
 
 

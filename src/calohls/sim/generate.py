@@ -24,7 +24,7 @@ from calohls.config import SimConfig, dump_config
 from calohls.data.schema import CELL_FIELDS, PARTICLES, SCALAR_FIELDS, ClusterBatch
 from calohls.sim.geometry import Window, window_for, wrap_phi
 from calohls.sim.pileup import measured_signal
-from calohls.sim.showers import ShowerSlots, deposit, em_showers, pi0_decay, pion_showers
+from calohls.sim.showers import N_SLOTS, ShowerSlots, deposit, em_showers, pi0_decay, pion_showers
 from calohls.sim.topo import padded_table, topo_cluster
 
 __all__ = ["CompactClusters", "Particles", "draw_particles", "simulate", "simulate_batch", "simulate_to_file"]
@@ -62,19 +62,8 @@ def _showers(p: Particles, rng: np.random.Generator) -> ShowerSlots:
             slots.put(rows, slot, em_showers(e, eta, phi, rng))
     rows = np.flatnonzero(np.abs(p.pdg) == 211)
     if rows.size:
-        pion = pion_showers(p.energy[rows], p.eta[rows], p.phi[rows], rng)
-        for slot in range(pion.dep.shape[1]):
-            slots.put(rows, slot, _slot(pion, slot))
+        slots.put(rows, 0, pion_showers(p.energy[rows], p.eta[rows], p.phi[rows], rng), count=N_SLOTS)
     return slots
-
-
-def _slot(s: ShowerSlots, slot: int) -> ShowerSlots:
-    """One slot of ``s`` as single-slot showers."""
-    cut = slice(slot, slot + 1)
-    return ShowerSlots(
-        s.dep[:, cut], s.vis[:, cut], s.eta[:, cut], s.phi[:, cut], s.sigma_core[:, cut], s.sigma_tail[:, cut],
-        s.tail_fraction[:, cut],
-    )  # fmt: skip
 
 
 @functools.lru_cache(maxsize=4)

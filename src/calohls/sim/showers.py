@@ -35,6 +35,7 @@ from calohls.sim.geometry import LAYERS, SLABS, Window, wrap_phi
 
 __all__ = [
     "CONSTANT_TERM",
+    "N_SLOTS",
     "PI0_MASS",
     "SAMPLING_TERM",
     "ShowerSlots",
@@ -114,11 +115,11 @@ class ShowerSlots:
             tail_fraction=np.zeros(shape[:2]),
         )
 
-    def put(self, rows: np.ndarray, slot: int, other: ShowerSlots) -> None:
-        """Copy single-slot showers ``other`` (one per row) into ``slot`` of the given event rows."""
-        for name in ("dep", "vis", "eta", "phi", "sigma_core", "sigma_tail"):
-            getattr(self, name)[rows, slot] = getattr(other, name)[:, 0]
-        self.tail_fraction[rows, slot] = other.tail_fraction[:, 0]
+    def put(self, rows: np.ndarray, slot: int, other: ShowerSlots, count: int = 1) -> None:
+        """Copy the first ``count`` slots of ``other`` (one row per event row) into slots ``slot`` onwards."""
+        dst, src = slice(slot, slot + count), slice(0, count)
+        for name in ("dep", "vis", "eta", "phi", "sigma_core", "sigma_tail", "tail_fraction"):
+            getattr(self, name)[rows, dst] = getattr(other, name)[:, src]
 
 
 def _gamma_slab_fractions(start: np.ndarray, a: np.ndarray, scale: np.ndarray, edges: np.ndarray) -> np.ndarray:
