@@ -149,6 +149,7 @@ def prepare_inputs(run_dir: Path, clusters: int, path: Path) -> dict[str, Any]:
 @functools.lru_cache(maxsize=4)
 def _resources(run_dir: str, inputs: str, trace_clusters: int) -> dict[str, Any]:
     """Model, inputs and float references of a run, loaded once per worker process."""
+    from calohls.data.features import energy_from_target
     from calohls.firmware.hls import keras_trace
     from calohls.model.train import open_run
 
@@ -160,6 +161,7 @@ def _resources(run_dir: str, inputs: str, trace_clusters: int) -> dict[str, Any]
         "model": run.model,
         "target": run.config.target,
         **data,
+        "e_float": energy_from_target(data["y_float"], data["e_em"], run.config.target),
         "keras_trace": keras_trace(run.model, data["x"][:k]),
         "trace_k": k,
     }
@@ -193,9 +195,8 @@ def evaluate_point(point: Point) -> dict[str, Any]:
         types = layer_types(hls_model)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    e_float = energy_from_target(res["y_float"], res["e_em"], res["target"])
     e_quant = energy_from_target(y_q, res["e_em"], res["target"])
-    mpe, signed = mean_percent_error(e_quant, e_float)
+    mpe, signed = mean_percent_error(e_quant, res["e_float"])
     median, resolution = _resolution(e_quant, res["e_true"])
     return {
         **{k: v for k, v in asdict(point).items() if k not in ("layers", "run_dir", "inputs")},
