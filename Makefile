@@ -1,9 +1,10 @@
-# calohls: set up, simulate the default data set, test.
+# calohls: set up, run the built-in study, test.
 #
-#   make run     set up .venv, simulate data/clusters.h5, train runs/default, evaluate it (each step once)
-#   make test    set up .venv, run the tests and the linter
-#   make bench   set up .venv, run the benchmarks (JSON under benchmarks/out/)
-#   make clean   remove caches and the default data set; `make distclean` also removes .venv
+#   make run     set up .venv, run the built-in study into study/ (simulate → train → evaluate → PTQ → QAT →
+#                firmware → study/report.html); a second `make run` redoes only what changed
+#   make test    set up .venv, run the linter and the tests
+#   make bench   set up .venv, run the benchmarks (JSON in benchmarks/results.json)
+#   make clean   remove caches and the study folder; `make distclean` also removes .venv
 #
 # The virtual environment is (re)installed only when pyproject.toml changes (stamp file inside .venv).
 
@@ -11,28 +12,13 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.calohls-installed
-
-# The built-in default data set and run of `make run`.
-DATA   := data/clusters.h5
-RUN    := runs/default
-EVENTS ?= 60000
-SEED   ?= 1
+STUDY  ?= study
 
 .DEFAULT_GOAL := run
 .PHONY: run test bench clean distclean
 
-run: $(RUN)/eval/metrics.json | $(STAMP)
-
-$(RUN)/eval/metrics.json: $(RUN)/run.json
-	$(BIN)/calohls evaluate $(RUN) --overwrite
-
-$(RUN)/run.json: $(DATA)
-	$(BIN)/calohls train $(DATA) -o $(RUN) --overwrite
-
-$(DATA): | $(STAMP)
-	@mkdir -p $(@D)
-	$(BIN)/calohls simulate --events $(EVENTS) --seed $(SEED) -o $@
-	$(BIN)/calohls inspect $@
+run: | $(STAMP)
+	$(BIN)/calohls run -o $(STUDY)
 
 test: | $(STAMP)
 	$(BIN)/ruff check .
@@ -51,7 +37,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 clean:
-	rm -rf .pytest_cache .ruff_cache build dist benchmarks/out $(DATA) $(RUN)
+	rm -rf .pytest_cache .ruff_cache build dist benchmarks/out $(STUDY)
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean

@@ -39,11 +39,13 @@ class Options:
         quick: A short smoke run: use small samples; the figures are then only indicative.
         workers: Worker processes for parallel stages.
         scratch: An empty folder for temporary files, removed after the benchmark.
+        full: Also measure the larger (slow) cases a benchmark offers, e.g. more model sizes.
     """
 
     quick: bool
     workers: int
     scratch: Path
+    full: bool = False
 
 
 BenchmarkFn = Callable[[Options], dict[str, Any]]

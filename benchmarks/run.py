@@ -1,25 +1,30 @@
 """Run the calohls benchmarks and merge their figures into one JSON file.
 
-    python benchmarks/run.py [--quick] [--only NAME[,NAME]] [--out PATH]
+    python benchmarks/run.py [--quick | --full] [--only NAME[,NAME]] [--out PATH]
 
 Every module of the ``benchmarks`` package registers its benchmarks (see ``benchmarks/__init__.py``); this script
-imports them all, runs those selected and writes the results file after each benchmark. Entries of benchmarks not
-run now are kept, so one benchmark can be re-run alone. Layout of the file (see ``benchmarks/README.md``)::
+imports them all, runs those selected and writes the results file (default ``benchmarks/results.json``) after each
+benchmark. Entries of benchmarks not run now are kept, so figures of separate runs accumulate and one benchmark can
+be re-run alone. Layout of the file (see ``benchmarks/README.md``)::
 
-    {"created": ISO time of the last write,
-     "machine": {"cpu_count", "load_average", "python", "numpy", "calohls", ...},
-     "benchmarks": {name: {...figures..., "created", "quick", "wall_s", "load_average", "summary"}}}
+    {"created": ISO time of the last write, "command": its command line,
+     "machine": {"cpu_count", "cpu_model", "load_average", "python", "numpy", "calohls", ...},
+     "versions": calohls.versions.versions() at the last write,
+     "benchmarks": {name: {...figures..., "created", "command", "quick", "full", "wall_s", "load_average",
+                           "versions", "summary"}}}
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import math
 import os
 import pkgutil
 import platform
+import shlex
 import shutil
 import sys
 import tempfile
@@ -41,7 +46,7 @@ elif str(ROOT) not in sys.path:
 import benchmarks  # noqa: E402
 from benchmarks import BENCHMARKS, Options, load_average  # noqa: E402
 
-DEFAULT_OUT = HERE / "out" / "results.json"
+DEFAULT_OUT = HERE / "results.json"
 
 
 def discover() -> dict[str, str]:
@@ -57,6 +62,27 @@ def discover() -> dict[str, str]:
     return failed
 
 
+def cpu_model() -> str:
+    """The CPU's model name (from ``/proc/cpuinfo`` where there is one), else what ``platform`` says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def command_line() -> str:
+    """The command line of this run, as it could be typed again (paths below the current folder relative)."""
+    words = [sys.executable, *sys.argv]
+    for i, word in enumerate(words[:2]):
+        with contextlib.suppress(ValueError):  # not below the current folder: keep it as it is
+            words[i] = str(Path(word).absolute().relative_to(Path.cwd()))
+    return shlex.join(words)
+
+
 def machine() -> dict[str, Any]:
     """The machine and software versions the figures were taken with."""
     import numpy
@@ -66,6 +92,7 @@ def machine() -> dict[str, Any]:
     return {
         "cpu_count": os.cpu_count(),
         "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_model": cpu_model(),
         "load_average": load_average(),
         "platform": platform.platform(),
         "processor": platform.machine(),
@@ -106,13 +133,26 @@ def read_results(path: Path) -> dict[str, Any]:
     return data
 
 
-def write_results(path: Path, entries: dict[str, dict[str, Any]]) -> None:
+def versions() -> dict[str, str]:
+    """Versions of calohls and of the libraries its figures depend on (``calohls.versions.versions()``)."""
+    from calohls.versions import versions as package_versions
+
+    return package_versions()
+
+
+def write_results(path: Path, entries: dict[str, dict[str, Any]], command: str) -> None:
     """Merge ``entries`` into the results file at ``path`` (re-read now) and replace it atomically."""
     data = read_results(path)
     data["benchmarks"].update(entries)
-    data["machine"] = machine()
-    data["created"] = datetime.now(UTC).isoformat(timespec="seconds")
-    ordered = {"created": data.pop("created"), "machine": data.pop("machine"), **data}
+    head = {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": command,
+        "machine": machine(),
+        "versions": versions(),
+    }
+    for key in head:
+        data.pop(key, None)
+    ordered = {**head, **data}
     text = json.dumps(_clean(ordered), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -128,13 +168,14 @@ def write_results(path: Path, entries: dict[str, dict[str, Any]]) -> None:
         raise
 
 
-def run_one(name: str, opts_quick: bool, workers: int) -> dict[str, Any]:
-    """Run one benchmark in a scratch folder; return its entry with the run's metadata added."""
+def run_one(name: str, opts: Options, command: str) -> dict[str, Any]:
+    """Run one benchmark in a scratch folder (``opts.scratch`` is replaced by a new one); return its entry with the
+    run's metadata added: when it finished, the command line, the mode, wall time, load averages and versions."""
     load_start = load_average()
     scratch = Path(tempfile.mkdtemp(prefix=f"calohls-bench-{name}-"))
     t0 = time.perf_counter()
     try:
-        result = BENCHMARKS[name](Options(quick=opts_quick, workers=workers, scratch=scratch))
+        result = BENCHMARKS[name](Options(quick=opts.quick, workers=opts.workers, scratch=scratch, full=opts.full))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     wall = time.perf_counter() - t0
@@ -142,9 +183,12 @@ def run_one(name: str, opts_quick: bool, workers: int) -> dict[str, Any]:
     return {
         **result,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "quick": opts_quick,
+        "command": command,
+        "quick": opts.quick,
+        "full": opts.full,
         "wall_s": wall,
         "load_average": {"start": load_start, "end": load_average()},
+        "versions": versions(),
         "summary": list(summary),
     }
 
@@ -159,7 +203,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     except ValueError:
         shown = DEFAULT_OUT
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results file (default: {shown})")
-    parser.add_argument("--quick", action="store_true", help="short smoke run on small samples")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="short smoke run on small samples")
+    mode.add_argument("--full", action="store_true", help="also the larger, slow cases (e.g. more model sizes)")
     parser.add_argument("--only", metavar="NAME[,NAME]", help="run only these benchmarks (default: all)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes for parallel stages (default: 2)")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
@@ -193,18 +239,21 @@ def main(argv: list[str] | None = None) -> int:
 
     out: Path = args.out
     read_results(out)  # refuse an unreadable results file before spending time on the benchmarks
-    print(f"calohls benchmarks{' (quick)' if args.quick else ''}: {', '.join(names)}; load average {load_average()}")
+    command = command_line()
+    opts = Options(quick=args.quick, workers=args.workers, scratch=Path(), full=args.full)
+    mode = " (quick)" if args.quick else " (full)" if args.full else ""
+    print(f"calohls benchmarks{mode}: {', '.join(names)}; load average {load_average()}")
     errors = []
     for name in names:
         print(f"\n== {name} ==", flush=True)
         try:
-            entry = run_one(name, args.quick, args.workers)
+            entry = run_one(name, opts, command)
         except Exception:
             traceback.print_exc()
             errors.append(name)
             print(f"{name} failed; its previous entry in {out} (if any) is kept", file=sys.stderr)
             continue
-        write_results(out, {name: entry})
+        write_results(out, {name: entry}, command)
         for line in entry["summary"]:
             print(f"  {line}")
         print(f"  ({entry['wall_s']:.1f} s; load average {entry['load_average']['end']})", flush=True)

@@ -6,6 +6,7 @@ fixtures of other stages in their own clearly named blocks below.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +14,20 @@ import numpy as np
 import pytest
 
 from calohls.data.schema import CELL_FIELDS, SAMPLINGS, SCALAR_FIELDS, ClusterBatch
+
+# -- command line: the logging set-up it leaves behind -----------------------------------------------------------
+
+
+@pytest.fixture
+def _restore_logging():
+    """The CLI configures the ``calohls`` logger; leave it as it was for the other tests."""
+    logger = logging.getLogger("calohls")
+    state = (logger.level, list(logger.handlers), logger.propagate)
+    yield
+    logger.setLevel(state[0])
+    logger.handlers[:] = state[1]
+    logger.propagate = state[2]
+
 
 # -- data stage: synthetic cluster batches -------------------------------------------------------------------
 

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import copy
+import difflib
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from calohls.data.schema import PARTICLES
 from calohls.errors import ConfigError
 
 __all__ = [
     "PRESETS",
+    "STUDY_PRESETS",
     "SWEEPS",
+    "FirmwareConfig",
     "ModelConfig",
     "PTQConfig",
+    "QATConfig",
     "SimConfig",
+    "StudyConfig",
     "TopoConfig",
     "TrainConfig",
     "dump_config",
@@ -26,7 +32,7 @@ __all__ = [
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # NaN or inf is never an option
 
 
 class TopoConfig(_Strict):
@@ -170,6 +176,58 @@ class TrainConfig(_Strict):
     max_clusters: int | None = Field(None, ge=1, description="use at most this many clusters of the file")
 
 
+#: QAT network defaults: the small preset on the 32 most energetic cells (the FPGA's inputs).
+QAT_MODEL_DEFAULTS = {"preset": "small", "max_cells": 32}
+
+
+class QATConfig(TrainConfig):
+    """Options of ``calohls qat``: quantization-aware training with HGQ2's resource-aware (EBOPs) regularisation.
+
+    The loss is MSE + beta × EBOPs. Beta rises log-linearly from ``beta_start`` to ``beta_end`` over the first
+    ``beta_ramp`` of the epochs and then stays at ``beta_end``; from then on the learning rate halves after
+    ``lr_patience`` and training stops after ``patience`` epochs without a better validation loss. Every checkpoint
+    on the Pareto front of validation loss vs EBOPs is kept; ``select`` picks the run's model among them.
+    """
+
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig(**QAT_MODEL_DEFAULTS))
+    epochs: int = Field(80, ge=1, description="most epochs (ramp of beta, then training at beta_end)")
+    beta_start: float = Field(1e-9, gt=0, description="EBOPs weight in the loss at the first epoch")
+    beta_end: float = Field(1e-7, gt=0, description="EBOPs weight at the end of the ramp and after it")
+    beta_ramp: float = Field(
+        0.75, gt=0, le=1, description="share of the epochs over which beta rises from beta_start to beta_end"
+    )
+    select: Literal["loss", "ebops"] = Field(
+        "ebops",
+        description="checkpoint kept as the run's model: the best validation loss ('loss'), or the fewest EBOPs "
+        "whose validation loss is within max_loss_increase of the best ('ebops')",
+    )
+    # 2 %, not more: the MSE is dominated by low-energy clusters, and a checkpoint 5 % above the best loss was
+    # measured with 40 % worse resolution above 200 GeV than its neighbours on the front
+    max_loss_increase: float = Field(
+        0.02, ge=0, le=10, description="largest relative validation-loss increase select='ebops' accepts"
+    )
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _qat_model_defaults(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            v = {**QAT_MODEL_DEFAULTS, **v}
+        return v
+
+    @field_validator("beta_end")
+    @classmethod
+    def _beta_rises(cls, v: float, info: ValidationInfo) -> float:
+        start = info.data.get("beta_start")
+        if start is not None and v < start:
+            raise ValueError(f"beta_end must not be below beta_start={start:g}; raise beta_end or lower beta_start")
+        return v
+
+    @property
+    def ramp_epochs(self) -> int:
+        """Epochs of the beta ramp (at least one)."""
+        return max(1, round(self.beta_ramp * self.epochs))
+
+
 #: PTQ sweeps: integer bits at fixed total, total bits at fixed integer bits, weights/biases at wide data types.
 SWEEPS = ("int-bits", "total-bits", "weights")
 
@@ -200,6 +258,14 @@ class PTQConfig(_Strict):
             raise ValueError(f"a sweep range must be two integers lo <= hi, both at least 1; got {v}")
         return v
 
+    @field_validator("data_precision")
+    @classmethod
+    def _precision(cls, v: str) -> str:
+        from calohls.quant.fixed import parse_fixed
+
+        parse_fixed(v)  # PrecisionError (a ValueError) for a malformed or impossible type such as ap_fixed<4,8>
+        return v
+
     @model_validator(mode="after")
     def _possible(self) -> PTQConfig:
         if "int-bits" in self.sweeps and self.int_bits[1] > self.total_bits:
@@ -220,17 +286,143 @@ class PTQConfig(_Strict):
         return self
 
 
-def validation_message(err: ValidationError) -> str:
-    """One line from a pydantic error: the field, the value received and what is wrong."""
+class FirmwareConfig(_Strict):
+    """Options of ``calohls firmware``: RTL of a QAT model, checked bit for bit and synthesised."""
+
+    clock_period: float = Field(2.5, gt=0, le=100, description="target clock period in ns (2.5 ns = 400 MHz)")
+    latency_cutoff: float | None = Field(
+        None, gt=0, description="most combinational delay per pipeline stage in ns (default: the clock period)"
+    )
+    clusters: int = Field(10_000, ge=1, description="test clusters checked bit for bit (Keras, C-simulation, RTL)")
+    synth: bool = Field(True, description="run Yosys synth_xilinx for LUT/FF/CARRY/DSP counts")
+
+
+#: Named study sizes for ``calohls run``: the built-in default fits a laptop; ``full`` reproduces the whole study.
+STUDY_PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "full": {
+        "sim": {"events": 250_000, "seed": 7},
+        "train": {"epochs": 80},
+        "qat": {"epochs": 80},
+        "presets": ["tiny", "small", "medium", "large"],
+        "betas": [1e-8, 1e-7, 1e-6, 1e-5],
+        "ptq": {"clusters": 20_000, "trace_clusters": 2_000},
+        "eval_clusters": 20_000,
+        "firmware_designs": 4,
+    },
+}
+
+
+#: Defaults of the study's sections where they differ from the stage commands' own (smaller, for a laptop).
+STUDY_SECTION_DEFAULTS: dict[str, Any] = {
+    "sim": {"events": 40_000, "seed": 1},
+    "train": {"epochs": 30},
+    "qat": {"epochs": 40},
+    "ptq": {"sweeps": ["int-bits", "total-bits"], "clusters": 10_000, "trace_clusters": 1_000},
+}
+
+
+class StudyConfig(_Strict):
+    """Options of ``calohls scan`` / ``calohls run``: the size × precision study."""
+
+    data: Path | None = Field(None, description="cluster file to study; none: simulate it with `sim`")
+    sim: SimConfig = Field(default_factory=SimConfig, description="simulation when no data file is given")
+    presets: tuple[str, ...] = Field(("tiny", "small", "medium"), description="model sizes, smallest first")
+    max_cells: int = Field(32, ge=1, le=1024, description="cells per cluster of every design (FPGA inputs)")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="float training")
+    qat: QATConfig = Field(default_factory=QATConfig, description="quantization-aware training")
+    betas: tuple[float, ...] = Field((1e-7, 1e-6), description="EBOPs weights beta_end of the QAT runs")
+    ptq: PTQConfig = Field(default_factory=PTQConfig, description="PTQ sweeps of the float runs")
+    ptq_designs: tuple[int, ...] = Field(
+        (12, 14, 16, 18, 20), description="total bits W of the PTQ designs ap_fixed<W,ptq.integer_bits> costed"
+    )
+    firmware: FirmwareConfig = Field(default_factory=FirmwareConfig)
+    firmware_designs: int = Field(1, ge=0, description="QAT designs of the Pareto front built into checked firmware")
+    eval_clusters: int = Field(10_000, ge=10, description="test clusters every design is judged on")
+    lut_budget: int = Field(34_560, ge=1, description="LUT budget of a design (2 % of a VU13P)")
+    latency_budget_ns: float = Field(50.0, gt=0, description="latency budget of a design in ns")
+    resolution_tolerance: float = Field(0.05, ge=0, description="QAT target: resolution within this of float")
+    workers: int | None = Field(None, ge=1, description="local worker processes (default: one per core)")
+    scheduler: str | None = Field(None, description="Dask scheduler address, or 'local' for a local Dask cluster")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _section_defaults(cls, data: Any) -> Any:
+        """The study's own defaults of each section, under what the user gave (section by section, so that
+        ``train: {patience: 4}`` keeps the study's 30 epochs)."""
+        if isinstance(data, dict):
+            merged = copy.deepcopy(STUDY_SECTION_DEFAULTS)
+            _merge(merged, {k: (v.model_dump() if isinstance(v, BaseModel) else v) for k, v in data.items()})
+            data = merged
+        return data
+
+    @field_validator("presets")
+    @classmethod
+    def _known_presets(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [p for p in v if p not in PRESETS]
+        if unknown or not v or len(set(v)) != len(v):
+            raise ValueError(f"presets must be distinct names among {', '.join(PRESETS)}; got {list(v)}")
+        return v
+
+    @field_validator("betas")
+    @classmethod
+    def _positive_betas(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not v or min(v) <= 0:
+            raise ValueError(f"betas must be positive numbers such as 1e-7; got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudyConfig:
+        if self.eval_clusters > self.ptq.clusters:
+            raise ValueError(
+                f"eval_clusters={self.eval_clusters} exceeds ptq.clusters={self.ptq.clusters}: PTQ designs are judged "
+                "on the PTQ inputs; lower eval_clusters or raise ptq.clusters"
+            )
+        if min(self.ptq_designs, default=self.ptq.integer_bits) < self.ptq.integer_bits:
+            raise ValueError(
+                f"ptq_designs {list(self.ptq_designs)} hold fewer total bits than ptq.integer_bits="
+                f"{self.ptq.integer_bits}: ap_fixed<W,I> needs W >= I"
+            )
+        return self
+
+
+def validation_message(err: ValidationError, schema: type[BaseModel] | None = None) -> str:
+    """One line from a pydantic error: the field, the value received and what is wrong (for an unknown option, the
+    options of ``schema`` at that place and the closest one)."""
     e = err.errors()[0]
-    where = ".".join(str(x) for x in e["loc"]) or "config"
+    where = ".".join(str(x) for x in e["loc"])
     msg = e["msg"].removeprefix("Value error, ")
+    if not where:  # a check across several options: its message names them
+        return msg
+    if e["type"] == "extra_forbidden":
+        known = _options_at(schema, e["loc"][:-1]) if schema else []
+        close = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
+        msg = "unknown option" + (f" (did you mean {close[0]}?)" if close else "")
+        msg += f"; known options: {', '.join(known)}" if known else "; remove it"
     return f"{where}={e.get('input')!r}: {msg}"
 
 
-def load_config(schema: type[BaseModel], source: Path | dict[str, Any] | None = None, **overrides: Any) -> Any:
-    """Build ``schema`` from a YAML file or dict, then command-line overrides (None values are ignored)."""
-    data: dict[str, Any] = {}
+def _options_at(schema: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The option names of the (nested) model at ``loc`` of ``schema``; empty if ``loc`` is not a model."""
+    model: Any = schema
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        model = field.annotation if field else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+    return list(model.model_fields)
+
+
+def load_config(
+    schema: type[BaseModel],
+    source: Path | dict[str, Any] | None = None,
+    *,
+    defaults: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> Any:
+    """Build ``schema`` from ``defaults``, then a YAML file or dict merged over them section by section, then
+    command-line overrides (None values are ignored)."""
+    data: dict[str, Any] = copy.deepcopy(defaults or {})
     if isinstance(source, Path):
         if not source.is_file():
             raise ConfigError(f"config file {source} not found; give the path of a YAML file")
@@ -240,14 +432,14 @@ def load_config(schema: type[BaseModel], source: Path | dict[str, Any] | None = 
             raise ConfigError(f"config file {source} is not valid YAML ({exc.__class__.__name__}); fix it") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {source} holds a {type(loaded).__name__}; it must be a mapping")
-        data.update(loaded or {})
+        _merge(data, loaded or {})
     elif isinstance(source, dict):
-        data.update(source)
+        _merge(data, source)
     _merge(data, overrides)
     try:
         return schema.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(validation_message(err)) from None
+        raise ConfigError(validation_message(err, schema)) from None
 
 
 def _merge(data: dict[str, Any], overrides: dict[str, Any]) -> None:

@@ -11,9 +11,11 @@ __all__ = [
     "HLSError",
     "InputFileError",
     "NonFiniteError",
+    "OutputError",
     "PrecisionError",
     "SchemaError",
     "SchemaVersionError",
+    "ToolMissingError",
 ]
 
 
@@ -63,3 +65,17 @@ class ConversionError(CalohlsError, ValueError):
 
 class HLSError(CalohlsError, RuntimeError):
     """Building or running the generated HLS code failed (compiler error, missing library, ...)."""
+
+
+class ToolMissingError(CalohlsError, RuntimeError):
+    """An external tool a firmware step needs (Verilator, Yosys) is not installed."""
+
+
+class OutputError(CalohlsError, OSError):
+    """An output cannot be written: its file system is full or read-only, permission is denied, or a parent of
+    the output path is not a folder. ``path`` is the output, ``cause`` the operating-system error, if any."""
+
+    def __init__(self, message: str, *, path: object = None, cause: OSError | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.cause = cause

@@ -7,24 +7,94 @@ caller says so.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from calohls.errors import CalohlsError, ConfigError, FileExistsRefusedError, InputFileError
+from calohls.errors import CalohlsError, ConfigError, FileExistsRefusedError, InputFileError, OutputError
 
 __all__ = [
+    "WRITE_ERRNOS",
     "atomic_folder",
     "atomic_output",
     "check_output",
+    "check_parent",
     "commit",
     "discard",
     "partial_path",
     "reading",
     "unreadable",
+    "unwritable",
     "write_text_atomic",
+    "writing",
 ]
+
+#: errno values that only writing raises: a full or read-only file system, a file too large for it.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+
+_WRITE_HINTS = {
+    errno.ENOSPC: "free space or choose another output path",
+    errno.EDQUOT: "free space (the disk quota is used up) or choose another output path",
+    errno.EROFS: "the file system is read-only; choose an output path on a writable one",
+    errno.EFBIG: "the file is too large for this file system; choose another output path",
+    errno.EACCES: "choose an output folder you may write to",
+    errno.EPERM: "choose an output folder you may write to",
+    errno.ENOTDIR: "a parent of it is not a folder; choose another output path",
+}
+
+
+def unwritable(path: str | os.PathLike[str], exc: OSError) -> OutputError:
+    """The one-line error for an output that cannot be written: the path, the system's reason, its errno name and
+    what to do (e.g. ``cannot write runs/x: No space left on device (ENOSPC); free space or choose ...``)."""
+    code = errno.errorcode.get(exc.errno) if isinstance(exc.errno, int) else None
+    reason = exc.strerror or " ".join(str(exc).split())[:160] or exc.__class__.__name__
+    hint = _WRITE_HINTS.get(exc.errno, "check the output path, its permissions and the free space")  # type: ignore[arg-type]
+    return OutputError(f"cannot write {path}: {reason}{f' ({code})' if code else ''}; {hint}", path=path, cause=exc)
+
+
+def _inside(name: object, folder: Path) -> bool:
+    return isinstance(name, str | os.PathLike) and Path(os.fspath(name)).is_relative_to(folder)
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike[str], *, staging: Path | None = None) -> Iterator[None]:
+    """Turn OS errors of writing ``path`` inside the block into :class:`OutputError` naming ``path``.
+
+    Without ``staging`` the block is taken to only write (create folders and files, rename), so every
+    :class:`OSError` is converted. With ``staging`` (the temporary file or folder that becomes ``path``) the block
+    may also read inputs: only errors that a write alone raises (:data:`WRITE_ERRNOS`) or that name a path inside
+    ``staging`` are converted, so a failing read still reports its own file; an :class:`OutputError` about a file
+    inside ``staging`` is said again of ``path`` (users know the output, not its temporary name).
+    """
+    try:
+        yield
+    except OutputError as exc:
+        if staging is not None and exc.cause is not None and _inside(exc.path, staging):
+            raise unwritable(path, exc.cause) from None
+        raise
+    except CalohlsError:
+        raise
+    except OSError as exc:
+        if staging is None or exc.errno in WRITE_ERRNOS or _inside(exc.filename, staging):
+            raise unwritable(path, exc) from None
+        raise
+
+
+def check_parent(path: str | os.PathLike[str]) -> None:
+    """Refuse an output path below a regular file (``notes.txt/out.h5``), before any work.
+
+    Raises:
+        OutputError: The nearest existing ancestor of ``path`` is not a folder.
+    """
+    for parent in Path(path).parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(
+                    f"cannot write {path}: {parent} is not a folder; choose another output path", path=path
+                )
+            return
 
 
 def partial_path(path: Path) -> Path:
@@ -32,6 +102,7 @@ def partial_path(path: Path) -> Path:
 
 
 def check_output(path: Path, overwrite: bool) -> None:
+    check_parent(path)
     if path.is_dir():
         raise ConfigError(f"output {path} is a directory; give the path of a file")
     if path.exists() and not overwrite:
@@ -66,17 +137,22 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = False) -> I
 
     Raises:
         FileExistsRefusedError: ``path`` exists and ``overwrite`` is False (checked before any writing).
+        OutputError: ``path`` cannot be written (a parent that is not a folder, checked before any writing; a full
+            or read-only file system).
     """
     path = Path(path)
     check_output(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(path)
     try:
-        yield partial
+        with writing(path, staging=partial):
+            yield partial
+        with writing(path):
+            commit(partial, path, overwrite)
     except BaseException:
         discard(partial)
         raise
-    commit(partial, path, overwrite)
 
 
 @contextlib.contextmanager
@@ -84,29 +160,43 @@ def atomic_folder(path: str | os.PathLike[str], *, overwrite: bool = False) -> I
     """Build a folder atomically: yield an empty temporary sibling that replaces ``path`` on a clean exit.
 
     On an exception the temporary folder is removed and ``path`` is left untouched; an existing ``path`` is
-    replaced only with ``overwrite`` (checked before any work).
+    replaced only with ``overwrite`` (checked before any work). Operating-system errors of writing it become
+    :class:`OutputError` naming ``path`` (see :func:`writing`).
     """
     path = Path(path)
+    check_parent(path)
     if path.exists() and not overwrite:
         raise FileExistsRefusedError(path)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{path} exists and is not a folder; choose another output folder")
     staging = path.with_name(f".{path.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    with writing(path):
+        staging.mkdir(parents=True)
     try:
-        yield staging
+        with writing(path, staging=staging):
+            yield staging
+        with writing(path):
+            _put_folder(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if path.exists():
-        old = path.with_name(f".{path.name}.replaced")
-        shutil.rmtree(old, ignore_errors=True)
-        path.rename(old)
+
+
+def _put_folder(staging: Path, path: Path) -> None:
+    """Rename ``staging`` to ``path``, replacing an existing ``path`` (restored if the rename fails)."""
+    if not path.exists():
         staging.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
+        return
+    old = path.with_name(f".{path.name}.replaced")
+    shutil.rmtree(old, ignore_errors=True)
+    path.rename(old)
+    try:
         staging.rename(path)
+    except BaseException:
+        old.rename(path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str, *, overwrite: bool = True) -> Path:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import pytest
@@ -17,14 +16,8 @@ TINY = ["--events", "300", "--seed", "3", "--workers", "1", "--hide-progress"]
 
 
 @pytest.fixture(autouse=True)
-def _restore_logging():
-    """The CLI configures the ``calohls`` logger; leave it as it was for the other tests."""
-    logger = logging.getLogger("calohls")
-    state = (logger.level, list(logger.handlers), logger.propagate)
-    yield
-    logger.setLevel(state[0])
-    logger.handlers[:] = state[1]
-    logger.propagate = state[2]
+def _logging(_restore_logging):
+    """Every test here runs the CLI."""
 
 
 def run(*args: str | Path) -> Result:

@@ -12,6 +12,8 @@ Errors and exit codes:
   stderr;
 * ``2``: a command-line usage error (unknown option, missing argument, value of the wrong type), also one
   line;
+* ``1`` as well for an operating-system error calohls did not turn into one of its own (a full disk, a denied
+  permission): one line with the file, the system's reason and its errno name (``ENOSPC``);
 * ``1`` as well for an unexpected exception (a bug): one line naming the exception, and the full traceback
   when ``--verbose`` is given, to attach to a bug report;
 * ``130``: interrupted with Ctrl-C.
@@ -20,6 +22,7 @@ Errors and exit codes:
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import logging
 import os
@@ -31,8 +34,13 @@ import click
 from calohls import __version__
 from calohls.cli.convert import convert_command
 from calohls.cli.evaluate import evaluate_command
+from calohls.cli.firmware import firmware_command
 from calohls.cli.inspect import inspect_command
 from calohls.cli.ptq import ptq_command
+from calohls.cli.qat import qat_command
+from calohls.cli.report import report_command
+from calohls.cli.run import run_command
+from calohls.cli.scan import scan_command
 from calohls.cli.simulate import simulate_command
 from calohls.cli.train import train_command
 from calohls.errors import CalohlsError
@@ -74,6 +82,14 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+def _os_message(err: OSError) -> str:
+    """``<file>: <reason> (<errno name>); <what to check>`` for an operating-system error."""
+    code = errno.errorcode.get(err.errno) if isinstance(err.errno, int) else None
+    where = f"{err.filename}: " if err.filename else ""
+    reason = err.strerror or str(err) or type(err).__name__
+    return f"{where}{reason}{f' ({code})' if code else ''}; check the path, its permissions and the free space"
+
+
 def _silence_stdout() -> None:
     """Point stdout at /dev/null so that the flush at exit cannot fail again on a closed pipe."""
     with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
@@ -108,6 +124,10 @@ class _Group(click.Group):
         except BrokenPipeError:
             _silence_stdout()  # the reader went away (e.g. `| head`); nothing more to say
             sys.exit(1)
+        except OSError as err:  # the system refused an operation calohls did not wrap: still one line
+            if self.show_traceback:
+                raise
+            _fail(_os_message(err), 1)
         except Exception as err:
             if self.show_traceback:
                 raise
@@ -141,3 +161,8 @@ main.add_command(convert_command)
 main.add_command(train_command)
 main.add_command(evaluate_command)
 main.add_command(ptq_command)
+main.add_command(qat_command)
+main.add_command(report_command)
+main.add_command(scan_command)
+main.add_command(run_command)
+main.add_command(firmware_command)

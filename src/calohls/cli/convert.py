@@ -6,8 +6,9 @@ import time
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from calohls.cli.progress import progress_bar
 
 __all__ = ["convert_command"]
 
@@ -47,12 +48,11 @@ def convert_command(
 
     branches = BranchMap.from_yaml(branch_map) if branch_map else None
     start = time.perf_counter()
-    with Progress(
+    with progress_bar(
         SpinnerColumn(),
         TextColumn("converting: {task.completed:,.0f} clusters"),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=hide_progress,
+        hide=hide_progress,
         transient=True,
     ) as bar:
         task = bar.add_task("convert", total=None)

@@ -91,7 +91,9 @@ def _print_summary(s: dict[str, Any], console: Console) -> None:
 )
 @click.option("--e-min", type=float, default=0.5, show_default=True, help="Lower edge of the E_true bins, GeV.")
 @click.option("--e-max", type=float, default=500.0, show_default=True, help="Upper edge of the E_true bins, GeV.")
-@click.option("--per-decade", type=int, default=3, show_default=True, help="E_true bins per factor of ten.")
+@click.option(
+    "--per-decade", type=click.IntRange(1, 20), default=3, show_default=True, help="E_true bins per factor of ten."
+)
 @click.option(
     "--quantiles",
     type=click.Choice(list(QUANTILE_PAIRS)),
@@ -101,7 +103,7 @@ def _print_summary(s: dict[str, Any], console: Console) -> None:
 )
 @click.option(
     "--min-count",
-    type=int,
+    type=click.IntRange(min=1),
     default=10,
     show_default=True,
     help="Fewest clusters for a bin to get a response value.",

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from calohls.cli.progress import progress_bar
 from calohls.config import SWEEPS, PTQConfig, load_config
 
 __all__ = ["ptq_command"]
@@ -67,15 +67,14 @@ def ptq_command(
     )
     from calohls.scan.ptq import run_ptq
 
-    with Progress(
+    with progress_bar(
         TextColumn("ptq"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("points"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=hide_progress,
+        hide=hide_progress,
     ) as bar:
         task = bar.add_task("ptq", total=None)
         summary = run_ptq(

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -20,6 +19,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from calohls.cli.progress import progress_bar
 from calohls.config import SimConfig, dump_config, load_config
 from calohls.data.schema import PARTICLES
 
@@ -41,8 +41,8 @@ class _RateColumn(ProgressColumn):
 
 
 def _progress_bar(hide: bool) -> Progress:
-    """A progress bar on stderr (nothing at all with ``hide``)."""
-    return Progress(
+    """A progress bar on stderr (nothing at all with ``hide`` or off a terminal)."""
+    return progress_bar(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -50,8 +50,7 @@ def _progress_bar(hide: bool) -> Progress:
         _RateColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=hide,
+        hide=hide,
     )
 
 

@@ -32,6 +32,8 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         raise InputFileError(f"cluster file {p} not found; check the path or create it with `calohls simulate`")
     with p.open("rb") as f:
         head = f.read(8)
+    if not head:
+        raise InputFileError(f"cluster file {p} is empty (0 bytes); re-create it, or give another file")
     for magic, kind in _MAGIC.items():
         if head.startswith(magic):
             return kind

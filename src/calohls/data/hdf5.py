@@ -50,7 +50,7 @@ from calohls.errors import (
     SchemaError,
     SchemaVersionError,
 )
-from calohls.files import check_output, commit, discard, partial_path, reading, unreadable
+from calohls.files import check_output, commit, discard, partial_path, reading, unreadable, writing
 
 __all__ = [
     "FORMAT",
@@ -130,6 +130,7 @@ class ClusterWriter:
         FileExistsRefusedError: ``path`` exists and ``overwrite`` is False.
         ConfigError: ``max_cells`` < 1, ``config_yaml`` is not a YAML mapping, or an attribute is reserved or
             of an unsupported type.
+        OutputError: The file cannot be written (full or read-only file system, a parent that is not a folder).
     """
 
     def __init__(
@@ -167,10 +168,11 @@ class ClusterWriter:
 
     # -- context ---------------------------------------------------------------------------------------------
     def __enter__(self) -> Self:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._file = h5py.File(self._partial, "w", rdcc_nbytes=_CHUNK_CACHE_BYTES)
-            self._create()
+            with writing(self.path):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = h5py.File(self._partial, "w", rdcc_nbytes=_CHUNK_CACHE_BYTES)
+                self._create()
         except BaseException:
             self._abort()
             raise
@@ -186,9 +188,10 @@ class ClusterWriter:
         if self._file is None:
             raise DataError(f"an append to {self.path} failed earlier; nothing was written, run again")
         try:
-            self._file.close()
-            self._file = None
-            commit(self._partial, self.path, self.overwrite)
+            with writing(self.path):
+                self._file.close()
+                self._file = None
+                commit(self._partial, self.path, self.overwrite)
         except BaseException:
             self._abort()
             raise
@@ -260,10 +263,11 @@ class ClusterWriter:
         }
         columns.update({name: batch.scalars[name] for name in SCALAR_FIELDS})
         try:
-            for name, values in columns.items():
-                ds = self._datasets[name]
-                ds.resize(n0 + k, axis=0)
-                ds[n0 : n0 + k] = np.asarray(values).astype(ds.dtype, copy=False)
+            with writing(self.path):
+                for name, values in columns.items():
+                    ds = self._datasets[name]
+                    ds.resize(n0 + k, axis=0)
+                    ds[n0 : n0 + k] = np.asarray(values).astype(ds.dtype, copy=False)
         except BaseException:
             self._abort()  # datasets may now differ in length: never publish this file
             raise
@@ -310,6 +314,8 @@ class ClusterFile:
             )
         if self.path.is_dir():
             raise InputFileError(f"cluster file {self.path} is a directory; give the path of an HDF5 file")
+        if self.path.stat().st_size == 0:
+            raise InputFileError(f"cluster file {self.path} is empty (0 bytes); re-create it, or give another file")
         try:
             self._file = h5py.File(self.path, "r", rdcc_nbytes=_CHUNK_CACHE_BYTES)
         except (OSError, RuntimeError, ValueError) as exc:

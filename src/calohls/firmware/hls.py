@@ -69,6 +69,7 @@ __all__ = [
     "Precision",
     "compile_model",
     "convert",
+    "convert_quantized",
     "csim_predict",
     "hls_config",
     "keras_trace",
@@ -305,6 +306,42 @@ def convert(
             part=part,
             clock_period=clock_period,
         )
+    except Exception as exc:
+        raise _conversion_error(model, exc) from None
+
+
+def convert_quantized(
+    model: keras.Model,
+    output_dir: str | Path,
+    *,
+    project_name: str = "calohls_deepsets",
+    part: str = "xcvu13p-flga2577-2-e",
+    clock_period: float = 5.0,
+) -> ModelGraph:
+    """Convert an HGQ2 (quantization-aware trained) model with hls4ml, with no precision config.
+
+    hls4ml reads every type from the model's quantizers, so the C simulation is bit-exact to the Keras model.
+    Backend Vitis, ``io_parallel``; compile and predict as for :func:`convert`.
+
+    Raises:
+        ConversionError: hls4ml cannot convert the model.
+        ConfigError: ``project_name`` or ``clock_period`` is invalid.
+    """
+    if not isinstance(project_name, str) or not _NAME_RE.fullmatch(project_name):
+        raise ConfigError(f"project_name {project_name!r} must be a C identifier (letters, digits, _), e.g. calohls")
+    if not (isinstance(clock_period, int | float) and math.isfinite(clock_period) and clock_period > 0):
+        raise ConfigError(f"clock_period={clock_period!r} must be a positive number of ns, e.g. 5.0")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return _hls4ml().converters.convert_from_keras_model(
+                model,
+                output_dir=str(Path(output_dir).absolute()),
+                project_name=project_name,
+                backend="Vitis",
+                io_type="io_parallel",
+                part=part,
+                clock_period=clock_period,
+            )
     except Exception as exc:
         raise _conversion_error(model, exc) from None
 

@@ -13,6 +13,9 @@ A run folder holds:
 
 The folder is assembled under a temporary name and renamed into place at the end, so a run folder is complete or
 absent; an existing one is replaced only with ``overwrite``.
+
+Quantization-aware training (:mod:`calohls.model.qat`) writes the same layout with ``stage: qat``; the data
+preparation, the Keras callbacks and the run files are shared from here, and :func:`open_run` reads both.
 """
 
 from __future__ import annotations
@@ -29,31 +32,40 @@ from typing import Any
 
 import numpy as np
 
-from calohls import __version__
 from calohls.config import TrainConfig, dump_config
 from calohls.data.features import FEATURES, FeatureScaler, cell_features, energy_from_target, target
 from calohls.data.hdf5 import open_clusters
 from calohls.data.schema import ClusterBatch
-from calohls.errors import DataError, FileExistsRefusedError, InputFileError
+from calohls.errors import CalohlsError, DataError, FileExistsRefusedError, InputFileError
 from calohls.files import atomic_folder, write_text_atomic
 from calohls.model.correction import ResponseCorrection
+from calohls.versions import versions
 
 __all__ = [
     "RUN_KIND",
+    "RUN_STAGES",
+    "PreparedData",
     "TrainResult",
     "TrainedRun",
     "TrainingData",
+    "epoch_progress",
+    "fit_model",
+    "history_callback",
     "load_run",
     "load_training_data",
     "open_run",
     "predict",
+    "prepare_training",
     "split_events",
     "train",
+    "write_run_files",
 ]
 
 log = logging.getLogger(__name__)
 
 RUN_KIND = "calohls-run"
+#: Stages whose run folders hold a trained model that :func:`open_run` loads.
+RUN_STAGES = ("train", "qat")
 #: Per-cluster fields kept next to the features (for evaluation and baselines).
 KEPT_SCALARS = ("e_true", "e_em", "particle", "event", "cluster_index", "eta", "n_cells_total")
 
@@ -137,14 +149,58 @@ def predict(
     return energy_from_target(model.predict(x, batch_size=batch_size, verbose=0), batch["e_em"], target_kind)
 
 
-def _epoch_progress(epochs: int, hide: bool) -> tuple[Any, Callable[[], None]]:
-    """A Keras callback showing one rich progress bar over epochs on stderr, and its closer."""
+@dataclass(frozen=True)
+class PreparedData:
+    """The clusters of a run, split by event and scaled: what float training and QAT both fit on."""
+
+    data: TrainingData
+    split: dict[str, np.ndarray]  # positions into data (train, val, test)
+    scaler: FeatureScaler
+    x: np.ndarray  # [n, N, F] scaled features
+
+    def part(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Scaled inputs and targets of ``name`` ("train", "val" or "test")."""
+        index = self.split[name]
+        return self.x[index], self.data.y[index]
+
+    @property
+    def output_mean(self) -> float:
+        """Mean training target: the initial output bias of the network."""
+        return float(self.data.y[self.split["train"]].mean())
+
+
+def prepare_training(data_path: str | Path, config: TrainConfig) -> PreparedData:
+    """Read ``data_path``, split it by event with ``config.seed`` and fit the feature scaling on the training part.
+
+    The same data, seed and fractions give the same split, so float and QAT runs share their test clusters.
+    """
+    data = load_training_data(
+        data_path, config.model.max_cells, target_kind=config.target, max_clusters=config.max_clusters
+    )
+    split = split_events(data.scalars["event"], config.seed, config.val_fraction, config.test_fraction)
+    n_train, n_val = split["train"].size, split["val"].size
+    if n_train < config.batch_size:
+        raise DataError(
+            f"only {n_train} training clusters for batch_size={config.batch_size}; "
+            "lower --batch-size or use a larger data set"
+        )
+    if n_val == 0:
+        raise DataError(f"no validation clusters among {data.y.size}; use a larger data set or val_fraction")
+    scaler = FeatureScaler.fit(data.x[split["train"]])
+    return PreparedData(data, split, scaler, scaler.transform(data.x))
+
+
+def epoch_progress(epochs: int, hide: bool, label: str = "training") -> tuple[Any, Callable[[], None]]:
+    """A Keras callback showing one rich progress bar over epochs on stderr, and its closer.
+
+    The status shows the loss and validation loss, and the EBOPs when the logs carry them (QAT).
+    """
     import keras
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(
-        TextColumn("training"),
+        TextColumn(label),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("epochs  {task.fields[status]}"),
@@ -152,20 +208,23 @@ def _epoch_progress(epochs: int, hide: bool) -> tuple[Any, Callable[[], None]]:
         console=Console(stderr=True),
         disable=hide,
     )
-    task = bar.add_task("train", total=epochs, status="")
+    task = bar.add_task(label, total=epochs, status="")
     bar.start()
 
     class _Callback(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             logs = logs or {}
             status = f"loss {logs.get('loss', float('nan')):.4f}  val {logs.get('val_loss', float('nan')):.4f}"
+            if "ebops" in logs:
+                status += f"  EBOPs {logs['ebops']:,.0f}"
             bar.update(task, completed=epoch + 1, status=status)
 
     return _Callback(), bar.stop
 
 
-def _history_callback(path: Path) -> Any:
-    """A Keras callback writing loss, validation loss and learning rate per epoch into a JSON file."""
+def history_callback(path: Path) -> Any:
+    """A Keras callback writing every logged value (loss, validation loss, ...) and the learning rate per epoch
+    into a JSON file; place it after the callbacks that add to the logs (EBOPs, beta)."""
     import keras
 
     class _Callback(keras.callbacks.Callback):
@@ -181,6 +240,73 @@ def _history_callback(path: Path) -> Any:
             write_text_atomic(path, json.dumps(self.rows, indent=1))
 
     return _Callback()
+
+
+def fit_model(
+    model: Any,
+    prepared: PreparedData,
+    config: TrainConfig,
+    callbacks: list[Any],
+    *,
+    hide_progress: bool = True,
+    label: str = "training",
+) -> dict[str, list[float]]:
+    """Fit ``model`` on the training part, validated on the validation part, with a progress bar after
+    ``callbacks``; the Keras history (metric → values per epoch)."""
+    progress, close_progress = epoch_progress(config.epochs, hide_progress, label)
+    try:
+        fit = model.fit(
+            *prepared.part("train"),
+            validation_data=prepared.part("val"),
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            shuffle=True,
+            callbacks=[*callbacks, progress],
+            verbose=0,
+        )
+    finally:
+        close_progress()
+    return fit.history
+
+
+def write_run_files(
+    staging: Path,
+    *,
+    stage: str,
+    config: TrainConfig,
+    data_path: Path,
+    prepared: PreparedData,
+    model: Any,
+    start: float,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """Write the files every run folder has besides the model and history: ``features.json``, ``correction.json``
+    (fitted with ``model`` on the validation clusters), ``split.npz``, ``config.yaml`` and ``run.json``.
+
+    ``extra`` (with at least ``epochs``) goes into ``run.json`` after the common keys; the info written is returned.
+    """
+    prepared.scaler.save(staging / "features.json")
+    data, val = prepared.data, prepared.split["val"]
+    y_val = model.predict(prepared.x[val], batch_size=4096, verbose=0)
+    e_val = energy_from_target(y_val, data.scalars["e_em"][val], config.target)
+    ResponseCorrection.fit(data.scalars["e_true"][val], e_val).save(staging / "correction.json")
+    np.savez(staging / "split.npz", index=data.index, **prepared.split)
+    (staging / "config.yaml").write_text(dump_config(config))
+    seconds = time.perf_counter() - start
+    info = {
+        "kind": RUN_KIND,
+        "stage": stage,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": versions(),
+        "data": {"path": str(data_path.resolve()), "clusters": int(data.y.size)},
+        "model": {"name": model.name, "parameters": _network_parameters(model)},
+        "sizes": {k: int(v.size) for k, v in prepared.split.items()},
+        **extra,
+        "seconds": seconds,
+        "train_clusters_per_second": prepared.split["train"].size * extra["epochs"] / max(seconds, 1e-9),
+    }
+    (staging / "run.json").write_text(json.dumps(info, indent=1))
+    return info
 
 
 def train(
@@ -200,120 +326,91 @@ def train(
     if run_dir.exists() and not overwrite:  # refuse before any work
         raise FileExistsRefusedError(run_dir)
     start = time.perf_counter()
-    data = load_training_data(
-        data_path, config.model.max_cells, target_kind=config.target, max_clusters=config.max_clusters
-    )
-    split = split_events(data.scalars["event"], config.seed, config.val_fraction, config.test_fraction)
-    n_train, n_val = split["train"].size, split["val"].size
-    if n_train < config.batch_size:
-        raise DataError(
-            f"only {n_train} training clusters for batch_size={config.batch_size}; "
-            "lower --batch-size or use a larger data set"
-        )
-    if n_val == 0:
-        raise DataError(f"no validation clusters among {data.y.size}; use a larger data set or val_fraction")
-    scaler = FeatureScaler.fit(data.x[split["train"]])
-    x = scaler.transform(data.x)
+    prepared = prepare_training(data_path, config)
 
     keras.utils.set_random_seed(config.seed)
-    model = build_deepsets(
-        config.model, len(FEATURES), seed=config.seed, output_mean=float(data.y[split["train"]].mean())
-    )
+    model = build_deepsets(config.model, len(FEATURES), seed=config.seed, output_mean=prepared.output_mean)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
 
     with atomic_folder(run_dir, overwrite=overwrite) as staging:
         (staging / "checkpoints").mkdir()
-        progress, close_progress = _epoch_progress(config.epochs, hide_progress)
         callbacks = [
             # improvements below 0.1 % of a typical loss (≈ 0.01) do not count
             keras.callbacks.EarlyStopping(patience=config.patience, min_delta=1e-5, restore_best_weights=True),
             keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=config.lr_patience, min_delta=1e-5, min_lr=1e-5),
             keras.callbacks.ModelCheckpoint(staging / "checkpoints" / "best.keras", save_best_only=True),
-            _history_callback(staging / "history.json"),
-            progress,
+            history_callback(staging / "history.json"),
         ]
-        try:
-            fit = model.fit(
-                x[split["train"]],
-                data.y[split["train"]],
-                validation_data=(x[split["val"]], data.y[split["val"]]),
-                epochs=config.epochs,
-                batch_size=config.batch_size,
-                shuffle=True,
-                callbacks=callbacks,
-                verbose=0,
-            )
-        finally:
-            close_progress()
+        history = fit_model(model, prepared, config, callbacks, hide_progress=hide_progress)
         model.save(staging / "checkpoints" / "last.keras")
-        val_loss = [float(v) for v in fit.history["val_loss"]]
+        val_loss = [float(v) for v in history["val_loss"]]
         best = int(np.argmin(val_loss))
         # EarlyStopping restores the best weights only when it stops early; model.keras is the best checkpoint
         shutil.copyfile(staging / "checkpoints" / "best.keras", staging / "model.keras")
         best_model = keras.saving.load_model(staging / "model.keras")
-        scaler.save(staging / "features.json")
-        val = split["val"]
-        y_val = best_model.predict(x[val], batch_size=4096, verbose=0)
-        e_val = energy_from_target(y_val, data.scalars["e_em"][val], config.target)
-        ResponseCorrection.fit(data.scalars["e_true"][val], e_val).save(staging / "correction.json")
-        np.savez(staging / "split.npz", index=data.index, **split)
-        (staging / "config.yaml").write_text(dump_config(config))
-        seconds = time.perf_counter() - start
-        info = {
-            "kind": RUN_KIND,
-            "stage": "train",
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "versions": _versions(),
-            "data": {"path": str(data_path.resolve()), "clusters": int(data.y.size)},
-            "model": {"name": best_model.name, "parameters": int(best_model.count_params())},
-            "sizes": {k: int(v.size) for k, v in split.items()},
-            "epochs": len(val_loss),
-            "best_epoch": best + 1,
-            "best_val_loss": val_loss[best],
-            "seconds": seconds,
-            "train_clusters_per_second": n_train * len(val_loss) / max(seconds, 1e-9),
-        }
-        (staging / "run.json").write_text(json.dumps(info, indent=1))
-    log.info("trained %s in %.0f s; best epoch %d of %d", best_model.name, seconds, best + 1, len(val_loss))
-    return TrainResult(run_dir, len(val_loss), best + 1, val_loss[best], n_train, n_val, split["test"].size, seconds)
+        info = write_run_files(
+            staging,
+            stage="train",
+            config=config,
+            data_path=data_path,
+            prepared=prepared,
+            model=best_model,
+            start=start,
+            extra={"epochs": len(val_loss), "best_epoch": best + 1, "best_val_loss": val_loss[best]},
+        )
+    log.info("trained %s in %.0f s; best epoch %d of %d", best_model.name, info["seconds"], best + 1, len(val_loss))
+    split = prepared.split
+    return TrainResult(
+        run_dir,
+        len(val_loss),
+        best + 1,
+        val_loss[best],
+        split["train"].size,
+        split["val"].size,
+        split["test"].size,
+        info["seconds"],
+    )
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"calohls": __version__}
-    for package in ("keras", "jax", "numpy", "hls4ml", "hgq2", "da4ml"):
-        try:
-            out[package] = version(package)
-        except PackageNotFoundError:
-            continue
-    return out
+def _network_parameters(model: Any) -> int:
+    """Weights and biases of the network (not the bit widths and counters a quantized model also keeps)."""
+    return sum(
+        int(np.prod(w.shape))
+        for layer in model.layers
+        for w in (getattr(layer, "kernel", None), getattr(layer, "bias", None))
+        if w is not None
+    )
 
 
-def load_run(run_dir: str | Path, stage: str = "train") -> dict[str, Any]:
-    """The ``run.json`` of a run folder, checked to be of the given stage."""
+def load_run(run_dir: str | Path, stage: str | tuple[str, ...] = "train") -> dict[str, Any]:
+    """The ``run.json`` of a run folder, checked to be of the given stage (or of one of the given stages)."""
     run_dir = Path(run_dir)
+    stages = (stage,) if isinstance(stage, str) else tuple(stage)
+    made_by = " or ".join(f"`calohls {s}`" for s in stages)
     info_path = run_dir / "run.json"
     if not run_dir.is_dir():
-        raise InputFileError(f"run folder {run_dir} not found; give a folder made by `calohls {stage}`")
+        raise InputFileError(f"run folder {run_dir} not found; give a folder made by {made_by}")
     try:
         info = json.loads(info_path.read_text())
     except FileNotFoundError:
         raise InputFileError(f"{run_dir} is not a calohls run folder (no run.json); give a folder made by "
-                             f"`calohls {stage}`") from None  # fmt: skip
+                             f"{made_by}") from None  # fmt: skip
     except ValueError:
-        raise InputFileError(f"{info_path} is corrupt; re-run `calohls {stage}`") from None
-    if info.get("kind") != RUN_KIND or info.get("stage") != stage:
+        raise InputFileError(f"{info_path} is corrupt; re-run {made_by}") from None
+    if not isinstance(info, dict):
+        raise InputFileError(f"{info_path} holds a {type(info).__name__}, not a run record; re-run {made_by}")
+    if info.get("kind") != RUN_KIND or info.get("stage") not in stages:
         raise InputFileError(
-            f"{run_dir} is a run folder of stage {info.get('stage')!r}, not {stage!r}; give a folder made by "
-            f"`calohls {stage}`"
+            f"{run_dir} is a run folder of stage {info.get('stage')!r}, not {' or '.join(map(repr, stages))}; "
+            f"give a folder made by {made_by}"
         )
     return info
 
 
 @dataclass(frozen=True)
 class TrainedRun:
-    """Everything a later stage needs from a training run folder."""
+    """Everything a later stage needs from a run folder of float training or QAT (``config`` is then a
+    :class:`~calohls.config.QATConfig` and ``model`` is built from HGQ2 layers)."""
 
     path: Path
     info: dict[str, Any]
@@ -337,21 +434,34 @@ class TrainedRun:
         return self.correction.apply(e) if corrected else e
 
 
-def open_run(run_dir: str | Path) -> TrainedRun:
-    """Load a training run folder (checked to be one)."""
+def open_run(run_dir: str | Path, stage: str | tuple[str, ...] = RUN_STAGES) -> TrainedRun:
+    """Load a run folder of float training or QAT (checked to be one of ``stage``)."""
     import keras
     import yaml
 
-    from calohls.config import load_config
+    from calohls.config import QATConfig, load_config
 
     run_dir = Path(run_dir)
-    info = load_run(run_dir, "train")
+    info = load_run(run_dir, stage)
+    schema: type[TrainConfig] = TrainConfig
+    if info["stage"] == "qat":
+        import hgq  # noqa: F401  (registers the HGQ2 layers with Keras, so that the model loads)
+
+        schema = QATConfig
     try:
-        config = load_config(TrainConfig, yaml.safe_load((run_dir / "config.yaml").read_text()))
+        config = load_config(schema, yaml.safe_load((run_dir / "config.yaml").read_text()))
+    except (OSError, yaml.YAMLError, CalohlsError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise InputFileError(f"{run_dir / 'config.yaml'} is missing or corrupt ({reason}); re-run "
+                             f"`calohls {info['stage']}`") from None  # fmt: skip
+    try:
         with np.load(run_dir / "split.npz") as z:
             split = {k: z[k] for k in ("index", "train", "val", "test")}
         model = keras.saving.load_model(run_dir / "model.keras")
     except (OSError, ValueError, KeyError) as exc:
-        raise InputFileError(f"{run_dir} is incomplete or corrupt ({exc}); re-run `calohls train`") from None
+        reason = " ".join(str(exc).split())[:200]
+        raise InputFileError(
+            f"{run_dir} is incomplete or corrupt ({reason}); re-run `calohls {info['stage']}`"
+        ) from None
     scaler = FeatureScaler.load(run_dir / "features.json")
     return TrainedRun(run_dir, info, config, model, scaler, ResponseCorrection.load(run_dir / "correction.json"), split)

@@ -103,16 +103,21 @@ def evaluate_run(
     overwrite: bool = False,
     figures: bool = True,
 ) -> Evaluation:
-    """Evaluate the run in ``run_dir`` on its test clusters and write ``run_dir/eval``."""
-    from calohls.model.train import open_run
+    """Evaluate the run in ``run_dir`` on its test clusters and write ``run_dir/eval``.
+
+    The run folder, the output and the data file are checked before the model is loaded.
+    """
+    from calohls.model.train import RUN_STAGES, load_run, open_run
     from calohls.physics.baselines import LCWCalibration
 
     run_dir = Path(run_dir)
-    run = open_run(run_dir)
+    info = load_run(run_dir, RUN_STAGES)
     out_dir = run_dir / "eval"
     if out_dir.exists() and not overwrite:
         raise FileExistsRefusedError(out_dir)
-    data_path = Path(data) if data else run.data_path
+    data_path = Path(data) if data else _data_path(run_dir, info)
+    open_clusters(data_path).close()  # a missing, corrupt or foreign file fails here, before the model loads
+    run = open_run(run_dir)
     test, train = run.file_index("test"), run.file_index("train")
     if test.size == 0:
         raise DataError(f"{run_dir} has no test clusters; train with a larger data set")
@@ -158,6 +163,21 @@ def evaluate_run(
 
             draw_evaluation(result, staging, extra=_sample_text(data_path))
     return result
+
+
+def _data_path(run_dir: Path, info: dict[str, Any]) -> Path:
+    """The cluster file a run was trained on, as its ``run.json`` says; it must still be there."""
+    try:
+        path = Path(info["data"]["path"])
+    except (KeyError, TypeError):
+        raise InputFileError(
+            f"{run_dir / 'run.json'} names no data file; pass the run's cluster file with --data"
+        ) from None
+    if not path.exists():
+        raise InputFileError(
+            f"the cluster file {path} that {run_dir} was trained on is gone; pass its new path with --data"
+        )
+    return path
 
 
 def _sample_text(data_path: Path) -> str:

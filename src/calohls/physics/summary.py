@@ -155,6 +155,8 @@ def stored_config(path: str | Path) -> dict[str, Any]:
     Raises:
         InputFileError: the file cannot be read, or holds no config (not written by ``calohls simulate``).
     """
+    if detect_format(path) == "root":
+        raise InputFileError(f"{path} is a ROOT file, which holds no generating config; inspect it without --config")
     with open_clusters(path) as f:
         config = f.config
     if config is None:

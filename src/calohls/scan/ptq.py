@@ -36,8 +36,8 @@ import numpy as np
 import yaml
 
 from calohls.config import PTQConfig, dump_config
-from calohls.errors import ConfigError, FileExistsRefusedError
-from calohls.files import write_text_atomic
+from calohls.errors import ConfigError, FileExistsRefusedError, InputFileError
+from calohls.files import atomic_output, check_parent, write_text_atomic, writing
 from calohls.quant.metrics import layer_differences, mean_percent_error
 from calohls.scan.executors import run_points
 from calohls.scan.store import ResultStore
@@ -128,10 +128,8 @@ def prepare_inputs(run_dir: Path, clusters: int, path: Path) -> dict[str, Any]:
         "e_em": batch["e_em"],
         "particle": batch["particle"],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.partial.npz")
-    np.savez(partial, **arrays)
-    partial.replace(path)
+    with atomic_output(path, overwrite=True) as partial, partial.open("wb") as out:
+        np.savez(out, **arrays)
     from calohls.data.features import energy_from_target
     from calohls.model.deepsets import layer_names
 
@@ -235,28 +233,23 @@ def run_ptq(
     out_dir = Path(out_dir)
     runs_info: dict[str, dict[str, Any]] = {}
     for run_dir in run_dirs:
-        load_run(run_dir, "train")  # fails early, with one line, for anything that is not a training run
+        info = load_run(run_dir, "train")  # fails early, with one line, for anything that is not a training run
+        _check_data(Path(run_dir), info)
         runs_info[_run_name(Path(run_dir), set(runs_info))] = {"path": str(Path(run_dir).resolve())}
     stamp = {"config": yaml.safe_load(dump_config(config)), "runs": {k: v["path"] for k, v in runs_info.items()}}
-    settings = out_dir / "ptq.yaml"
-    if settings.exists() and not overwrite:
-        previous = yaml.safe_load(settings.read_text())
-        if previous != stamp:
-            raise FileExistsRefusedError(out_dir)  # made with other options: resuming would mix them
-    elif out_dir.exists() and overwrite:
+    _check_output(out_dir, stamp, overwrite)
+    if out_dir.exists() and overwrite:
         shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(settings, yaml.safe_dump(stamp, sort_keys=False))
-
-    runs = {}
-    for name, info in runs_info.items():
-        inputs = out_dir / "inputs" / f"{name}.npz"
-        meta_path = out_dir / "inputs" / f"{name}.yaml"
-        if not (inputs.exists() and meta_path.exists()):
-            meta = prepare_inputs(Path(info["path"]), config.clusters, inputs)
-            write_text_atomic(meta_path, yaml.safe_dump(meta))
-        info.update(yaml.safe_load(meta_path.read_text()))
-        runs[name] = (Path(info["path"]), inputs, info["weighted_layers"])
+    fresh = not out_dir.exists()
+    try:
+        with writing(out_dir):
+            out_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out_dir / "ptq.yaml", yaml.safe_dump(stamp, sort_keys=False))
+        runs = _prepare_runs(runs_info, out_dir, config)
+    except BaseException:
+        if fresh:  # failed before any point: leave no half-made output folder behind
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
 
     store = ResultStore(out_dir / "results.jsonl")
     points = sweep_points(config, runs)
@@ -279,3 +272,51 @@ def run_ptq(
 
     draw_ptq(list(store), runs_info, out_dir)
     return summary
+
+
+def _check_data(run_dir: Path, info: dict[str, Any]) -> None:
+    """The cluster file a run was trained on (its test clusters are quantized) must still be where it was."""
+    data = info.get("data")
+    path = data.get("path") if isinstance(data, dict) else None
+    if not path:
+        raise InputFileError(f"{run_dir / 'run.json'} names no cluster file; re-run `calohls train`")
+    if not Path(path).is_file():
+        raise InputFileError(f"the cluster file {path} that {run_dir} was trained on is gone; put it back at that path")
+
+
+def _check_output(out_dir: Path, stamp: dict[str, Any], overwrite: bool) -> None:
+    """Refuse, before any work, an output that is not a folder, or a folder made otherwise (without ``overwrite``).
+
+    A folder made by ``calohls ptq`` with the same options and runs is resumed; an empty folder is used.
+    """
+    check_parent(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"output {out_dir} is a file; give the path of a folder")
+    if overwrite or not out_dir.exists():
+        return
+    settings = out_dir / "ptq.yaml"
+    if settings.exists():
+        try:
+            previous = yaml.safe_load(settings.read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            previous = None
+        if previous != stamp:
+            raise FileExistsRefusedError(out_dir)  # made with other options: resuming would mix them
+    elif any(out_dir.iterdir()):
+        raise FileExistsRefusedError(out_dir)  # not a ptq output: never write into someone else's folder
+
+
+def _prepare_runs(
+    runs_info: dict[str, dict[str, Any]], out_dir: Path, config: PTQConfig
+) -> dict[str, tuple[Path, Path, list[str]]]:
+    """The inputs of every run (made once, kept in ``out_dir/inputs``); fills ``runs_info`` with their metadata."""
+    runs = {}
+    for name, info in runs_info.items():
+        inputs = out_dir / "inputs" / f"{name}.npz"
+        meta_path = out_dir / "inputs" / f"{name}.yaml"
+        if not (inputs.exists() and meta_path.exists()):
+            meta = prepare_inputs(Path(info["path"]), config.clusters, inputs)
+            write_text_atomic(meta_path, yaml.safe_dump(meta))
+        info.update(yaml.safe_load(meta_path.read_text()))
+        runs[name] = (Path(info["path"]), inputs, info["weighted_layers"])
+    return runs

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from calohls.errors import DataError
+from calohls.files import writing
 
 __all__ = ["ResultStore"]
 
@@ -72,10 +73,11 @@ class ResultStore:
         if key in self._records:
             raise DataError(f"point {key!r} is already in {self.path}; it must not be stored twice")
         line = (json.dumps(record, allow_nan=False) + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with writing(self.path):
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         self._records[key] = record

@@ -1,0 +1,97 @@
+"""``calohls qat``: quantization-aware training of a DeepSets calibration with HGQ2 into a run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from calohls.config import PRESETS, QATConfig, load_config
+
+__all__ = ["qat_command"]
+
+
+@click.command("qat", short_help="Quantization-aware training (HGQ2) of a DeepSets calibration.")
+@click.argument("data", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("-o", "--output", "run_dir", type=click.Path(path_type=Path), required=True, help="Run folder to write.")
+@click.option("--preset", type=click.Choice(list(PRESETS)), help="Named network size. [default: small]")
+@click.option("--phi", metavar="WIDTHS", help="Φ layer widths, e.g. 16,16 (overrides the preset).")
+@click.option("--f", "f_widths", metavar="WIDTHS", help="F layer widths, e.g. 16,8 (overrides the preset).")
+@click.option("--max-cells", type=int, help="Cells per cluster the network sees, most energetic first. [default: 32]")
+@click.option("--epochs", type=int, help="Most epochs: the beta ramp, then training at --beta-end. [default: 80]")
+@click.option("--beta-start", type=float, help="Weight of EBOPs in the loss at the first epoch. [default: 1e-09]")
+@click.option("--beta-end", type=float, help="Weight of EBOPs in the loss after the ramp. [default: 1e-07]")
+@click.option("--batch-size", type=int, help="Clusters per gradient step. [default: 512]")
+@click.option("--learning-rate", type=float, help="Learning rate. [default: 0.002]")
+@click.option("--seed", type=int, help="Seed of the split, the initial weights and the batch order. [default: 0]")
+@click.option("--max-clusters", type=int, help="Use at most this many clusters of DATA.")
+@click.option(
+    "--select",
+    type=click.Choice(["loss", "ebops"]),
+    help="Pareto checkpoint kept as the model: best validation loss, or fewest EBOPs within --max-loss-increase "
+    "of it. [default: ebops]",
+)
+@click.option("--max-loss-increase", type=float, help="Relative loss increase --select ebops accepts. [default: 0.02]")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="YAML file of QAT options (calohls.config.QATConfig); command-line options override it.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace the run folder if it exists.")
+@click.option("--hide-progress", is_flag=True, help="Do not show the progress bar.")
+def qat_command(
+    data: Path,
+    run_dir: Path,
+    preset: str | None,
+    phi: str | None,
+    f_widths: str | None,
+    max_cells: int | None,
+    epochs: int | None,
+    beta_start: float | None,
+    beta_end: float | None,
+    batch_size: int | None,
+    learning_rate: float | None,
+    seed: int | None,
+    max_clusters: int | None,
+    select: str | None,
+    max_loss_increase: float | None,
+    config_path: Path | None,
+    overwrite: bool,
+    hide_progress: bool,
+) -> None:
+    """Train a DeepSets calibration on the clusters in DATA with trainable fixed-point bit widths (HGQ2), paying
+    beta × EBOPs (the estimated FPGA cost) in the loss while beta rises. Keeps every checkpoint on the Pareto front
+    of validation loss vs EBOPs, and the selected one as the run's model, in a run folder that `calohls evaluate`
+    and `calohls firmware` read.
+
+    \b
+    Examples:
+      calohls qat data/clusters.h5 -o runs/qat-small
+      calohls qat data/clusters.h5 -o runs/qat-tiny --preset tiny --beta-end 1e-6
+      calohls qat data/clusters.h5 -o runs/qat-best --select loss --epochs 200
+    """
+    config = load_config(
+        QATConfig,
+        config_path,
+        model={"preset": preset, "phi": phi, "f": f_widths, "max_cells": max_cells},
+        epochs=epochs,
+        beta_start=beta_start,
+        beta_end=beta_end,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+        max_clusters=max_clusters,
+        select=select,
+        max_loss_increase=max_loss_increase,
+    )
+    from calohls.model.qat import train_qat
+
+    result = train_qat(data, run_dir, config, overwrite=overwrite, hide_progress=hide_progress)
+    click.echo(
+        f"QAT {config.model.phi_widths}→{config.model.f_widths} on {result.n_train:,} clusters "
+        f"({result.n_val:,} validation, {result.n_test:,} test) in {result.seconds:.0f} s, {result.epochs} epochs: "
+        f"selected epoch {result.best_epoch}, validation loss {result.best_val_loss:.5f}, {result.ebops:,} EBOPs "
+        f"({result.pareto_points} Pareto points); wrote {run_dir}"
+    )
+    click.echo(f"next: calohls evaluate {run_dir}  /  calohls firmware {run_dir}", err=True)

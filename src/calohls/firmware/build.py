@@ -1,0 +1,345 @@
+"""Checked firmware of a quantization-aware trained (HGQ2) DeepSets: hls4ml and da4ml, both compared with Keras.
+
+:func:`build_firmware` makes, in one folder:
+
+1. ``hls/``: the hls4ml project (Vitis, ``io_parallel``, types from the model's quantizers, no precision config);
+   its C simulation is run on the given clusters and compared with Keras;
+2. ``rtl/``: da4ml's pipelined Verilog (:mod:`calohls.firmware.rtl`); its Verilator simulation is run on the same
+   clusters and compared with Keras;
+3. Yosys ``synth_xilinx`` counts of that Verilog (``rtl/yosys.log``), unless ``synth=False``;
+
+then ``firmware.json`` (what was checked and found, resources, latency, II, timings, versions) and ``config.yaml``
+(the resolved :class:`~calohls.config.FirmwareConfig`). The folder is assembled under a temporary name and renamed
+into place at the end; an existing one is replaced only with ``overwrite``.
+
+"Differing" counts clusters whose output is not equal bit for bit to the Keras model's float32 output. Keras
+evaluates HGQ2's quantizers in float32, which is exact while the scaled inputs stay below 2^24 (|x| up to ~10^4 to
+10^5 for 8 fractional input bits): far beyond standardised features, but inputs of 10^6 and more can make Keras,
+not the firmware, round differently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from calohls.config import FirmwareConfig, dump_config
+from calohls.errors import ConversionError, DataError, FileExistsRefusedError, InputFileError, NonFiniteError
+from calohls.files import atomic_folder, check_parent
+from calohls.firmware.rtl import (
+    DEFAULT_CLOCK_PERIOD,
+    DEFAULT_PART,
+    RTLDesign,
+    check_family,
+    compile_rtl,
+    is_quantized,
+    not_quantized_error,
+    pipeline_options,
+    rtl_predict,
+    synthesize,
+    write_rtl,
+)
+from calohls.firmware.tools import find_build_tools, find_verilator, find_yosys, yosys_version
+from calohls.versions import versions
+
+if TYPE_CHECKING:
+    import keras
+
+__all__ = ["FIRMWARE_KIND", "FirmwareResult", "build_firmware", "firmware_from_run"]
+
+log = logging.getLogger(__name__)
+
+FIRMWARE_KIND = "calohls-firmware"
+
+
+@dataclass(frozen=True)
+class FirmwareResult:
+    """What :func:`build_firmware` built and found (the main fields of ``firmware.json``)."""
+
+    path: Path
+    clusters_checked: int
+    differing: dict[str, int]
+    bit_exact: bool
+    resources: dict[str, Any] | None  # Yosys counts (LUT, FF, CARRY, DSP, BRAM); None without synthesis
+    estimate: dict[str, Any]  # da4ml's estimate
+    latency_cycles: int
+    latency_ns: float
+    ii: int
+    timings: dict[str, float]
+
+
+def _inputs(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    shape = tuple(int(d) for d in model.input_shape[1:])
+    x = np.asarray(x)
+    if x.dtype.kind not in "fiu":
+        raise DataError(f"x must hold real numbers; got dtype {x.dtype}")
+    if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape or len(x) == 0:
+        raise DataError(f"x has shape {x.shape}; the model takes n ≥ 1 clusters of shape {shape}")
+    if not np.isfinite(x).all():
+        raise NonFiniteError("x holds NaN or inf; give finite inputs (padded cells are zeros)")
+    return x.astype(np.float32)
+
+
+def _differing(reference: np.ndarray, other: np.ndarray) -> tuple[int, float]:
+    """Clusters whose outputs differ at all, and the largest absolute difference."""
+    n = len(reference)
+    a, b = reference.reshape(n, -1).astype(np.float64), np.asarray(other, np.float64).reshape(n, -1)
+    diff = np.abs(a - b)
+    return int(np.any(a != b, axis=1).sum()), float(diff.max(initial=0.0))
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Record the seconds the block takes as ``timings[name]``."""
+    start = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - start, 3)
+
+
+def _check_tools(synth: bool) -> dict[str, str]:
+    """Fail before any work when a tool is missing; their versions."""
+    found = {"verilator": find_verilator().version}
+    find_build_tools()
+    if synth:
+        found["yosys"] = yosys_version(find_yosys())
+    return found
+
+
+def _check_hls(
+    model: keras.Model, x: np.ndarray, y_keras: np.ndarray, folder: Path, options: dict[str, Any], timings: dict
+) -> tuple[int, float]:
+    """Convert and compile the hls4ml project in ``folder``; its C simulation compared with Keras."""
+    from calohls.firmware.hls import compile_model, convert_quantized, csim_predict
+
+    with _timed(timings, "hls_compile"):
+        hls_model = convert_quantized(model, folder, part=options["part"], clock_period=options["clock_period"])
+        compile_model(hls_model)
+    with _timed(timings, "hls_predict"):
+        return _differing(y_keras, csim_predict(hls_model, x))
+
+
+def _check_rtl(
+    model: keras.Model, x: np.ndarray, y_keras: np.ndarray, folder: Path, options: dict[str, Any], timings: dict
+) -> tuple[RTLDesign, tuple[int, float]]:
+    """Write da4ml's Verilog in ``folder`` and build its simulation; the simulation compared with Keras."""
+    with _timed(timings, "rtl_write"):
+        design = write_rtl(model, folder, **options)
+    with _timed(timings, "rtl_compile"):
+        compile_rtl(design)
+    with _timed(timings, "rtl_predict"):
+        return design, _differing(y_keras, rtl_predict(design, x))
+
+
+def _firmware_info(
+    model: keras.Model,
+    design: RTLDesign,
+    checks: dict[str, tuple[int, float]],
+    synthesis: dict[str, Any] | None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """The content of ``firmware.json``."""
+    differing = {name: n for name, (n, _) in checks.items()}
+    synth = synthesis is not None
+    return {
+        "kind": FIRMWARE_KIND,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model": {"name": model.name, "parameters": int(model.count_params())},
+        "source": fields.pop("source"),
+        "clusters_checked": fields.pop("clusters_checked"),
+        "differing": differing,
+        "max_abs_difference": {name: d for name, (_, d) in checks.items()},
+        "bit_exact": not any(differing.values()),
+        "resources": {k: synthesis[k] for k in ("LUT", "FF", "CARRY", "DSP", "BRAM")} if synth else None,
+        "cells": synthesis["cells"] if synth else None,
+        "estimate": dict(design.estimate),
+        "latency": {"cycles": design.latency_cycles, "ns": design.latency_ns},
+        "ii": design.ii,
+        "clock_period": design.clock_period,
+        "latency_cutoff": design.latency_cutoff,
+        "latency_levels": design.estimate["latency_levels"],
+        "family": synthesis["family"] if synth else None,
+        "part": design.part,
+        **fields,
+        "files": {
+            "hls": "hls",
+            "hls_build_log": "hls/build.log",
+            "rtl": "rtl",
+            "verilator_log": "rtl/sim/verilator.log",
+            "yosys_log": "rtl/yosys.log" if synth else None,
+        },
+    }
+
+
+def build_firmware(
+    model: keras.Model,
+    x: np.ndarray,
+    out_dir: str | os.PathLike[str],
+    *,
+    clock_period: float = DEFAULT_CLOCK_PERIOD,
+    latency_cutoff: float | None = None,
+    synth: bool = True,
+    family: str = "xcup",
+    part: str = DEFAULT_PART,
+    overwrite: bool = False,
+    source: dict[str, Any] | None = None,
+) -> FirmwareResult:
+    """Build the firmware of an HGQ2 model, check it bit for bit against Keras on ``x`` and synthesise it.
+
+    Args:
+        model: The HGQ2 model (e.g. the ``model`` of a ``calohls qat`` run).
+        x: Network inputs ``[n, N, F]`` (scaled features, padded cells zero) the firmware is checked on.
+        out_dir: Folder to write (see the module notes).
+        clock_period: Target clock period in ns.
+        latency_cutoff: Most combinational delay per pipeline stage in ns (default: the clock period); see
+            :func:`calohls.firmware.rtl.pipeline_options`.
+        synth: Run Yosys for resource counts.
+        family: Yosys ``synth_xilinx`` family (``xcup``: UltraScale+).
+        part: FPGA part of the hls4ml project and of the RTL constraints.
+        overwrite: Replace an existing ``out_dir``.
+        source: What the model is (e.g. ``{"run": path}``), recorded in ``firmware.json``.
+
+    Raises:
+        ConversionError: the model is not HGQ2 (firmware needs a QAT run), or cannot be converted or traced.
+        ConfigError: a clock, pipeline or family option that cannot be met.
+        DataError, NonFiniteError: ``x`` does not fit the model or holds NaN/inf.
+        FileExistsRefusedError: ``out_dir`` exists and ``overwrite`` is False (before any work).
+        ToolMissingError: Verilator, make, a C++ compiler or (with ``synth``) Yosys is missing (before any work).
+        HLSError: a C-simulation, Verilator or Yosys build failed; the message names its log.
+    """
+    if not is_quantized(model):
+        raise not_quantized_error(model)
+    clock_period, latency_cutoff, _ = pipeline_options(clock_period, latency_cutoff)
+    if synth:
+        check_family(family)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise FileExistsRefusedError(out_dir)
+    x = _inputs(model, x)
+    tools = _check_tools(synth)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    options = {"clock_period": clock_period, "part": part}
+    with atomic_folder(out_dir, overwrite=overwrite) as staging:
+        with _timed(timings, "keras_predict"):
+            y_keras = np.asarray(model.predict(x, batch_size=4096, verbose=0))
+        checks = {"hls": _check_hls(model, x, y_keras, staging / "hls", options, timings)}
+        rtl_options = {**options, "latency_cutoff": latency_cutoff}
+        design, checks["rtl"] = _check_rtl(model, x, y_keras, staging / "rtl", rtl_options, timings)
+        synthesis = None
+        if synth:
+            with _timed(timings, "synth"):
+                synthesis = synthesize(design, family=family)
+        timings["total"] = round(time.perf_counter() - start, 3)
+        info = _firmware_info(
+            model,
+            design,
+            checks,
+            synthesis,
+            source=source,
+            clusters_checked=len(x),
+            timings=timings,
+            versions={**versions(), **tools},
+        )
+        (staging / "firmware.json").write_text(json.dumps(info, indent=1))
+        config = FirmwareConfig(clock_period=clock_period, latency_cutoff=latency_cutoff, clusters=len(x), synth=synth)
+        (staging / "config.yaml").write_text(dump_config(config))
+    if not info["bit_exact"]:
+        log.warning("firmware in %s is not bit-exact to Keras: %s clusters differ", out_dir, info["differing"])
+    log.info("firmware of %s written to %s in %.0f s", model.name, out_dir, timings["total"])
+    return FirmwareResult(
+        out_dir,
+        len(x),
+        info["differing"],
+        info["bit_exact"],
+        info["resources"],
+        info["estimate"],
+        design.latency_cycles,
+        design.latency_ns,
+        design.ii,
+        timings,
+    )
+
+
+def _check_run_data(run_dir: Path, info: dict[str, Any]) -> None:
+    """The cluster file a run was trained on (its test clusters check the firmware) must still be where it was."""
+    data = info.get("data")
+    path = data.get("path") if isinstance(data, dict) else None
+    if not path:
+        raise InputFileError(f"{run_dir / 'run.json'} names no cluster file; re-run `calohls qat`")
+    if not Path(path).is_file():
+        raise InputFileError(f"the cluster file {path} that {run_dir} was trained on is gone; put it back at that path")
+
+
+def firmware_from_run(
+    run_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    config: FirmwareConfig | None = None,
+    *,
+    family: str = "xcup",
+    overwrite: bool = False,
+) -> FirmwareResult:
+    """:func:`build_firmware` of the model of a ``calohls qat`` run, checked on the first test clusters of the run.
+
+    Args:
+        run_dir: A QAT run folder.
+        out_dir: Firmware folder to write.
+        config: Clock, pipeline, number of test clusters and synthesis switch (default: :class:`FirmwareConfig`).
+        family: Yosys ``synth_xilinx`` family.
+        overwrite: Replace an existing ``out_dir``.
+
+    Raises:
+        ConversionError: ``run_dir`` is a float run (stage ``train``): firmware needs ``calohls qat`` first.
+        InputFileError: ``run_dir`` is no run folder, is incomplete, or its cluster file is gone.
+        and those of :func:`build_firmware`; options, the output path, the run, its data and the tools are checked
+        before the model is loaded.
+    """
+    from calohls.data.features import cell_features
+    from calohls.model.train import RUN_STAGES, load_run, open_run
+    from calohls.physics.evaluate import read_clusters_at
+
+    config = config or FirmwareConfig()
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    # everything that can be checked without loading the model is checked first, cheapest first
+    check_parent(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise FileExistsRefusedError(out_dir)
+    pipeline_options(config.clock_period, config.latency_cutoff)
+    if config.synth:
+        check_family(family)
+    info = load_run(run_dir, RUN_STAGES)
+    if info["stage"] != "qat":
+        raise ConversionError(
+            f"{run_dir} is a float run (stage {info['stage']!r}); firmware needs a quantization-aware run: make one "
+            "with `calohls qat` (float designs at a PTQ precision are costed by calohls.firmware.ptq_rtl.ptq_estimate)"
+        )
+    _check_run_data(run_dir, info)
+    _check_tools(config.synth)
+    run = open_run(run_dir, "qat")
+    test = run.file_index("test")
+    if test.size == 0:
+        raise DataError(f"{run_dir} has no test clusters to check the firmware on; train on a larger data set")
+    index = np.sort(test[: config.clusters])
+    batch = read_clusters_at(run.data_path, index, max_cells=run.scaler.max_cells)
+    x = run.scaler.transform(cell_features(batch, run.scaler.max_cells))
+    source = {"run": str(run_dir.resolve()), "stage": "qat", "clusters": f"the first {len(index)} test clusters"}
+    return build_firmware(
+        run.model,
+        x,
+        out_dir,
+        clock_period=config.clock_period,
+        latency_cutoff=config.latency_cutoff,
+        synth=config.synth,
+        family=family,
+        overwrite=overwrite,
+        source=source,
+    )

@@ -1,0 +1,359 @@
+"""``calohls qat``: quantization-aware training of the DeepSets calibration with HGQ2.
+
+The network is the float DeepSets of :mod:`calohls.model.deepsets` built from HGQ2 layers, so every weight, bias and
+activation has its own trainable fixed-point bit width:
+
+``x[N, F] → Φ (bias-free QDense + ReLU) → KSum (QGlobalAveragePooling1D) → F (QDense + ReLU) → QDense(1)``.
+
+* Weights and biases use HGQ2's ``kbi`` quantizers saturating symmetrically; activations ("datalanes") use ``kif``
+  quantizers in ``WRAP`` mode, whose integer bits follow the largest values seen in training. That is HGQ2's
+  recommended setup, and hls4ml converts it bit-exactly with no precision configuration.
+* Padding stays exact: Φ is bias-free with ReLU and a zero input quantizes to zero, so padded cells are exactly zero
+  through Φ and add nothing to the sum, in Keras and in firmware.
+* Resource-aware training: HGQ2 estimates the cost of every layer in EBOPs (effective bit operations, about the LUTs
+  of the multiplications and additions) and adds beta × EBOPs to the loss. Beta rises log-linearly from
+  ``beta_start`` to ``beta_end`` over the first ``beta_ramp`` of the epochs, then stays; from then on the learning
+  rate halves on plateaus and training stops early, as in float training.
+* Every epoch on the Pareto front of validation loss vs EBOPs is saved. After training each Pareto checkpoint's
+  activation ranges are traced on the training clusters (so that training clusters never wrap) and its validation
+  loss and EBOPs are measured again; the front of those exact numbers is kept in ``pareto/`` and ``pareto.json``.
+  ``select`` picks the run's ``model.keras`` among them.
+
+The run folder has the layout of float training (:mod:`calohls.model.train`) with ``stage: qat``; the validation loss
+here is always the MSE of the target, without the EBOPs and bit-width regularisers, so it compares with float runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calohls.config import ModelConfig, QATConfig
+from calohls.data.features import FEATURES
+from calohls.errors import ConfigError, FileExistsRefusedError
+from calohls.files import atomic_folder, check_parent
+from calohls.model.train import PreparedData, fit_model, history_callback, prepare_training, write_run_files
+
+__all__ = [
+    "QATResult",
+    "beta_schedule",
+    "build_qat_deepsets",
+    "pareto_front",
+    "quantizer_scopes",
+    "select_checkpoint",
+    "train_qat",
+]
+
+log = logging.getLogger(__name__)
+
+#: File name of a Pareto checkpoint (epochs counted from 1, as in ``history.json``).
+CHECKPOINT_NAME = "epoch_{epoch:04d}.keras"
+#: Clusters per forward pass when tracing activation ranges after training (tracing runs eagerly: few large batches).
+TRACE_BATCH = 32768
+
+
+@dataclass(frozen=True)
+class QATResult:
+    """What ``train_qat`` did; ``best_epoch`` and ``best_val_loss`` are those of the selected checkpoint."""
+
+    run_dir: Path
+    epochs: int
+    best_epoch: int
+    best_val_loss: float
+    ebops: int
+    pareto_points: int
+    n_train: int
+    n_val: int
+    n_test: int
+    seconds: float
+
+
+@contextlib.contextmanager
+def quantizer_scopes(beta0: float) -> Iterator[None]:
+    """HGQ2's recommended quantizers for layers built inside: ``kbi`` saturating weights and biases, ``kif``
+    wrapping activations, EBOPs on, with the initial beta ``beta0``."""
+    from hgq.config import LayerConfigScope, QuantizerConfigScope
+
+    with (
+        QuantizerConfigScope(place="all", default_q_type="kbi", overflow_mode="SAT_SYM"),
+        QuantizerConfigScope(place="datalane", default_q_type="kif", overflow_mode="WRAP"),
+        LayerConfigScope(enable_ebops=True, beta0=beta0),
+    ):
+        yield
+
+
+def build_qat_deepsets(
+    config: ModelConfig, n_features: int, *, seed: int = 0, output_mean: float = 0.0, beta0: float = 1e-9
+) -> Any:
+    """The DeepSets of :func:`calohls.model.deepsets.build_deepsets` from HGQ2 layers, with the same layer names.
+
+    Args:
+        config: Architecture (Φ and F widths, cells per cluster).
+        n_features: Features per cell.
+        seed: Seed of the initial weights.
+        output_mean: Initial output bias (the mean training target).
+        beta0: Initial EBOPs weight of every layer (a beta schedule overrides it during training).
+
+    Returns:
+        An uncompiled ``keras.Model``.
+    """
+    import keras
+    from hgq.layers import QDense, QGlobalAveragePooling1D
+
+    if n_features < 1:
+        raise ConfigError(f"n_features={n_features} must be at least 1")
+    if not beta0 >= 0:
+        raise ConfigError(f"beta0={beta0} must be zero or positive")
+    init = keras.initializers.HeNormal(seed=seed)
+    with quantizer_scopes(beta0):
+        cells = keras.Input((config.max_cells, n_features), name="cells")
+        h = cells
+        for i, width in enumerate(config.phi_widths, start=1):
+            h = QDense(width, use_bias=False, activation="relu", kernel_initializer=init, name=f"phi_{i}")(h)
+        h = QGlobalAveragePooling1D(name="ksum")(h)
+        for i, width in enumerate(config.f_widths, start=1):
+            h = QDense(width, activation="relu", kernel_initializer=init, name=f"f_{i}")(h)
+        # The output weights start small, as in the float model, but above the initial quantization step (2^-6):
+        # weights that quantize to zero would pass no gradient to the layers below.
+        out = QDense(
+            1,
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.05, seed=seed),
+            bias_initializer=keras.initializers.Constant(output_mean),
+            name="output",
+        )(h)
+    name = "qat_deepsets_" + "x".join(map(str, config.phi_widths)) + "_" + "x".join(map(str, config.f_widths))
+    return keras.Model(cells, out, name=name)
+
+
+def beta_schedule(config: QATConfig) -> Callable[[int], float]:
+    """Beta per epoch (counted from 0): log-linear from ``beta_start`` to ``beta_end`` over the ramp, then constant."""
+    from hgq.utils.sugar import PieceWiseSchedule
+
+    return PieceWiseSchedule([(0, config.beta_start, "log"), (config.ramp_epochs - 1, config.beta_end, "constant")])
+
+
+def pareto_front(points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The points that no other point dominates in (``val_loss``, ``ebops``), both to minimise, sorted by EBOPs.
+
+    A point is dominated by one that is no worse in both and better in one; of identical points the first is kept.
+    """
+    front = []
+    for i, p in enumerate(points):
+        dominated = any(
+            q["val_loss"] <= p["val_loss"]
+            and q["ebops"] <= p["ebops"]
+            and (q["val_loss"] < p["val_loss"] or q["ebops"] < p["ebops"] or j < i)
+            for j, q in enumerate(points)
+            if j != i
+        )
+        if not dominated:
+            front.append(p)
+    return sorted(front, key=lambda p: (p["ebops"], p["val_loss"]))
+
+
+def select_checkpoint(front: Sequence[dict[str, Any]], select: str, max_loss_increase: float) -> dict[str, Any]:
+    """The checkpoint the run keeps: the best validation loss (``select="loss"``), or the fewest EBOPs among those
+    within ``max_loss_increase`` (relative) of the best validation loss (``select="ebops"``)."""
+    if not front:
+        raise ConfigError("no Pareto checkpoint to select from; train for at least one epoch")
+    best = min(front, key=lambda p: p["val_loss"])
+    if select == "loss":
+        return best
+    if select != "ebops":
+        raise ConfigError(f"select={select!r} is unknown; use 'loss' or 'ebops'")
+    limit = best["val_loss"] * (1 + max_loss_increase)
+    return min((p for p in front if p["val_loss"] <= limit), key=lambda p: (p["ebops"], p["val_loss"]))
+
+
+def _callbacks(config: QATConfig, pareto_dir: Path, history_path: Path) -> list[Any]:
+    """EBOPs and beta into the logs, the Pareto checkpoints, the post-ramp learning-rate and stopping rules, the
+    history file (in that order: later callbacks read what earlier ones log)."""
+    import keras
+    from hgq.utils.sugar import BetaScheduler, FreeEBOPs, ParetoFront
+
+    class _Pareto(ParetoFront):
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            super().on_epoch_end(epoch + 1, logs)  # files named by epoch counted from 1, as in history.json
+
+    class _AfterRamp(keras.callbacks.Callback):
+        """Runs ``inner`` only once beta has reached beta_end (its waiting starts there)."""
+
+        def __init__(self, inner: Any, first_epoch: int) -> None:
+            super().__init__()
+            self.inner, self.first_epoch = inner, first_epoch
+
+        def set_model(self, model: Any) -> None:
+            super().set_model(model)
+            self.inner.set_model(model)
+
+        def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+            self.inner.on_train_begin(logs)
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            if epoch >= self.first_epoch:
+                self.inner.on_epoch_end(epoch, logs)
+
+    at_end = config.ramp_epochs - 1
+    return [
+        FreeEBOPs(),
+        BetaScheduler(beta_schedule(config)),
+        _Pareto(pareto_dir, ["val_mse", "ebops"], [-1, -1], fname_format=CHECKPOINT_NAME),
+        # improvements below 0.1 % of a typical loss (≈ 0.01) do not count, as in float training
+        _AfterRamp(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_mse", factor=0.5, patience=config.lr_patience, min_delta=1e-5, min_lr=1e-5
+            ),
+            at_end,
+        ),
+        _AfterRamp(keras.callbacks.EarlyStopping(monitor="val_mse", patience=config.patience, min_delta=1e-5), at_end),
+        history_callback(history_path),
+    ]
+
+
+def _remeasure(model: Any, files: list[Path], x_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray) -> list[dict]:
+    """Trace each checkpoint's activation ranges on the training inputs, save it so, and measure its EBOPs and
+    validation MSE (the numbers of the deployed model)."""
+    from hgq.utils import trace_minmax
+
+    points = []
+    for path in files:
+        model.load_weights(path)
+        ebops = trace_minmax(model, x_train, batch_size=min(TRACE_BATCH, len(x_train)))
+        y = model.predict(x_val, batch_size=4096, verbose=0)[:, 0]
+        model.save(path)
+        epoch = int(path.stem.removeprefix("epoch_"))
+        points.append({"epoch": epoch, "val_loss": float(np.mean((y - y_val) ** 2)), "ebops": int(ebops)})
+    return points
+
+
+def _keep_pareto(
+    model: Any, pareto_dir: Path, prepared: PreparedData, config: QATConfig
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Re-measure the checkpoints saved in ``pareto_dir``, delete those off the front of the re-measured numbers,
+    and select one; the front (sorted by EBOPs, each with its beta, file and whether selected) and the selected."""
+    files = sorted(pareto_dir.glob("epoch_*.keras"))
+    points = _remeasure(model, files, prepared.part("train")[0], *prepared.part("val"))
+    front = pareto_front(points)
+    kept = {p["epoch"] for p in front}
+    for path, p in zip(files, points, strict=True):
+        if p["epoch"] not in kept:
+            path.unlink()
+    chosen = select_checkpoint(front, config.select, config.max_loss_increase)
+    schedule = beta_schedule(config)
+    for p in front:
+        p["beta"] = schedule(p["epoch"] - 1)
+        p["file"] = f"{pareto_dir.name}/{CHECKPOINT_NAME.format(epoch=p['epoch'])}"
+        p["selected"] = p is chosen
+    return front, chosen
+
+
+def _weights_nonzero(model: Any) -> int:
+    """Weights and biases that quantize to a non-zero value (HGQ2 prunes a weight by giving it zero bits)."""
+    count = 0
+    for layer in model.layers:
+        for q in (getattr(layer, "qkernel", None), getattr(layer, "qbias", None)):
+            if q is not None:
+                count += int(np.count_nonzero(np.asarray(q)))
+    return count
+
+
+def train_qat(
+    data_path: str | Path,
+    run_dir: str | Path,
+    config: QATConfig,
+    *,
+    overwrite: bool = False,
+    hide_progress: bool = True,
+) -> QATResult:
+    """Quantization-aware training of a DeepSets calibration on ``data_path`` into the run folder ``run_dir``.
+
+    The split, the feature scaling, the correction and the run files are those of float training (the same data and
+    seed give the same test clusters). Besides them the folder holds ``pareto/`` (the Pareto checkpoints, activation
+    ranges traced), ``pareto.json`` (``epoch``, ``val_loss``, ``ebops``, ``beta``, ``file`` and ``selected`` of each,
+    sorted by EBOPs) and ``history.json`` (with ``ebops`` and ``beta`` per epoch); ``model.keras`` is the selected
+    checkpoint.
+
+    Raises:
+        FileExistsRefusedError: ``run_dir`` exists and ``overwrite`` is False (checked before any work).
+        OutputError: a parent of ``run_dir`` is a file (checked before any work).
+        DataError: Too few clusters for a batch, or none for validation.
+    """
+    import keras
+
+    run_dir, data_path = Path(run_dir), Path(data_path)
+    check_parent(run_dir)  # refuse before any work: an output below a file, or one that exists
+    if run_dir.exists() and not overwrite:
+        raise FileExistsRefusedError(run_dir)
+    start = time.perf_counter()
+    prepared = prepare_training(data_path, config)
+
+    keras.utils.set_random_seed(config.seed)
+    model = build_qat_deepsets(
+        config.model, len(FEATURES), seed=config.seed, output_mean=prepared.output_mean, beta0=config.beta_start
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss="mse",
+        metrics=[keras.metrics.MeanSquaredError(name="mse")],
+    )
+
+    with atomic_folder(run_dir, overwrite=overwrite) as staging:
+        pareto_dir = staging / "pareto"
+        callbacks = _callbacks(config, pareto_dir, staging / "history.json")
+        fit_start = time.perf_counter()
+        history = fit_model(model, prepared, config, callbacks, hide_progress=hide_progress, label="QAT")
+        epochs = len(history["loss"])
+        fit_seconds = time.perf_counter() - fit_start
+
+        front, chosen = _keep_pareto(model, pareto_dir, prepared, config)
+        (staging / "pareto.json").write_text(json.dumps(front, indent=1))
+        shutil.copyfile(staging / chosen["file"], staging / "model.keras")
+        model.load_weights(staging / "model.keras")
+
+        info = write_run_files(
+            staging,
+            stage="qat",
+            config=config,
+            data_path=data_path,
+            prepared=prepared,
+            model=model,
+            start=start,
+            extra={
+                "epochs": epochs,
+                "best_epoch": chosen["epoch"],
+                "best_val_loss": chosen["val_loss"],
+                "ebops": chosen["ebops"],
+                "weights_nonzero": _weights_nonzero(model),
+                "selected": {k: chosen[k] for k in ("epoch", "val_loss", "ebops", "beta")}
+                | {"rule": config.select, "max_loss_increase": config.max_loss_increase},
+                "pareto_points": len(front),
+                "beta": {"start": config.beta_start, "end": config.beta_end, "ramp_epochs": config.ramp_epochs},
+                "seconds_per_epoch": fit_seconds / epochs,
+            },
+        )
+    log.info(
+        "QAT of %s in %.0f s: %d epochs, selected epoch %d (validation loss %.5f, %d EBOPs) of %d Pareto points",
+        model.name, info["seconds"], epochs, chosen["epoch"], chosen["val_loss"], chosen["ebops"], len(front),
+    )  # fmt: skip
+    split = prepared.split
+    return QATResult(
+        run_dir=run_dir,
+        epochs=epochs,
+        best_epoch=chosen["epoch"],
+        best_val_loss=chosen["val_loss"],
+        ebops=chosen["ebops"],
+        pareto_points=len(front),
+        n_train=int(split["train"].size),
+        n_val=int(split["val"].size),
+        n_test=int(split["test"].size),
+        seconds=info["seconds"],
+    )

@@ -1,0 +1,127 @@
+"""Figures of the size × precision study: resolution against LUTs (the Pareto front, QAT vs PTQ), and resolution
+against model size (float, and the best design that fits the trigger)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calohls.plots.style import experiment_label, new_figure, save, style_context
+
+__all__ = ["draw_study"]
+
+_KIND_MARKER = {"ptq": "s", "qat": "o"}
+_RES_LABEL = "resolution (geometric mean over E bins of IQR$_{68}$/median)"
+
+
+def _colours(presets: list[str]) -> dict[str, Any]:
+    import matplotlib as mpl
+
+    cycle = mpl.rcParams["axes.prop_cycle"].by_key()["color"]
+    return {p: cycle[i % len(cycle)] for i, p in enumerate(presets)}
+
+
+def _pareto(points: list[dict[str, Any]], presets: list[str], config: Any, path: Path) -> Path:
+    colour = _colours(presets)
+    fig, ax = new_figure()
+    for kind, marker in _KIND_MARKER.items():
+        for preset in presets:
+            sel = [
+                p
+                for p in points
+                if p["kind"] == kind and p["preset"] == preset and p.get("lut") and p.get("resolution")
+            ]
+            if not sel:
+                continue
+            ax.scatter(
+                [p["lut"] for p in sel],
+                [p["resolution"] for p in sel],
+                marker=marker,
+                facecolors=colour[preset] if kind == "qat" else "none",
+                edgecolors=colour[preset],
+                s=36,
+                label=f"{preset} {kind.upper()}",
+            )
+    front = sorted((p for p in points if p.get("pareto")), key=lambda p: p["lut"])
+    if front:
+        ax.step([p["lut"] for p in front], [p["resolution"] for p in front], where="post", color="0.3", lw=1,
+                label="Pareto front")  # fmt: skip
+    for p in points:
+        if p["kind"] == "float" and p.get("resolution"):
+            ax.axhline(p["resolution"], color=colour[p["preset"]], ls=":", lw=1)
+    ax.axvline(config.lut_budget, color="tab:red", ls="--", lw=1, label=f"budget {config.lut_budget:,} LUT")
+    ax.set_xscale("log")
+    ax.set_xlabel("LUTs (Yosys where synthesised, else da4ml estimate)")
+    ax.set_ylabel(_RES_LABEL)
+    ax.legend(fontsize="x-small", ncols=2, loc="upper right")
+    experiment_label(ax, extra="dotted: float models", loc=3)
+    return save(fig, path)
+
+
+def _size(points: list[dict[str, Any]], presets: list[str], config: Any, path: Path) -> Path:
+    fig, ax = new_figure()
+    floats = sorted((p for p in points if p["kind"] == "float" and p.get("resolution")), key=lambda p: p["parameters"])
+    if floats:
+        ax.plot([p["parameters"] for p in floats], [p["resolution"] for p in floats], "k-o", label="float")
+    for kind, marker in _KIND_MARKER.items():
+        xs, ys = [], []
+        for f in floats:
+            fits = [
+                p
+                for p in points
+                if p["kind"] == kind
+                and p["preset"] == f["preset"]
+                and p.get("lut") is not None
+                and p["lut"] <= config.lut_budget
+                and p.get("resolution")
+            ]
+            if fits:
+                xs.append(f["parameters"])
+                ys.append(min(p["resolution"] for p in fits))
+        if xs:
+            ax.plot(xs, ys, marker=marker, ls="--", label=f"best {kind.upper()} within {config.lut_budget:,} LUT")
+    for f in floats:
+        ax.annotate(f["preset"], (f["parameters"], f["resolution"]), textcoords="offset points", xytext=(4, 4),
+                    fontsize="x-small")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters")
+    ax.set_ylabel(_RES_LABEL)
+    ax.legend(fontsize="x-small")
+    experiment_label(ax, extra="the bigger, the better?", loc=3)
+    return save(fig, path)
+
+
+def _ebops(points: list[dict[str, Any]], presets: list[str], path: Path) -> Path | None:
+    qat = [p for p in points if p["kind"] == "qat" and p.get("ebops") and p.get("lut")]
+    if not qat:
+        return None
+    colour = _colours(presets)
+    fig, ax = new_figure()
+    for preset in presets:
+        sel = [p for p in qat if p["preset"] == preset]
+        if sel:
+            ax.scatter([p["ebops"] for p in sel], [p["lut"] for p in sel], color=colour[preset], label=preset)
+    lim = np.array([min(p["ebops"] for p in qat), max(p["ebops"] for p in qat)])
+    ax.plot(lim, lim, color="0.5", ls=":", lw=1, label="LUT = EBOPs")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("EBOPs (HGQ2 resource estimate)")
+    ax.set_ylabel("LUTs")
+    ax.legend(fontsize="x-small")
+    experiment_label(ax, extra="QAT designs", loc=4)
+    return save(fig, path)
+
+
+def draw_study(points: list[dict[str, Any]], config: Any, out_dir: str | Path) -> list[Path]:
+    """Draw and save the study's figures into ``out_dir``; returns the files written."""
+    out_dir = Path(out_dir)
+    presets = list(config.presets)
+    with style_context():
+        written = [
+            _pareto(points, presets, config, out_dir / "pareto_lut.png"),
+            _size(points, presets, config, out_dir / "resolution_vs_size.png"),
+        ]
+        ebops = _ebops(points, presets, out_dir / "ebops_vs_lut.png")
+    return written + ([ebops] if ebops else [])

@@ -1,0 +1,71 @@
+"""Design points of the size × precision study: one summary number per design, and the Pareto front.
+
+A *design* is a network that could go on the FPGA (a post-training-quantized float model at one precision, or a
+quantization-aware-trained model) or the float reference of a size. Every design is judged on the same test
+clusters by the same numbers:
+
+* ``resolution``: the geometric mean, over log-spaced bins of E_true (0.5–500 GeV, 3 per decade), of the
+  resolution IQR(16–84 %)/median of the response E_pred/E_true, after the response correction of the design's
+  float run (PTQ) or its own (float, QAT). A geometric mean weighs a 10 % loss in any bin equally, so neither the
+  wide low-energy bins nor the narrow high-energy ones dominate;
+* ``median_worst``: the largest |median − 1| over those bins (closure);
+* ``lut``, ``ff``, ``dsp``, ``latency_ns``: from Yosys when the design was synthesised, else da4ml's estimate
+  (``lut_source`` says which).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from calohls.physics.response import binned_response, log_bins
+
+__all__ = ["BINS", "pareto_front", "resolution_summary"]
+
+#: Energy bins of the study's summary numbers (GeV).
+BINS = log_bins(0.5, 500.0, 3)
+
+
+def resolution_summary(e_true: np.ndarray, e_pred: np.ndarray) -> dict[str, Any]:
+    """The study's summary of a design's calibrated energies (see the module docstring)."""
+    table = binned_response(np.asarray(e_true, np.float64), np.asarray(e_pred, np.float64), BINS)
+    res = np.asarray(table.resolution, np.float64)
+    med = np.asarray(table.median, np.float64)
+    good = np.isfinite(res) & (res > 0)
+    if not good.any():
+        return {"resolution": None, "median_worst": None, "bins": table.to_dict()}
+    return {
+        "resolution": float(np.exp(np.mean(np.log(res[good])))),
+        "median_worst": float(np.max(np.abs(med[good] - 1.0))),
+        "bins": {"centres": [float(c) for c in table.centres], "resolution": [_num(r) for r in res]},
+    }
+
+
+def _num(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def pareto_front(points: Sequence[dict[str, Any]], x: str = "lut", y: str = "resolution") -> list[int]:
+    """Indices of the points not dominated in (``x``, ``y``), both minimised; points missing either are left out.
+
+    A point is dominated when another is no worse in both and better in at least one. Ties keep both.
+    """
+    usable = [i for i, p in enumerate(points) if _finite(p.get(x)) and _finite(p.get(y))]
+    front = []
+    for i in usable:
+        xi, yi = points[i][x], points[i][y]
+        dominated = any(
+            points[j][x] <= xi and points[j][y] <= yi and (points[j][x] < xi or points[j][y] < yi)
+            for j in usable
+            if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][x])
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and math.isfinite(v)

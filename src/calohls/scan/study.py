@@ -1,0 +1,327 @@
+"""``calohls scan``: the size × precision study — is a bigger calibration network better once it must fit the trigger?
+
+For every model size (preset) the study trains a float model, quantizes it after training at several precisions
+(PTQ, emulated bit-exactly), trains it quantization-aware at several EBOPs strengths β (QAT), builds and checks the
+firmware of the best QAT designs, and puts every design on one plane: resolution against LUTs. Outputs, all in one
+folder::
+
+    study.json          what the folder is, the resolved options, the digests of finished work
+    config.yaml         the resolved StudyConfig
+    data/clusters.h5    the simulated clusters (unless the config names a data file)
+    runs/<preset>/      float runs (with eval/)
+    qat/<preset>_b<β>/  QAT runs (with eval/ and the Pareto checkpoints)
+    ptq/                the PTQ sweeps of the float runs (``calohls ptq``)
+    firmware/<design>/  firmware of the chosen QAT designs (firmware.json)
+    tasks.jsonl         one record per finished task, appended at once (the scan resumes from it)
+    scan/               points.jsonl, pareto.json, answer.json and the figures
+
+Every task has a content digest of its options and inputs. A task whose record with that digest exists is not run
+again; change an option and exactly the tasks that depend on it run again. A killed scan resumes where it stopped:
+finished tasks are kept once, the PTQ sweep continues point by point.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from calohls import __version__
+from calohls.config import StudyConfig, dump_config
+from calohls.errors import ConfigError, DataError, FileExistsRefusedError, InputFileError
+from calohls.files import check_parent, write_text_atomic, writing
+from calohls.scan.executors import run_points
+from calohls.scan.store import ResultStore
+from calohls.scan.study_tasks import Task, run_task
+from calohls.versions import versions
+
+__all__ = ["STUDY_KIND", "run_study"]
+
+log = logging.getLogger(__name__)
+
+STUDY_KIND = "calohls-study"
+
+#: ``progress(stage, done, total)``.
+Progress = Callable[[str, int, int], None]
+
+
+def digest(*parts: Any) -> str:
+    """A short content hash of JSON-able parts."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str:
+    """Content hash of a file (read in 4 MiB blocks)."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(4 << 20):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _check_inputs(config: StudyConfig) -> None:
+    """Refuse, before the study folder is touched, what would fail only after hours of work: a firmware clock or
+    pipeline that cannot be met, and a data file that is missing, unreadable, of another layout or without clusters.
+    (The cells themselves are checked when the first model reads them.)"""
+    from calohls.firmware.rtl import pipeline_options
+
+    pipeline_options(config.firmware.clock_period, config.firmware.latency_cutoff)
+    if config.data is None:
+        return
+    path = Path(config.data)
+    if not path.is_file():
+        raise InputFileError(f"data file {path} not found; fix `data:` in the study config or leave it out")
+    from calohls.data.hdf5 import open_clusters
+
+    with open_clusters(path) as f:
+        if f.n_clusters == 0:
+            raise DataError(f"data file {path} holds no cluster; give a file with clusters or leave `data:` out")
+
+
+def _open_folder(out_dir: Path, config: StudyConfig, overwrite: bool) -> dict[str, Any]:
+    """Create the study folder or reopen one made by an earlier (maybe interrupted) scan.
+
+    A folder this call creates is removed again if it cannot be set up (no half-made study is left behind).
+    """
+    info_path = out_dir / "study.json"
+    check_parent(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"output {out_dir} is a file; give the path of a folder")
+    if out_dir.exists():
+        if info_path.exists():
+            try:
+                info = json.loads(info_path.read_text())
+            except ValueError:
+                raise InputFileError(f"{info_path} is corrupt; move {out_dir} away to start afresh") from None
+            if info.get("kind") != STUDY_KIND:
+                raise InputFileError(f"{out_dir} is not a calohls study folder; choose another -o")
+        elif any(out_dir.iterdir()):
+            if not overwrite:
+                raise FileExistsRefusedError(out_dir)
+            shutil.rmtree(out_dir)
+    info = {
+        "kind": STUDY_KIND,
+        "calohls": __version__,
+        "versions": versions(),
+        "config": yaml.safe_load(dump_config(config)),
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    fresh = not out_dir.exists()
+    try:
+        with writing(out_dir):
+            out_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(info_path, json.dumps(info, indent=1))
+        write_text_atomic(out_dir / "config.yaml", dump_config(config))
+    except BaseException:
+        if fresh:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    return info
+
+
+def _data(config: StudyConfig, out_dir: Path, store: ResultStore, progress: Progress | None) -> tuple[Path, str]:
+    """The cluster file and its digest: the configured file, or the simulation (run once per sim config)."""
+    if config.data is not None:
+        path = Path(config.data).absolute()
+        if not path.is_file():
+            raise InputFileError(f"data file {path} not found; fix `data:` in the study config or leave it out")
+        return path, file_digest(path)
+    from calohls.sim.generate import simulate_to_file
+
+    path = out_dir / "data" / "clusters.h5"
+    key = f"data@{digest(config.sim.model_dump(mode='json'))}"
+    if key not in store or not path.exists():
+        if progress:
+            progress("simulate", 0, 1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        simulate_to_file(config.sim, path, overwrite=True)
+        store.append({"key": key, "kind": "data", "path": str(path), "seconds": time.perf_counter() - start})
+    if progress:
+        progress("simulate", 1, 1)
+    return path, key.split("@")[1]
+
+
+def _run(tasks: list[Task], store: ResultStore, config: StudyConfig, stage: str, progress: Progress | None) -> None:
+    """Run the tasks not yet in the store (in parallel), appending each record as it finishes."""
+    todo = [t for t in tasks if _stored(store, t) is None]
+    done = len(tasks) - len(todo)
+    if progress:
+        progress(stage, done, len(tasks))
+    workers = 1 if len(todo) == 1 else config.workers
+    for _, record in run_points(run_task, todo, workers=workers, scheduler=config.scheduler):
+        store.append({**record, "key": f"{record['key']}@{record['digest']}"})
+        done += 1
+        if progress:
+            progress(stage, done, len(tasks))
+
+
+def _stored(store: ResultStore, task: Task) -> dict[str, Any] | None:
+    return store.get(f"{task.key}@{task.digest}")
+
+
+def _with(config: Any, **changes: Any) -> Any:
+    """A copy of a stage config with some options (and model options) changed, validated again."""
+    data = config.model_dump(mode="json")
+    for key, value in changes.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) else value
+    return type(config).model_validate(data)
+
+
+def _model_tasks(config: StudyConfig, out_dir: Path, data: Path, data_digest: str) -> tuple[list[Task], list[Task]]:
+    float_tasks, qat_tasks = [], []
+    for preset in config.presets:
+        model = {"preset": preset, "max_cells": config.max_cells}
+        text = dump_config(_with(config.train, model=model))
+        float_tasks.append(
+            Task(
+                f"float:{preset}",
+                "float",
+                digest(data_digest, text, config.eval_clusters),
+                str(out_dir / "runs" / preset),
+                str(data),
+                text,
+                config.eval_clusters,
+                (("preset", preset),),
+            )
+        )
+        for beta in config.betas:
+            start = min(config.qat.beta_start, beta)
+            text = dump_config(_with(config.qat, model=model, beta_end=beta, beta_start=start))
+            qat_tasks.append(
+                Task(
+                    f"qat:{preset}:b{beta:g}",
+                    "qat",
+                    digest(data_digest, text, config.eval_clusters),
+                    str(out_dir / "qat" / f"{preset}_b{beta:g}"),
+                    str(data),
+                    text,
+                    config.eval_clusters,
+                    (("preset", preset), ("beta", beta), ("clock_period", config.firmware.clock_period)),
+                )
+            )
+    return float_tasks, qat_tasks
+
+
+def _ptq_sweep(config: StudyConfig, out_dir: Path, float_tasks: list[Task], progress: Progress | None) -> str:
+    """The PTQ sweeps of the float runs (resumable point by point); the digest of their inputs."""
+    from calohls.scan.ptq import run_ptq
+
+    ptq_dir = out_dir / "ptq"
+    sweep_digest = digest(dump_config(config.ptq), [t.digest for t in float_tasks])
+    stamp = out_dir / "ptq.digest"  # beside the sweep folder, which `calohls ptq` keeps to itself
+    stale = ptq_dir.exists() and (not stamp.exists() or stamp.read_text().strip() != sweep_digest)
+    if stale:
+        log.warning("the float runs or PTQ options changed since %s was made: sweeping again", ptq_dir)
+        shutil.rmtree(ptq_dir)
+    write_text_atomic(stamp, sweep_digest + "\n")
+    # the study's executor runs the sweep too, unless the PTQ section names its own
+    executor = {"workers": config.ptq.workers or config.workers, "scheduler": config.ptq.scheduler or config.scheduler}
+    run_ptq(
+        [Path(t.out) for t in float_tasks],
+        ptq_dir,
+        config.ptq.model_copy(update=executor),
+        progress=(lambda d, t: progress("ptq sweep", d, t)) if progress else None,
+    )
+    return sweep_digest
+
+
+def _ptq_tasks(config: StudyConfig, out_dir: Path, float_tasks: list[Task], sweep_digest: str) -> list[Task]:
+    tasks = []
+    for ft in float_tasks:
+        preset = ft.labels["preset"]
+        inputs = out_dir / "ptq" / "inputs" / f"{Path(ft.out).name}.npz"
+        for bits in config.ptq_designs:
+            precision = f"ap_fixed<{bits},{config.ptq.integer_bits}>"
+            tasks.append(
+                Task(
+                    f"ptq:{preset}:{precision}",
+                    "ptq",
+                    digest(ft.digest, sweep_digest, precision, config.eval_clusters),
+                    ft.out,
+                    ft.data,
+                    "",
+                    config.eval_clusters,
+                    (
+                        ("preset", preset),
+                        ("precision", precision),
+                        ("bits", bits),
+                        ("inputs", str(inputs)),
+                        ("clock_period", config.firmware.clock_period),
+                    ),
+                )
+            )
+    return tasks
+
+
+def _firmware_tasks(config: StudyConfig, out_dir: Path, qat_tasks: list[Task], store: ResultStore) -> list[Task]:
+    """Firmware for the best QAT designs: on the resolution-vs-LUT front, the best within the LUT budget first."""
+    from calohls.scan.designs import pareto_front
+
+    records = [(t, _stored(store, t)) for t in qat_tasks]
+    records = [(t, r) for t, r in records if r is not None]
+    front = [records[i] for i in pareto_front([r for _, r in records])]
+    within = [tr for tr in front if tr[1]["lut"] <= config.lut_budget]
+    chosen = sorted(within, key=lambda tr: tr[1]["resolution"])[: config.firmware_designs]
+    if len(chosen) < config.firmware_designs:
+        # nothing (or too little) fits: the smallest designs up to twice the budget (Yosys takes ~15 min on 180k LUT)
+        rest = [tr for tr in front if tr not in chosen and tr[1]["lut"] <= 2 * config.lut_budget]
+        chosen += sorted(rest, key=lambda tr: tr[1]["lut"])[: config.firmware_designs - len(chosen)]
+    text = dump_config(config.firmware)
+    return [
+        Task(
+            f"firmware:{Path(t.out).name}",
+            "firmware",
+            digest(t.digest, text),
+            str(out_dir / "firmware" / Path(t.out).name),
+            t.data,
+            text,
+            config.eval_clusters,
+            (("preset", t.labels["preset"]), ("beta", t.labels["beta"]), ("run", t.out), ("design", t.key)),
+        )
+        for t, _ in chosen
+    ]
+
+
+def run_study(
+    config: StudyConfig, out_dir: str | Path, *, overwrite: bool = False, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Run (or resume) the study of ``config`` in ``out_dir``; returns the answer (also in ``scan/answer.json``).
+
+    Raises:
+        ConfigError: a firmware clock or pipeline that cannot be met, or an output that is a file (before any work).
+        InputFileError, DataError: the data file is missing, unreadable or without clusters (before any work).
+        FileExistsRefusedError: ``out_dir`` holds something that is not a study and ``overwrite`` is False.
+        OutputError: ``out_dir`` cannot be written (a parent that is a file, a full or read-only file system).
+    """
+    out_dir = Path(out_dir).absolute()  # workers on other machines share the folder, not our cwd
+    _check_inputs(config)
+    _open_folder(out_dir, config, overwrite)
+    store = ResultStore(out_dir / "tasks.jsonl")
+    data, data_digest = _data(config, out_dir, store, progress)
+
+    float_tasks, qat_tasks = _model_tasks(config, out_dir, data, data_digest)
+    _run(float_tasks + qat_tasks, store, config, "train", progress)
+    sweep_digest = _ptq_sweep(config, out_dir, float_tasks, progress)
+    ptq_tasks = _ptq_tasks(config, out_dir, float_tasks, sweep_digest)
+    _run(ptq_tasks, store, config, "ptq designs", progress)
+    firmware_tasks = _firmware_tasks(config, out_dir, qat_tasks, store)
+    _run(firmware_tasks, store, config, "firmware", progress)
+
+    from calohls.scan.answer import summarize_study
+
+    records = {
+        "float": [_stored(store, t) for t in float_tasks],
+        "ptq": [_stored(store, t) for t in ptq_tasks],
+        "qat": [_stored(store, t) for t in qat_tasks],
+        "firmware": [_stored(store, t) for t in firmware_tasks],
+    }
+    return summarize_study(records, config, out_dir / "scan")

@@ -1,0 +1,227 @@
+"""Checked firmware of HGQ2 models (hls4ml C simulation and Verilator vs Keras, Yosys) and ``calohls firmware``.
+
+The module trains one tiny QAT run (``calohls.model.qat``); the firmware of its model is built once on crafted
+clusters (real hls4ml + g++, Verilator and Yosys) and once through the command line on the run's test clusters
+(without synthesis).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from calohls.cli import main
+from calohls.config import FirmwareConfig, QATConfig, load_config
+from calohls.errors import ConfigError, ConversionError, DataError, FileExistsRefusedError, ToolMissingError
+from calohls.firmware import tools
+from calohls.firmware.build import build_firmware, firmware_from_run
+
+N_CELLS, N_FEATURES = 8, 17
+
+
+def inputs(n: int, *, seed: int = 0, extreme: bool = True) -> np.ndarray:
+    """Clusters of 0 to 8 real cells and all-zero padding; with ``extreme``, a tenth scaled by ±100 or ±1000, far
+    beyond the trained ranges (the input quantizers wrap) yet exact in Keras' float32 arithmetic."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, N_CELLS, N_FEATURES)).astype(np.float32)
+    x[..., 0] = 1.0
+    n_real = rng.integers(0, N_CELLS + 1, n)
+    x[np.arange(N_CELLS)[None, :] >= n_real[:, None]] = 0.0
+    if extreme:
+        scale = rng.choice(np.array([1e2, -1e2, 1e3, -1e3], np.float32), n)
+        big = rng.random(n) < 0.1
+        x[big] *= scale[big, None, None]
+    return x
+
+
+#: A tiny QAT run on 8 cells: Φ 4, F 4, 1200 clusters, two epochs.
+TINY_QAT = {
+    "model": {"phi": "4", "f": "4", "max_cells": N_CELLS},
+    "epochs": 2,
+    "batch_size": 64,
+    "learning_rate": 0.005,
+    "seed": 3,
+    "max_clusters": 1200,
+}
+
+
+@pytest.fixture(scope="module")
+def qat_run(sim_file, tmp_path_factory):
+    from calohls.model.qat import train_qat
+
+    run = tmp_path_factory.mktemp("qat") / "tiny"
+    train_qat(sim_file, run, QATConfig.model_validate(TINY_QAT))
+    return run
+
+
+@pytest.fixture(scope="module")
+def model(qat_run):
+    from calohls.model.train import open_run
+
+    return open_run(qat_run).model
+
+
+@pytest.fixture(scope="module")
+def firmware(model, tmp_path_factory):
+    """The module's firmware folder: the QAT model checked on 1500 crafted clusters, Yosys run."""
+    out = tmp_path_factory.mktemp("fw") / "tiny"
+    result = build_firmware(model, inputs(1500, seed=1), out)
+    return out, result
+
+
+def _info(folder):
+    return json.loads((folder / "firmware.json").read_text())
+
+
+# -- build_firmware --------------------------------------------------------------------------------------------
+
+
+def test_firmware_is_bit_exact_to_keras(firmware):
+    out, result = firmware
+    info = _info(out)
+    assert info["clusters_checked"] == 1500 == result.clusters_checked
+    assert info["differing"] == {"hls": 0, "rtl": 0} == result.differing
+    assert info["max_abs_difference"] == {"hls": 0.0, "rtl": 0.0}
+    assert info["bit_exact"] is True
+    assert result.bit_exact
+
+
+def test_firmware_json_records_resources_latency_and_options(firmware, model):
+    out, result = firmware
+    info = _info(out)
+    resources = info["resources"]
+    assert set(resources) == {"LUT", "FF", "CARRY", "DSP", "BRAM"}
+    assert resources["LUT"] > 0
+    assert resources["FF"] > 0
+    assert resources["CARRY"] > 0
+    assert resources["DSP"] == 0  # da4ml makes no multipliers
+    assert resources == result.resources
+    assert info["estimate"]["LUT"] > 0
+    assert info["estimate"]["stages"] == info["latency"]["cycles"] >= 2
+    assert info["latency"]["ns"] == info["latency"]["cycles"] * 2.5
+    assert info["ii"] == 1
+    assert (info["clock_period"], info["latency_cutoff"], info["latency_levels"]) == (2.5, 2.5, 5.0)
+    assert (info["family"], info["part"]) == ("xcup", "xcvu13p-flga2577-2-e")
+    assert info["timings"]["total"] >= info["timings"]["rtl_compile"] > 0
+    assert {"hls_compile", "hls_predict", "rtl_predict", "synth"} <= set(info["timings"])
+    for package in ("calohls", "keras", "hls4ml", "hgq2", "da4ml", "verilator", "yosys"):
+        assert info["versions"][package]
+    for path in info["files"].values():
+        assert (out / path).exists()
+    assert info["model"]["name"] == model.name
+    assert info["model"]["parameters"] > 0
+
+
+def test_config_yaml_holds_the_resolved_options(firmware):
+    out, _ = firmware
+    config = load_config(FirmwareConfig, yaml.safe_load((out / "config.yaml").read_text()))
+    assert config == FirmwareConfig(clock_period=2.5, latency_cutoff=2.5, clusters=1500, synth=True)
+
+
+def test_existing_folder_is_refused_before_any_work(firmware, model):
+    out, _ = firmware
+    stamp = (out / "firmware.json").stat().st_mtime_ns
+    with pytest.raises(FileExistsRefusedError, match="pass --overwrite"):
+        build_firmware(model, inputs(10), out)
+    assert (out / "firmware.json").stat().st_mtime_ns == stamp
+
+
+def test_float_model_is_refused(tmp_path):
+    from calohls.config import ModelConfig
+    from calohls.model.deepsets import build_deepsets
+
+    float_model = build_deepsets(ModelConfig(preset="tiny", max_cells=N_CELLS), N_FEATURES)
+    with pytest.raises(ConversionError, match=r"needs a quantization-aware run \(make one with `calohls qat`\)") as err:
+        build_firmware(float_model, inputs(10), tmp_path / "fw")
+    assert "ptq_estimate" in str(err.value)
+    assert not (tmp_path / "fw").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"clock_period": 0.0}, ConfigError, "clock_period=0.0 must be a positive finite number"),
+        ({"clock_period": float("nan")}, ConfigError, "clock_period=nan must be a positive finite number"),
+        ({"latency_cutoff": 5.0}, ConfigError, "latency_cutoff=5.0 ns exceeds clock_period=2.5 ns"),
+        ({"family": "xc9"}, ConfigError, "family='xc9' is not a synth_xilinx family"),
+    ],
+)
+def test_bad_options_fail_before_any_work(model, tmp_path, options, error, message):
+    with pytest.raises(error, match=message):
+        build_firmware(model, inputs(10), tmp_path / "fw", **options)
+    assert not (tmp_path / "fw").exists()
+
+
+def test_bad_inputs_fail_before_any_work(model, tmp_path):
+    with pytest.raises(
+        DataError, match=r"x has shape \(10, 4, 17\); the model takes n ≥ 1 clusters of shape \(8, 17\)"
+    ):
+        build_firmware(model, np.zeros((10, 4, N_FEATURES)), tmp_path / "fw")
+    assert not (tmp_path / "fw").exists()
+
+
+def test_missing_tools_fail_before_any_work(monkeypatch, model, tmp_path):
+    monkeypatch.setattr(tools.shutil, "which", lambda name: None)
+    with pytest.raises(ToolMissingError, match="apt-get install"):
+        build_firmware(model, inputs(10), tmp_path / "fw")
+    monkeypatch.undo()
+    monkeypatch.setattr(tools, "_package_root", lambda name: None)
+    with pytest.raises(ToolMissingError, match=r"pip install 'calohls\[rtl\]'"):
+        build_firmware(model, inputs(10), tmp_path / "fw", synth=False)
+    assert not (tmp_path / "fw").exists()
+
+
+# -- calohls firmware --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("_restore_logging")
+def test_cli_builds_checked_firmware_of_a_qat_run(qat_run, tmp_path):
+    out = tmp_path / "fw"
+    args = ["firmware", str(qat_run), "-o", str(out), "--clusters", "100", "--no-synth", "--clock-period", "3"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "bit-exact on 100 clusters: C simulation 0 and RTL 0 differ" in result.stdout
+    assert f"wrote {out}" in result.stdout
+    info = _info(out)
+    assert info["bit_exact"] is True
+    assert info["clusters_checked"] == 100
+    assert info["resources"] is None
+    assert info["source"]["run"] == str(qat_run.resolve())
+    assert info["clock_period"] == 3.0
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config == {"clock_period": 3.0, "latency_cutoff": 3.0, "clusters": 100, "synth": False}
+
+
+@pytest.mark.usefixtures("_restore_logging")
+def test_cli_refuses_a_float_run(tmp_path):
+    run = tmp_path / "float"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"kind": "calohls-run", "stage": "train"}))
+    result = CliRunner().invoke(main, ["firmware", str(run), "-o", str(tmp_path / "fw")])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert (
+        "is a float run (stage 'train'); firmware needs a quantization-aware run: make one with `calohls qat`"
+        in (lines[0])
+    )
+    assert not (tmp_path / "fw").exists()
+
+
+@pytest.mark.usefixtures("_restore_logging")
+def test_cli_refuses_impossible_options(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    result = CliRunner().invoke(main, ["firmware", str(run), "-o", str(tmp_path / "fw"), "--latency-cutoff", "4"])
+    assert result.exit_code == 1
+    assert "latency_cutoff=4.0 ns exceeds clock_period=2.5 ns" in result.stderr
+
+
+def test_firmware_from_run_refuses_existing_output(tmp_path):
+    (tmp_path / "fw").mkdir()
+    with pytest.raises(FileExistsRefusedError):
+        firmware_from_run(tmp_path / "missing-run", tmp_path / "fw")
