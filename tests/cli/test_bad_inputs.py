@@ -975,7 +975,7 @@ CASES: list[object] = [
     Case(
         "run-default-output-not-a-study",
         _in_folder_of_notes("study", _run()),
-        text("output study exists", "--overwrite"),
+        text("study exists", "--overwrite"),
     ),
     Case(
         "run-full-output-not-a-study",
