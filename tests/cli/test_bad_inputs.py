@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -1168,17 +1167,7 @@ def _failing(real: Callable[..., object], code: int, folder: Path, arg: int) -> 
     return call
 
 
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """The CLI configures the ``calohls`` logger; leave it as it was for the other tests."""
-    logger = logging.getLogger("calohls")
-    state = (logger.level, list(logger.handlers), logger.propagate)
-    yield
-    logger.setLevel(state[0])
-    logger.handlers[:] = state[1]
-    logger.propagate = state[2]
-
-
+@pytest.mark.usefixtures("_restore_logging")
 @pytest.mark.parametrize(("command", "injection"), UNWRITABLE)
 def test_unwritable_output(
     command: str,
@@ -1186,7 +1175,6 @@ def test_unwritable_output(
     inputs: Inputs,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    restore_logging: None,
 ) -> None:
     """A read-only or full file system: one error line naming the output, the reason, its errno name and the fix;
     no output, no temporary file."""
@@ -1237,10 +1225,9 @@ def _without(monkeypatch: pytest.MonkeyPatch, tool: str) -> None:
         monkeypatch.setattr(tools.shutil, "which", lambda name, *a, **k: None if name == tool else which(name, *a, **k))
 
 
+@pytest.mark.usefixtures("_restore_logging")
 @pytest.mark.parametrize("tool", list(MISSING_TOOLS))
-def test_firmware_tool_missing(
-    tool: str, inputs: Inputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_logging: None
-) -> None:
+def test_firmware_tool_missing(tool: str, inputs: Inputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One error line naming the missing tool and how to install it, before any work: no output at all."""
     from calohls.cli import main
 

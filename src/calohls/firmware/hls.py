@@ -263,6 +263,14 @@ def _as_precision(precision: Precision | str | None) -> Precision:
     return precision
 
 
+def _check_project(project_name: object, clock_period: object) -> None:
+    """One-line errors for an HLS project name that is no C identifier, or a clock period that is no time."""
+    if not isinstance(project_name, str) or not _NAME_RE.fullmatch(project_name):
+        raise ConfigError(f"project_name {project_name!r} must be a C identifier (letters, digits, _), e.g. calohls")
+    if not (isinstance(clock_period, int | float) and math.isfinite(clock_period) and clock_period > 0):
+        raise ConfigError(f"clock_period={clock_period!r} must be a positive number of ns, e.g. 5.0")
+
+
 def convert(
     model: keras.Model,
     precision: Precision | str | None,
@@ -290,10 +298,7 @@ def convert(
         ConversionError: hls4ml cannot convert the model, or the precision config does not fit it.
         ConfigError: ``project_name`` or ``clock_period`` is invalid.
     """
-    if not isinstance(project_name, str) or not _NAME_RE.fullmatch(project_name):
-        raise ConfigError(f"project_name {project_name!r} must be a C identifier (letters, digits, _), e.g. calohls")
-    if not (isinstance(clock_period, int | float) and math.isfinite(clock_period) and clock_period > 0):
-        raise ConfigError(f"clock_period={clock_period!r} must be a positive number of ns, e.g. 5.0")
+    _check_project(project_name, clock_period)
     config = hls_config(model, precision)
     try:
         return _hls4ml().converters.convert_from_keras_model(
@@ -327,10 +332,7 @@ def convert_quantized(
         ConversionError: hls4ml cannot convert the model.
         ConfigError: ``project_name`` or ``clock_period`` is invalid.
     """
-    if not isinstance(project_name, str) or not _NAME_RE.fullmatch(project_name):
-        raise ConfigError(f"project_name {project_name!r} must be a C identifier (letters, digits, _), e.g. calohls")
-    if not (isinstance(clock_period, int | float) and math.isfinite(clock_period) and clock_period > 0):
-        raise ConfigError(f"clock_period={clock_period!r} must be a positive number of ns, e.g. 5.0")
+    _check_project(project_name, clock_period)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             return _hls4ml().converters.convert_from_keras_model(
