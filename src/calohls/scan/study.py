@@ -101,7 +101,7 @@ def _open_folder(out_dir: Path, config: StudyConfig, overwrite: bool) -> dict[st
                 info = json.loads(info_path.read_text())
             except ValueError:
                 raise InputFileError(f"{info_path} is corrupt; move {out_dir} away to start afresh") from None
-            if info.get("kind") != STUDY_KIND:
+            if not isinstance(info, dict) or info.get("kind") != STUDY_KIND:
                 raise InputFileError(f"{out_dir} is not a calohls study folder; choose another -o")
         elif any(out_dir.iterdir()):
             if not overwrite:
@@ -144,7 +144,8 @@ def _data(config: StudyConfig, out_dir: Path, store: ResultStore, progress: Prog
         path.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         simulate_to_file(config.sim, path, overwrite=True)
-        store.append({"key": key, "kind": "data", "path": str(path), "seconds": time.perf_counter() - start})
+        if key not in store:  # a file deleted by hand is simulated again, its record stays the first one
+            store.append({"key": key, "kind": "data", "path": str(path), "seconds": time.perf_counter() - start})
     if progress:
         progress("simulate", 1, 1)
     return path, key.split("@")[1]
