@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from calohls.config import FirmwareConfig, dump_config
-from calohls.errors import ConversionError, DataError, FileExistsRefusedError, InputFileError, NonFiniteError
+from calohls.errors import ConversionError, DataError, FileExistsRefusedError, NonFiniteError
 from calohls.files import atomic_folder, check_parent
 from calohls.firmware.rtl import (
     DEFAULT_CLOCK_PERIOD,
@@ -270,16 +270,6 @@ def build_firmware(
     )
 
 
-def _check_run_data(run_dir: Path, info: dict[str, Any]) -> None:
-    """The cluster file a run was trained on (its test clusters check the firmware) must still be where it was."""
-    data = info.get("data")
-    path = data.get("path") if isinstance(data, dict) else None
-    if not path:
-        raise InputFileError(f"{run_dir / 'run.json'} names no cluster file; re-run `calohls qat`")
-    if not Path(path).is_file():
-        raise InputFileError(f"the cluster file {path} that {run_dir} was trained on is gone; put it back at that path")
-
-
 def firmware_from_run(
     run_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -304,7 +294,7 @@ def firmware_from_run(
         before the model is loaded.
     """
     from calohls.data.features import cell_features
-    from calohls.model.train import RUN_STAGES, load_run, open_run
+    from calohls.model.train import RUN_STAGES, check_run_data, load_run, open_run
     from calohls.physics.evaluate import read_clusters_at
 
     config = config or FirmwareConfig()
@@ -322,7 +312,7 @@ def firmware_from_run(
             f"{run_dir} is a float run (stage {info['stage']!r}); firmware needs a quantization-aware run: make one "
             "with `calohls qat` (float designs at a PTQ precision are costed by calohls.firmware.ptq_rtl.ptq_estimate)"
         )
-    _check_run_data(run_dir, info)
+    check_run_data(run_dir, info)
     _check_tools(config.synth)
     run = open_run(run_dir, "qat")
     test = run.file_index("test")

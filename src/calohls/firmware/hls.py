@@ -299,20 +299,7 @@ def convert(
         ConfigError: ``project_name`` or ``clock_period`` is invalid.
     """
     _check_project(project_name, clock_period)
-    config = hls_config(model, precision)
-    try:
-        return _hls4ml().converters.convert_from_keras_model(
-            model,
-            hls_config=config,
-            output_dir=str(Path(output_dir).absolute()),  # hls4ml changes into it to trace
-            project_name=project_name,
-            backend="Vitis",
-            io_type="io_parallel",
-            part=part,
-            clock_period=clock_period,
-        )
-    except Exception as exc:
-        raise _conversion_error(model, exc) from None
+    return _from_keras(model, output_dir, project_name, part, clock_period, hls_config=hls_config(model, precision))
 
 
 def convert_quantized(
@@ -333,17 +320,25 @@ def convert_quantized(
         ConfigError: ``project_name`` or ``clock_period`` is invalid.
     """
     _check_project(project_name, clock_period)
+    with contextlib.redirect_stdout(io.StringIO()):
+        return _from_keras(model, output_dir, project_name, part, clock_period)
+
+
+def _from_keras(
+    model: keras.Model, output_dir: str | Path, project_name: str, part: str, clock_period: float, **config: Any
+) -> ModelGraph:
+    """hls4ml's conversion (Vitis, io_parallel), its failures as one-line ConversionErrors."""
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            return _hls4ml().converters.convert_from_keras_model(
-                model,
-                output_dir=str(Path(output_dir).absolute()),
-                project_name=project_name,
-                backend="Vitis",
-                io_type="io_parallel",
-                part=part,
-                clock_period=clock_period,
-            )
+        return _hls4ml().converters.convert_from_keras_model(
+            model,
+            output_dir=str(Path(output_dir).absolute()),  # hls4ml changes into it to trace
+            project_name=project_name,
+            backend="Vitis",
+            io_type="io_parallel",
+            part=part,
+            clock_period=clock_period,
+            **config,
+        )
     except Exception as exc:
         raise _conversion_error(model, exc) from None
 

@@ -48,6 +48,7 @@ __all__ = [
     "TrainResult",
     "TrainedRun",
     "TrainingData",
+    "check_run_data",
     "epoch_progress",
     "fit_model",
     "history_callback",
@@ -405,6 +406,18 @@ def load_run(run_dir: str | Path, stage: str | tuple[str, ...] = "train") -> dic
             f"give a folder made by {made_by}"
         )
     return info
+
+
+def check_run_data(run_dir: str | Path, info: dict[str, Any]) -> Path:
+    """The cluster file a run was trained on (later stages read its test clusters), checked to be still there."""
+    data = info.get("data")
+    path = data.get("path") if isinstance(data, dict) else None
+    if not path:
+        raise InputFileError(f"{Path(run_dir) / 'run.json'} names no cluster file; re-run `calohls "
+                             f"{info.get('stage', 'train')}`")  # fmt: skip
+    if not Path(path).is_file():
+        raise InputFileError(f"the cluster file {path} that {run_dir} was trained on is gone; put it back at that path")
+    return Path(path)
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ import numpy as np
 import yaml
 
 from calohls.config import PTQConfig, dump_config
-from calohls.errors import ConfigError, FileExistsRefusedError, InputFileError
+from calohls.errors import ConfigError, FileExistsRefusedError
 from calohls.files import atomic_output, check_parent, write_text_atomic, writing
 from calohls.quant.metrics import layer_differences, mean_percent_error
 from calohls.scan.executors import run_points
@@ -228,13 +228,13 @@ def run_ptq(
 
     ``progress(done, total)`` is called as points finish.
     """
-    from calohls.model.train import load_run
+    from calohls.model.train import check_run_data, load_run
 
     out_dir = Path(out_dir)
     runs_info: dict[str, dict[str, Any]] = {}
     for run_dir in run_dirs:
         info = load_run(run_dir, "train")  # fails early, with one line, for anything that is not a training run
-        _check_data(Path(run_dir), info)
+        check_run_data(Path(run_dir), info)
         runs_info[_run_name(Path(run_dir), set(runs_info))] = {"path": str(Path(run_dir).resolve())}
     stamp = {"config": yaml.safe_load(dump_config(config)), "runs": {k: v["path"] for k, v in runs_info.items()}}
     _check_output(out_dir, stamp, overwrite)
@@ -272,16 +272,6 @@ def run_ptq(
 
     draw_ptq(list(store), runs_info, out_dir)
     return summary
-
-
-def _check_data(run_dir: Path, info: dict[str, Any]) -> None:
-    """The cluster file a run was trained on (its test clusters are quantized) must still be where it was."""
-    data = info.get("data")
-    path = data.get("path") if isinstance(data, dict) else None
-    if not path:
-        raise InputFileError(f"{run_dir / 'run.json'} names no cluster file; re-run `calohls train`")
-    if not Path(path).is_file():
-        raise InputFileError(f"the cluster file {path} that {run_dir} was trained on is gone; put it back at that path")
 
 
 def _check_output(out_dir: Path, stamp: dict[str, Any], overwrite: bool) -> None:
