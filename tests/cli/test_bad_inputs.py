@@ -829,6 +829,21 @@ CASES: list[object] = [
     ],
     Case("qat-config-missing", _qat("sim", "--config", "nope.yaml"), text("nope.yaml", "not found")),
     Case(
+        "qat-init-from-qat-run",
+        _qat("good", *_tiny("--max-cells", "16", "--init-from", lambda i: i.qat_run)),
+        names("qat_run", then=("stage 'qat'", "`calohls train`")),
+    ),
+    Case(
+        "qat-init-from-other-cells",
+        _qat("good", *_tiny("--max-cells", "8", "--init-from", lambda i: i.run)),
+        names("run", then=("max_cells 16 (QAT 8)", "same size, cells and target")),
+    ),
+    Case(
+        "qat-init-from-missing",
+        _qat("good", *_tiny("--init-from", lambda i: i.dir / "no_run")),
+        names("dir", then=("no_run",)),
+    ),
+    Case(
         "qat-output-exists",
         _qat("sim", *_tiny(), out=lambda i: i.existing_dir),
         names("existing_dir", then=("--overwrite",)),
@@ -867,6 +882,11 @@ CASES: list[object] = [
     ),
     Case(
         "firmware-zero-clock", _firmware("qat_run", "--clock-period", "0"), text("clock_period=0.0", "greater than 0")
+    ),
+    Case(
+        "firmware-unknown-epoch",
+        _firmware("qat_run", "--epoch", "999"),
+        names("qat_run", then=("epoch=999 is no Pareto checkpoint", "choose one of [1]")),
     ),
     Case("firmware-nan-clock", _firmware("qat_run", "--clock-period", "nan"), text("clock_period=nan", "finite")),
     Case("firmware-negative-clock", _firmware("qat_run", "--clock-period", "-2.5"), text("clock_period=-2.5")),

@@ -183,6 +183,29 @@ def test_load_run_stage_mismatch_is_one_line(qat_run, tmp_path):
         open_run(tmp_path)
 
 
+def test_init_from_float_starts_where_float_training_ended(trained_run, sim_file, tmp_path):
+    options = {"model": {"preset": "tiny", "max_cells": 16}, "epochs": 1, "batch_size": 128, "seed": 3,
+               "beta_start": 1e-9, "beta_end": 1e-9}  # fmt: skip
+    warm = train_qat(sim_file, tmp_path / "warm", QATConfig.model_validate({**options, "init_from": trained_run}))
+    cold = train_qat(sim_file, tmp_path / "cold", QATConfig.model_validate(options))
+    float_loss = load_run(trained_run, "train")["best_val_loss"]
+    # one epoch from the float weights is near the float loss; one from random weights is far from it
+    assert warm.best_val_loss < 1.3 * float_loss < cold.best_val_loss
+    # the copied weights expect the float run's feature scaling, and the run folder says where it started
+    assert (warm.run_dir / "features.json").read_text() == (trained_run / "features.json").read_text()
+    assert yaml.safe_load((warm.run_dir / "config.yaml").read_text())["init_from"] == str(trained_run)
+
+
+def test_init_from_another_size_or_stage_is_refused(trained_run, qat_run, sim_file, tmp_path):
+    with pytest.raises(ConfigError, match=r"Φ widths \(8, 8\) \(QAT \(4,\)\), F widths \(8,\) \(QAT \(4,\)\);") as info:
+        train_qat(sim_file, tmp_path / "x", QATConfig.model_validate({**TINY_QAT, "init_from": trained_run}))
+    assert "max_cells" not in str(info.value)  # only what differs is named
+    with pytest.raises(InputFileError, match="stage 'qat'"):
+        train_qat(sim_file, tmp_path / "y", QATConfig.model_validate({**TINY_QAT, "init_from": qat_run}))
+    assert not (tmp_path / "x").exists()
+    assert not (tmp_path / "y").exists()
+
+
 def test_refuses_to_overwrite(qat_run, sim_file):
     with pytest.raises(FileExistsRefusedError, match="--overwrite"):
         train_qat(sim_file, qat_run, QATConfig.model_validate(TINY_QAT))

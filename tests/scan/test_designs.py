@@ -98,3 +98,28 @@ def test_answer_names_the_best_design_and_qat_vs_ptq():
     assert tight["answer"].startswith("No")
     assert not tight["target"]["met"]
     assert tight["target"]["misses"]
+
+
+def test_every_pareto_checkpoint_of_a_qat_run_is_a_design():
+    def checkpoint(epoch, ebops, lut, resolution, selected=False):
+        return {"epoch": epoch, "file": f"pareto/epoch_{epoch:04d}.keras", "val_loss": 0.02, "ebops": ebops,
+                "beta": 1e-6, "selected": selected, "resolution": resolution, "median_worst": 0.01, "lut": lut,
+                "bins": {"resolution": [resolution]}}  # fmt: skip
+
+    records = _records()
+    run = _record("qat", "tiny", 0.31, beta=1e-6)
+    run["checkpoints"] = [checkpoint(30, 9000, 2500, 0.34), checkpoint(20, 30_000, 7000, 0.31, selected=True)]
+    records["qat"] = [run]
+    records["firmware"] = [{**records["firmware"][0], "design": "qat:tiny:1e-06:e30", "lut": 2400}]
+    by_key = {p["key"]: p for p in design_points(records)}
+    assert {k for k in by_key if k.startswith("qat")} == {"qat:tiny:1e-06:e30", "qat:tiny:1e-06:e20"}
+    small, selected = by_key["qat:tiny:1e-06:e30"], by_key["qat:tiny:1e-06:e20"]
+    assert (small["ebops"], small["resolution"], small["resolution_bins"]) == (9000, 0.34, [0.34])
+    assert (small["lut"], small["lut_source"]) == (2400, "yosys")  # its firmware's count
+    assert selected["selected"]
+    assert (selected["lut"], selected.get("lut_source")) == (7000, None)
+    assert "checkpoints" not in small
+    assert (
+        "tiny QAT β=1e-06, epoch 20"
+        in answer(list(by_key.values()), StudyConfig(presets=("tiny", "medium")))["details"][2]
+    )

@@ -9,7 +9,8 @@ import yaml
 
 from calohls.config import StudyConfig
 from calohls.errors import FileExistsRefusedError
-from calohls.scan.study import run_study
+from calohls.scan.qat_designs import thin_front
+from calohls.scan.study import _model_tasks, run_study
 
 #: A study small enough for CI: one tiny size, 8 cells, a few epochs, a few hundred clusters everywhere.
 TINY_STUDY = {
@@ -50,8 +51,14 @@ def test_study_folder_holds_every_stage(study):
     assert yaml.safe_load((out / "config.yaml").read_text())["max_cells"] == 8
     assert (out / "runs" / "tiny" / "eval" / "metrics.json").exists()
     assert (out / "qat" / "tiny_b1e-07" / "eval" / "metrics.json").exists()
+    # QAT started from the float run of its size
+    assert yaml.safe_load((out / "qat" / "tiny_b1e-07" / "config.yaml").read_text())["init_from"] == str(
+        out / "runs" / "tiny"
+    )
     assert (out / "ptq" / "summary.json").exists()
-    firmware = json.loads((out / "firmware" / "tiny_b1e-07" / "firmware.json").read_text())
+    [built] = (out / "firmware").iterdir()  # the best Pareto checkpoint of the QAT run
+    assert built.name.startswith("tiny_b1e-07_e")
+    firmware = json.loads((built / "firmware.json").read_text())
     assert firmware["bit_exact"]
     assert firmware["differing"] == {"hls": 0, "rtl": 0}
     assert firmware["resources"]["LUT"] > 0
@@ -62,16 +69,29 @@ def test_study_folder_holds_every_stage(study):
 def test_points_cover_every_design_with_its_numbers(study):
     out, _ = study
     points = {p["key"]: p for p in _records(out / "scan" / "points.jsonl")}
-    assert set(points) == {"float:tiny", "ptq:tiny:ap_fixed<12,10>", "ptq:tiny:ap_fixed<16,10>", "qat:tiny:b1e-07"}
+    assert {k for k, p in points.items() if p["kind"] != "qat"} == {
+        "float:tiny",
+        "ptq:tiny:ap_fixed<12,10>",
+        "ptq:tiny:ap_fixed<16,10>",
+    }
     for key, p in points.items():
         assert 0 < p["resolution"] < 5, key
-    qat = points["qat:tiny:b1e-07"]
-    assert qat["lut_source"] == "yosys"
-    assert qat["bit_exact"]
-    assert qat["ebops"] > 0
-    assert qat["dsp"] == 0
-    assert qat["latency_ns"] > 0
-    assert qat["ii"] == 1
+    # every kept Pareto checkpoint of the QAT run is a design, costed by da4ml, the selected one among them
+    front = json.loads((out / "qat" / "tiny_b1e-07" / "pareto.json").read_text())
+    qat = [p for p in points.values() if p["kind"] == "qat"]
+    assert sorted(p["key"] for p in qat) == sorted(f"qat:tiny:b1e-07:e{c['epoch']}" for c in thin_front(front, 6))
+    assert all(p["ebops"] > 0 and p["lut"] > 0 for p in qat)
+    [selected] = [p for p in qat if p["selected"]]
+    [run] = [r for r in _records(out / "tasks.jsonl") if r["kind"] == "qat"]
+    assert selected["ebops"] == run["ebops"]
+    assert selected["resolution"] == pytest.approx(run["resolution"], rel=1e-3)  # its own correction, refitted
+    # the best checkpoint within the budget went into firmware and carries the Yosys numbers
+    [built] = [p for p in qat if p.get("firmware")]
+    assert built["lut_source"] == "yosys"
+    assert built["bit_exact"]
+    assert built["dsp"] == 0
+    assert built["latency_ns"] > 0
+    assert built["ii"] == 1
     for key in ("ptq:tiny:ap_fixed<12,10>", "ptq:tiny:ap_fixed<16,10>"):
         assert points[key]["lut"] > 0
         assert points[key]["mpe"] >= 0
@@ -86,7 +106,7 @@ def test_answer_is_in_words_with_its_numbers(study):
     assert answer == json.loads((out / "scan" / "answer.json").read_text())
     assert answer["answer"].split()[0] in ("Yes,", "No:", "Not")
     assert any("QAT vs PTQ" in line for line in answer["details"])
-    assert answer["target"]["design"] == "qat:tiny:b1e-07"
+    assert answer["target"]["design"].startswith("qat:tiny:b1e-07:e")
 
 
 def test_rerun_does_nothing_and_a_changed_option_redoes_only_its_tasks(study, sim_file):
@@ -105,3 +125,25 @@ def test_a_folder_of_something_else_is_refused(sim_file, tmp_path):
     (tmp_path / "x" / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsRefusedError):
         run_study(_tiny(sim_file), tmp_path / "x")
+
+
+def test_qat_tasks_depend_on_the_float_run_they_start_from(sim_file, tmp_path):
+    def tasks(**changes):
+        floats, qats = _model_tasks(_tiny(sim_file, **changes), tmp_path, sim_file, "data-digest")
+        return floats[0], qats[0]
+
+    longer = {"train": {**TINY_STUDY["train"], "epochs": 4}}
+    (f, q), (f2, q2) = tasks(), tasks(**longer)
+    assert yaml.safe_load(q.config)["init_from"] == f.out
+    assert f2.digest != f.digest
+    assert q2.digest != q.digest  # new float weights: QAT again
+    (_, cold), (_, cold2) = tasks(qat_from_float=False), tasks(qat_from_float=False, **longer)
+    assert yaml.safe_load(cold.config)["init_from"] is None
+    assert cold2.digest == cold.digest  # random initial weights: independent of the float run
+
+
+def test_thin_front_spreads_in_log_ebops_and_keeps_the_ends_and_the_selected():
+    front = [{"ebops": e, "selected": e == 300} for e in (10, 20, 30, 100, 300, 1000, 3000, 10_000, 100_000)]
+    assert thin_front(front, 20) == front
+    kept = [p["ebops"] for p in thin_front(front, 3)]
+    assert kept == [10, 300, 1000, 100_000]  # ends, the middle in log (≈ 1000), the selected

@@ -20,6 +20,11 @@ __all__ = ["firmware_command"]
 )
 @click.option("--clusters", type=int, help="Test clusters the firmware is checked on. [default: 10000]")
 @click.option("--no-synth", "no_synth", is_flag=True, help="Skip the Yosys synthesis.")
+@click.option(
+    "--epoch",
+    type=int,
+    help="Build this Pareto checkpoint of RUN (an epoch listed in RUN/pareto.json). [default: the selected model]",
+)
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), help="YAML of options.")
 @click.option("--overwrite", is_flag=True, help="Replace the output folder if it exists.")
 def firmware_command(
@@ -29,6 +34,7 @@ def firmware_command(
     latency_cutoff: float | None,
     clusters: int | None,
     no_synth: bool,
+    epoch: int | None,
     config_path: Path | None,
     overwrite: bool,
 ) -> None:
@@ -40,6 +46,7 @@ def firmware_command(
     Examples:
       calohls firmware runs/qat -o fw/qat
       calohls firmware runs/qat -o fw/fast --clock-period 2.0 --clusters 2000 --no-synth
+      calohls firmware runs/qat -o fw/qat-e31 --epoch 31
     """
     config = load_config(
         FirmwareConfig,
@@ -51,7 +58,7 @@ def firmware_command(
     )
     from calohls.firmware.build import firmware_from_run
 
-    result = firmware_from_run(run, output, config, overwrite=overwrite)
+    result = firmware_from_run(run, output, config, overwrite=overwrite, epoch=epoch)
     checked = f"{result.clusters_checked:,} clusters"
     verdict = "bit-exact" if result.bit_exact else "NOT bit-exact"
     click.echo(

@@ -33,6 +33,11 @@ __all__ = ["qat_command"]
 )
 @click.option("--max-loss-increase", type=float, help="Relative loss increase --select ebops accepts. [default: 0.02]")
 @click.option(
+    "--init-from",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Float run (calohls train, same size and cells) whose weights and feature scaling start the QAT.",
+)
+@click.option(
     "--config",
     "config_path",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -56,6 +61,7 @@ def qat_command(
     max_clusters: int | None,
     select: str | None,
     max_loss_increase: float | None,
+    init_from: Path | None,
     config_path: Path | None,
     overwrite: bool,
     hide_progress: bool,
@@ -70,6 +76,7 @@ def qat_command(
       calohls qat data/clusters.h5 -o runs/qat-small
       calohls qat data/clusters.h5 -o runs/qat-tiny --preset tiny --beta-end 1e-6
       calohls qat data/clusters.h5 -o runs/qat-best --select loss --epochs 200
+      calohls qat data/clusters.h5 -o runs/qat-tiny --preset tiny --init-from runs/tiny
     """
     config = load_config(
         QATConfig,
@@ -84,6 +91,7 @@ def qat_command(
         max_clusters=max_clusters,
         select=select,
         max_loss_increase=max_loss_increase,
+        init_from=init_from,
     )
     from calohls.model.qat import train_qat
 

@@ -34,7 +34,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from calohls.config import FirmwareConfig, dump_config
-from calohls.errors import ConversionError, DataError, FileExistsRefusedError, NonFiniteError
+from calohls.errors import (
+    ConfigError,
+    ConversionError,
+    DataError,
+    FileExistsRefusedError,
+    InputFileError,
+    NonFiniteError,
+)
 from calohls.files import atomic_folder, check_parent
 from calohls.firmware.rtl import (
     DEFAULT_CLOCK_PERIOD,
@@ -277,6 +284,7 @@ def firmware_from_run(
     *,
     family: str = "xcup",
     overwrite: bool = False,
+    epoch: int | None = None,
 ) -> FirmwareResult:
     """:func:`build_firmware` of the model of a ``calohls qat`` run, checked on the first test clusters of the run.
 
@@ -286,6 +294,8 @@ def firmware_from_run(
         config: Clock, pipeline, number of test clusters and synthesis switch (default: :class:`FirmwareConfig`).
         family: Yosys ``synth_xilinx`` family.
         overwrite: Replace an existing ``out_dir``.
+        epoch: Build this Pareto checkpoint of the run (an epoch in its ``pareto.json``) instead of its selected
+            model.
 
     Raises:
         ConversionError: ``run_dir`` is a float run (stage ``train``): firmware needs ``calohls qat`` first.
@@ -313,8 +323,11 @@ def firmware_from_run(
             "with `calohls qat` (float designs at a PTQ precision are costed by calohls.firmware.ptq_rtl.ptq_estimate)"
         )
     check_run_data(run_dir, info)
+    checkpoint = None if epoch is None else _checkpoint_file(run_dir, epoch)
     _check_tools(config.synth)
     run = open_run(run_dir, "qat")
+    if checkpoint is not None:
+        run.model.load_weights(checkpoint)
     test = run.file_index("test")
     if test.size == 0:
         raise DataError(f"{run_dir} has no test clusters to check the firmware on; train on a larger data set")
@@ -322,6 +335,7 @@ def firmware_from_run(
     batch = read_clusters_at(run.data_path, index, max_cells=run.scaler.max_cells)
     x = run.scaler.transform(cell_features(batch, run.scaler.max_cells))
     source = {"run": str(run_dir.resolve()), "stage": "qat", "clusters": f"the first {len(index)} test clusters"}
+    source["model"] = "model.keras (the selected checkpoint)" if checkpoint is None else str(checkpoint.name)
     return build_firmware(
         run.model,
         x,
@@ -333,3 +347,19 @@ def firmware_from_run(
         overwrite=overwrite,
         source=source,
     )
+
+
+def _checkpoint_file(run_dir: Path, epoch: int) -> Path:
+    """The file of the Pareto checkpoint of ``epoch`` in a QAT run folder."""
+    try:
+        front = json.loads((run_dir / "pareto.json").read_text())
+        files = {int(p["epoch"]): run_dir / p["file"] for p in front}
+    except (OSError, ValueError, KeyError, TypeError):
+        raise InputFileError(f"{run_dir / 'pareto.json'} is missing or corrupt; re-run `calohls qat`") from None
+    if epoch not in files:
+        raise ConfigError(
+            f"epoch={epoch} is no Pareto checkpoint of {run_dir}; choose one of {sorted(files)} (pareto.json)"
+        )
+    if not files[epoch].is_file():
+        raise InputFileError(f"{files[epoch]} not found; re-run `calohls qat` or choose another epoch")
+    return files[epoch]

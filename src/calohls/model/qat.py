@@ -26,6 +26,7 @@ here is always the MSE of the target, without the EBOPs and bit-width regularise
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import shutil
@@ -38,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from calohls.config import ModelConfig, QATConfig
-from calohls.data.features import FEATURES
+from calohls.data.features import FEATURES, FeatureScaler
 from calohls.errors import ConfigError, FileExistsRefusedError
 from calohls.files import atomic_folder, check_parent
 from calohls.model.train import PreparedData, fit_model, history_callback, prepare_training, write_run_files
@@ -50,6 +51,7 @@ __all__ = [
     "pareto_front",
     "quantizer_scopes",
     "select_checkpoint",
+    "start_from_float",
     "train_qat",
 ]
 
@@ -172,6 +174,48 @@ def select_checkpoint(front: Sequence[dict[str, Any]], select: str, max_loss_inc
         raise ConfigError(f"select={select!r} is unknown; use 'loss' or 'ebops'")
     limit = best["val_loss"] * (1 + max_loss_increase)
     return min((p for p in front if p["val_loss"] <= limit), key=lambda p: (p["ebops"], p["val_loss"]))
+
+
+def start_from_float(model: Any, run_dir: str | Path, config: QATConfig, data_path: Path) -> FeatureScaler:
+    """Copy the weights of the float run ``run_dir`` into the HGQ2 ``model`` (layers of the same names) and return
+    the run's feature scaling, which the copied weights expect.
+
+    QAT that starts from the trained float network only has to learn the bit widths and adapt the weights to them,
+    instead of learning the calibration under a rising resource penalty.
+
+    Raises:
+        ConfigError: the run is of another size, cell count or target (or not a float run).
+    """
+    from calohls.model.train import open_run
+
+    run = open_run(run_dir, "train")
+    ours, theirs = config.model, run.config.model
+    differ = [
+        f"{name} {a} (QAT {b})"
+        for name, a, b in (
+            ("Φ widths", theirs.phi_widths, ours.phi_widths),
+            ("F widths", theirs.f_widths, ours.f_widths),
+            ("max_cells", theirs.max_cells, ours.max_cells),
+            ("activation", theirs.activation, "relu"),
+            ("target", run.config.target, config.target),
+        )
+        if a != b
+    ]
+    if differ:
+        raise ConfigError(
+            f"init_from={run_dir} has {', '.join(differ)}; give a float run of the same size, cells and target, "
+            "or leave init_from out"
+        )
+    if run.data_path.resolve() != data_path.resolve():
+        log.warning("init_from run %s was trained on %s, not on %s", run_dir, run.data_path, data_path)
+    for layer in run.model.layers:
+        weights = layer.get_weights()
+        if weights:
+            target = model.get_layer(layer.name)
+            target._kernel.assign(weights[0])
+            if len(weights) > 1:
+                target.bias.assign(weights[1])
+    return run.scaler
 
 
 def _callbacks(config: QATConfig, pareto_dir: Path, history_path: Path) -> list[Any]:
@@ -300,6 +344,9 @@ def train_qat(
     model = build_qat_deepsets(
         config.model, len(FEATURES), seed=config.seed, output_mean=prepared.output_mean, beta0=config.beta_start
     )
+    if config.init_from is not None:
+        scaler = start_from_float(model, config.init_from, config, data_path)
+        prepared = dataclasses.replace(prepared, scaler=scaler, x=scaler.transform(prepared.data.x))
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         loss="mse",

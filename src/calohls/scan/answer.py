@@ -15,17 +15,28 @@ from calohls.scan.designs import pareto_front
 __all__ = ["design_points", "summarize_study"]
 
 
+def _variants(record: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The design points of one record, each with the record its numbers come from: one point, or for a QAT run
+    with Pareto checkpoints one point per checkpoint (key ``<run key>:e<epoch>``)."""
+    base = {k: v for k, v in record.items() if k not in ("bins", "checkpoints")}
+    base["key"] = record["key"].split("@")[0]
+    checkpoints = record.get("checkpoints")
+    if not checkpoints:
+        return [(base, record)]
+    return [
+        ({**base, **{k: v for k, v in c.items() if k != "bins"}, "key": f"{base['key']}:e{c['epoch']}"}, c)
+        for c in checkpoints
+    ]
+
+
 def design_points(records: dict[str, list[dict[str, Any] | None]]) -> list[dict[str, Any]]:
-    """Float, PTQ and QAT records as design points; QAT points take the Yosys numbers of their firmware."""
+    """Float, PTQ and QAT records as design points (every Pareto checkpoint of a QAT run is one); QAT points take
+    the Yosys numbers of their firmware."""
     firmware = {r["design"]: r for r in records.get("firmware", []) if r}
     points = []
     for kind in ("float", "ptq", "qat"):
-        for r in records.get(kind, []):
-            if r is None:
-                continue
-            p = {k: v for k, v in r.items() if k not in ("bins",)}
-            p["key"] = r["key"].split("@")[0]
-            p["resolution_bins"] = (r.get("bins") or {}).get("resolution")
+        for p, source in (v for r in records.get(kind, []) if r is not None for v in _variants(r)):
+            p["resolution_bins"] = (source.get("bins") or {}).get("resolution")
             fw = firmware.get(p["key"])
             if fw:
                 for k in ("lut", "ff", "dsp", "latency_cycles", "latency_ns", "lut_source", "bit_exact", "ii"):
@@ -53,7 +64,9 @@ def _fits(p: dict[str, Any], config: StudyConfig) -> bool:
 
 
 def _fmt(p: dict[str, Any]) -> str:
-    what = p.get("precision") if p["kind"] == "ptq" else f"β={p.get('beta'):g}" if p["kind"] == "qat" else "float"
+    epoch = f", epoch {p['epoch']}" if p.get("epoch") is not None else ""
+    qat = f"β={p.get('beta'):g}{epoch}"
+    what = p.get("precision") if p["kind"] == "ptq" else qat if p["kind"] == "qat" else "float"
     lut = f", {p['lut']:,.0f} LUT" if p.get("lut") is not None else ""
     kind = "" if p["kind"] == "float" else p["kind"].upper() + " "
     return f"{p['preset']} {kind}{what} (resolution {p['resolution']:.3f}{lut})"

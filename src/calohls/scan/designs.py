@@ -23,7 +23,7 @@ import numpy as np
 
 from calohls.physics.response import binned_response, log_bins
 
-__all__ = ["BINS", "pareto_front", "resolution_summary"]
+__all__ = ["BINS", "cost_fields", "pareto_front", "resolution_summary"]
 
 #: Energy bins of the study's summary numbers (GeV).
 BINS = log_bins(0.5, 500.0, 3)
@@ -42,6 +42,15 @@ def resolution_summary(e_true: np.ndarray, e_pred: np.ndarray) -> dict[str, Any]
         "median_worst": float(np.max(np.abs(med[good] - 1.0))),
         "bins": {"centres": [float(c) for c in table.centres], "resolution": [_num(r) for r in res]},
     }
+
+
+def cost_fields(info: dict[str, Any]) -> dict[str, Any]:
+    """``lut``, ``ff``, ``dsp`` and latency of a design from a Yosys count or a da4ml estimate (an estimate has no
+    DSP count)."""
+    return {k: info.get(name) for k, name in _COST_KEYS.items()}
+
+
+_COST_KEYS = {"lut": "LUT", "ff": "FF", "dsp": "DSP", "latency_cycles": "latency_cycles", "latency_ns": "latency_ns"}
 
 
 def _num(x: float) -> float | None:

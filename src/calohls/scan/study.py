@@ -9,9 +9,9 @@ folder::
     config.yaml         the resolved StudyConfig
     data/clusters.h5    the simulated clusters (unless the config names a data file)
     runs/<preset>/      float runs (with eval/)
-    qat/<preset>_b<β>/  QAT runs (with eval/ and the Pareto checkpoints)
+    qat/<preset>_b<β>/  QAT runs (with eval/ and the Pareto checkpoints, each of them a design)
     ptq/                the PTQ sweeps of the float runs (``calohls ptq``)
-    firmware/<design>/  firmware of the chosen QAT designs (firmware.json)
+    firmware/<preset>_b<β>_e<epoch>/  firmware of the chosen QAT designs (firmware.json)
     tasks.jsonl         one record per finished task, appended at once (the scan resumes from it)
     scan/               points.jsonl, pareto.json, answer.json and the figures
 
@@ -194,19 +194,27 @@ def _model_tasks(config: StudyConfig, out_dir: Path, data: Path, data_digest: st
                 (("preset", preset),),
             )
         )
+        # a QAT run that starts from the float run depends on it (and on everything the float run depends on)
+        init = {"init_from": float_tasks[-1].out} if config.qat_from_float else {}
+        parent = float_tasks[-1].digest if config.qat_from_float else data_digest
         for beta in config.betas:
             start = min(config.qat.beta_start, beta)
-            text = dump_config(_with(config.qat, model=model, beta_end=beta, beta_start=start))
+            text = dump_config(_with(config.qat, model=model, beta_end=beta, beta_start=start, **init))
             qat_tasks.append(
                 Task(
                     f"qat:{preset}:b{beta:g}",
                     "qat",
-                    digest(data_digest, text, config.eval_clusters),
+                    digest(parent, text, config.eval_clusters, config.qat_checkpoints),
                     str(out_dir / "qat" / f"{preset}_b{beta:g}"),
                     str(data),
                     text,
                     config.eval_clusters,
-                    (("preset", preset), ("beta", beta), ("clock_period", config.firmware.clock_period)),
+                    (
+                        ("preset", preset),
+                        ("beta", beta),
+                        ("clock_period", config.firmware.clock_period),
+                        ("checkpoints", config.qat_checkpoints),
+                    ),
                 )
             )
     return float_tasks, qat_tasks
@@ -264,32 +272,36 @@ def _ptq_tasks(config: StudyConfig, out_dir: Path, float_tasks: list[Task], swee
 
 
 def _firmware_tasks(config: StudyConfig, out_dir: Path, qat_tasks: list[Task], store: ResultStore) -> list[Task]:
-    """Firmware for the best QAT designs: on the resolution-vs-LUT front, the best within the LUT budget first."""
+    """Firmware for the best QAT designs (Pareto checkpoints of the QAT runs): on the resolution-vs-LUT front, the
+    best within the LUT budget first."""
     from calohls.scan.designs import pareto_front
 
-    records = [(t, _stored(store, t)) for t in qat_tasks]
-    records = [(t, r) for t, r in records if r is not None]
-    front = [records[i] for i in pareto_front([r for _, r in records])]
-    within = [tr for tr in front if tr[1]["lut"] <= config.lut_budget]
-    chosen = sorted(within, key=lambda tr: tr[1]["resolution"])[: config.firmware_designs]
+    candidates = [(t, c) for t in qat_tasks if (r := _stored(store, t)) is not None for c in r.get("checkpoints") or []]
+    front = [candidates[i] for i in pareto_front([c for _, c in candidates])]
+    within = [tc for tc in front if tc[1]["lut"] <= config.lut_budget]
+    chosen = sorted(within, key=lambda tc: tc[1]["resolution"])[: config.firmware_designs]
     if len(chosen) < config.firmware_designs:
         # nothing (or too little) fits: the smallest designs up to twice the budget (Yosys takes ~15 min on 180k LUT)
-        rest = [tr for tr in front if tr not in chosen and tr[1]["lut"] <= 2 * config.lut_budget]
-        chosen += sorted(rest, key=lambda tr: tr[1]["lut"])[: config.firmware_designs - len(chosen)]
+        rest = [tc for tc in front if tc not in chosen and tc[1]["lut"] <= 2 * config.lut_budget]
+        chosen += sorted(rest, key=lambda tc: tc[1]["lut"])[: config.firmware_designs - len(chosen)]
     text = dump_config(config.firmware)
-    return [
-        Task(
-            f"firmware:{Path(t.out).name}",
-            "firmware",
-            digest(t.digest, text),
-            str(out_dir / "firmware" / Path(t.out).name),
-            t.data,
-            text,
-            config.eval_clusters,
-            (("preset", t.labels["preset"]), ("beta", t.labels["beta"]), ("run", t.out), ("design", t.key)),
+    tasks = []
+    for t, c in chosen:
+        name = f"{Path(t.out).name}_e{c['epoch']}"
+        labels = {"preset": t.labels["preset"], "beta": t.labels["beta"], "run": t.out, "epoch": c["epoch"]}
+        tasks.append(
+            Task(
+                f"firmware:{name}",
+                "firmware",
+                digest(t.digest, text, c["file"]),
+                str(out_dir / "firmware" / name),
+                t.data,
+                text,
+                config.eval_clusters,
+                (*labels.items(), ("design", f"{t.key}:e{c['epoch']}")),
+            )
         )
-        for t, _ in chosen
-    ]
+    return tasks
 
 
 def run_study(
@@ -310,7 +322,11 @@ def run_study(
     data, data_digest = _data(config, out_dir, store, progress)
 
     float_tasks, qat_tasks = _model_tasks(config, out_dir, data, data_digest)
-    _run(float_tasks + qat_tasks, store, config, "train", progress)
+    if config.qat_from_float:  # QAT starts from the float runs: train those first
+        _run(float_tasks, store, config, "float training", progress)
+        _run(qat_tasks, store, config, "QAT", progress)
+    else:
+        _run(float_tasks + qat_tasks, store, config, "train", progress)
     sweep_digest = _ptq_sweep(config, out_dir, float_tasks, progress)
     ptq_tasks = _ptq_tasks(config, out_dir, float_tasks, sweep_digest)
     _run(ptq_tasks, store, config, "ptq designs", progress)

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from calohls.scan.designs import cost_fields
+
 __all__ = ["Task", "run_task"]
 
 log = logging.getLogger(__name__)
@@ -27,7 +29,8 @@ class Task:
     """One unit of study work.
 
     Attributes:
-        key: Unique name, e.g. ``float:small``, ``qat:small:b1e-05``, ``ptq:small:ap_fixed<16,10>``.
+        key: Unique name, e.g. ``float:small``, ``qat:small:b1e-05``, ``ptq:small:ap_fixed<16,10>``,
+            ``firmware:small_b1e-05_e31``.
         kind: ``float``, ``qat``, ``ptq`` or ``firmware``.
         digest: Content hash of everything the output depends on (config and inputs).
         out: Output folder (float/QAT runs, firmware) or the float run to quantize (PTQ).
@@ -94,21 +97,22 @@ def _float(task: Task) -> dict[str, Any]:
 
 
 def _qat(task: Task) -> dict[str, Any]:
+    """A QAT run (evaluated with its selected checkpoint), and its Pareto checkpoints as designs."""
     from calohls.config import QATConfig, load_config
-    from calohls.firmware.rtl import estimate
     from calohls.model.qat import train_qat
-    from calohls.model.train import open_run
+    from calohls.scan.qat_designs import checkpoint_designs
 
     config = load_config(QATConfig, yaml.safe_load(task.config))
     result = train_qat(task.data, task.out, config, overwrite=True)
-    run = open_run(task.out)
+    labels = task.labels
     return {
         "epochs": result.epochs,
         "val_loss": result.best_val_loss,
-        "ebops": run.info.get("ebops"),
+        "ebops": result.ebops,
         **_summary_of_run(Path(task.out), task.eval_clusters),
-        "lut_source": "da4ml",
-        **_cost(estimate(run.model, clock_period=task.labels["clock_period"])),
+        "checkpoints": checkpoint_designs(
+            task.out, task.eval_clusters, clock_period=labels["clock_period"], limit=labels["checkpoints"]
+        ),
     }
 
 
@@ -141,7 +145,7 @@ def _ptq(task: Task) -> dict[str, Any]:
         "mean_signed_difference": signed,
         **resolution_summary(e_true, e_quant),
         "lut_source": "da4ml",
-        **_cost(ptq_estimate(run.model, precision, clock_period=labels["clock_period"])),
+        **cost_fields(ptq_estimate(run.model, precision, clock_period=labels["clock_period"])),
     }
 
 
@@ -151,7 +155,7 @@ def _firmware(task: Task) -> dict[str, Any]:
     from calohls.firmware.build import firmware_from_run
 
     config = load_config(FirmwareConfig, yaml.safe_load(task.config))
-    result = firmware_from_run(task.labels["run"], task.out, config, overwrite=True)
+    result = firmware_from_run(task.labels["run"], task.out, config, overwrite=True, epoch=task.labels.get("epoch"))
     return {
         "firmware": task.out,
         "bit_exact": result.bit_exact,
@@ -159,7 +163,7 @@ def _firmware(task: Task) -> dict[str, Any]:
         "differing": result.differing,
         "ii": result.ii,
         "lut_source": "yosys" if result.resources else "da4ml",
-        **_cost(
+        **cost_fields(
             {
                 **(result.resources or result.estimate),
                 "latency_cycles": result.latency_cycles,
@@ -167,14 +171,6 @@ def _firmware(task: Task) -> dict[str, Any]:
             }
         ),
     }
-
-
-def _cost(info: dict[str, Any]) -> dict[str, Any]:
-    """LUT/FF/DSP and latency of a Yosys count or a da4ml estimate (an estimate has no DSP count)."""
-    return {k: info.get(name) for k, name in _COST_KEYS.items()}
-
-
-_COST_KEYS = {"lut": "LUT", "ff": "FF", "dsp": "DSP", "latency_cycles": "latency_cycles", "latency_ns": "latency_ns"}
 
 
 _RUNNERS = {"float": _float, "qat": _qat, "ptq": _ptq, "firmware": _firmware}
