@@ -103,8 +103,8 @@ def test_answer_names_the_best_design_and_qat_vs_ptq():
 def test_every_pareto_checkpoint_of_a_qat_run_is_a_design():
     def checkpoint(epoch, ebops, lut, resolution, selected=False):
         return {"epoch": epoch, "file": f"pareto/epoch_{epoch:04d}.keras", "val_loss": 0.02, "ebops": ebops,
-                "beta": 1e-6, "selected": selected, "resolution": resolution, "median_worst": 0.01, "lut": lut,
-                "bins": {"resolution": [resolution]}}  # fmt: skip
+                "beta": 1e-6 if epoch > 25 else 2e-7, "selected": selected, "resolution": resolution,
+                "median_worst": 0.01, "lut": lut, "bins": {"resolution": [resolution]}}  # fmt: skip
 
     records = _records()
     run = _record("qat", "tiny", 0.31, beta=1e-6)
@@ -117,6 +117,7 @@ def test_every_pareto_checkpoint_of_a_qat_run_is_a_design():
     assert (small["ebops"], small["resolution"], small["resolution_bins"]) == (9000, 0.34, [0.34])
     assert (small["lut"], small["lut_source"]) == (2400, "yosys")  # its firmware's count
     assert selected["selected"]
+    assert (selected["beta"], selected["beta_epoch"]) == (1e-6, 2e-7)  # the run's beta; the one at that epoch
     assert (selected["lut"], selected.get("lut_source")) == (7000, None)
     assert "checkpoints" not in small
     assert (

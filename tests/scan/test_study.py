@@ -10,7 +10,8 @@ import yaml
 from calohls.config import StudyConfig
 from calohls.errors import FileExistsRefusedError
 from calohls.scan.qat_designs import thin_front
-from calohls.scan.study import _model_tasks, run_study
+from calohls.scan.store import ResultStore
+from calohls.scan.study import _built_firmware, _firmware_tasks, _model_tasks, run_study
 
 #: A study small enough for CI: one tiny size, 8 cells, a few epochs, a few hundred clusters everywhere.
 TINY_STUDY = {
@@ -147,3 +148,29 @@ def test_thin_front_spreads_in_log_ebops_and_keeps_the_ends_and_the_selected():
     assert thin_front(front, 20) == front
     kept = [p["ebops"] for p in thin_front(front, 3)]
     assert kept == [10, 300, 1000, 100_000]  # ends, the middle in log (≈ 1000), the selected
+
+
+def test_firmware_built_by_an_earlier_scan_still_counts(sim_file, tmp_path):
+    config = _tiny(sim_file, firmware_designs=1, lut_budget=10_000)
+    _, [qat] = _model_tasks(config, tmp_path, sim_file, "data-digest")
+    store = ResultStore(tmp_path / "tasks.jsonl")
+
+    def checkpoint(epoch, lut, resolution):
+        return {"epoch": epoch, "file": f"pareto/epoch_{epoch:04d}.keras", "lut": lut, "resolution": resolution}
+
+    store.append(
+        {"key": f"{qat.key}@{qat.digest}", "checkpoints": [checkpoint(3, 8000, 0.3), checkpoint(2, 12_000, 0.2)]}
+    )
+    # within the budget (with the estimate's margin) only epoch 3: that one is built
+    [task] = _firmware_tasks(config, tmp_path, [qat], store)
+    assert task.labels["design"] == f"{qat.key}:e3"
+    assert task.out == str(tmp_path / "firmware" / "tiny_b1e-07_e3")
+    # a design an earlier scan built (epoch 2, say with a larger budget) keeps its record among the built ones
+    earlier = _tiny(sim_file, firmware_designs=1, lut_budget=20_000)
+    [old] = _firmware_tasks(earlier, tmp_path, [qat], store)
+    assert old.labels["design"] == f"{qat.key}:e2"
+    store.append({"key": f"{old.key}@{old.digest}", "design": old.labels["design"], "lut": 12_500})
+    assert [r["design"] for r in _built_firmware(config, tmp_path, [qat], store)] == [f"{qat.key}:e2"]
+    # other firmware options: that record no longer holds
+    slower = _tiny(sim_file, firmware_designs=1, lut_budget=10_000, firmware={"clusters": 400, "clock_period": 5.0})
+    assert _built_firmware(slower, tmp_path, [qat], store) == []

@@ -184,7 +184,8 @@ def start_from_float(model: Any, run_dir: str | Path, config: QATConfig, data_pa
     instead of learning the calibration under a rising resource penalty.
 
     Raises:
-        ConfigError: the run is of another size, cell count or target (or not a float run).
+        ConfigError: the run is of another size, cell count, activation or target.
+        InputFileError: ``run_dir`` is no float run folder (missing, incomplete, or of another stage).
     """
     from calohls.model.train import open_run
 

@@ -24,7 +24,15 @@ def _variants(record: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, An
     if not checkpoints:
         return [(base, record)]
     return [
-        ({**base, **{k: v for k, v in c.items() if k != "bins"}, "key": f"{base['key']}:e{c['epoch']}"}, c)
+        (
+            {
+                **base,
+                **{k: v for k, v in c.items() if k not in ("bins", "beta")},  # beta: the run's, after the ramp
+                "beta_epoch": c.get("beta"),
+                "key": f"{base['key']}:e{c['epoch']}",
+            },
+            c,
+        )
         for c in checkpoints
     ]
 
@@ -67,7 +75,8 @@ def _fmt(p: dict[str, Any]) -> str:
     epoch = f", epoch {p['epoch']}" if p.get("epoch") is not None else ""
     qat = f"β={p.get('beta'):g}{epoch}"
     what = p.get("precision") if p["kind"] == "ptq" else qat if p["kind"] == "qat" else "float"
-    lut = f", {p['lut']:,.0f} LUT" if p.get("lut") is not None else ""
+    estimate = "" if p.get("lut_source") == "yosys" else " (da4ml estimate)"
+    lut = f", {p['lut']:,.0f} LUT{estimate}" if p.get("lut") is not None else ""
     kind = "" if p["kind"] == "float" else p["kind"].upper() + " "
     return f"{p['preset']} {kind}{what} (resolution {p['resolution']:.3f}{lut})"
 

@@ -271,37 +271,54 @@ def _ptq_tasks(config: StudyConfig, out_dir: Path, float_tasks: list[Task], swee
     return tasks
 
 
+#: Firmware is built for designs whose da4ml LUT estimate is within the budget by this factor: Yosys counted
+#: between 0.96 and 1.06 times the estimate on the designs measured, so a design at the edge could come out over it.
+ESTIMATE_MARGIN = 1.1
+
+
+def _firmware_candidates(qat_tasks: list[Task], store: ResultStore) -> list[tuple[Task, dict[str, Any]]]:
+    """Every Pareto checkpoint design of the finished QAT runs, with its run's task."""
+    return [(t, c) for t in qat_tasks if (r := _stored(store, t)) is not None for c in r.get("checkpoints") or []]
+
+
+def _firmware_task(config: StudyConfig, out_dir: Path, task: Task, checkpoint: dict[str, Any]) -> Task:
+    """The firmware of one Pareto checkpoint of a QAT run."""
+    name = f"{Path(task.out).name}_e{checkpoint['epoch']}"
+    text = dump_config(config.firmware)
+    labels = {"preset": task.labels["preset"], "beta": task.labels["beta"], "run": task.out}
+    return Task(
+        f"firmware:{name}",
+        "firmware",
+        digest(task.digest, text, checkpoint["file"]),
+        str(out_dir / "firmware" / name),
+        task.data,
+        text,
+        config.eval_clusters,
+        (*labels.items(), ("epoch", checkpoint["epoch"]), ("design", f"{task.key}:e{checkpoint['epoch']}")),
+    )
+
+
 def _firmware_tasks(config: StudyConfig, out_dir: Path, qat_tasks: list[Task], store: ResultStore) -> list[Task]:
     """Firmware for the best QAT designs (Pareto checkpoints of the QAT runs): on the resolution-vs-LUT front, the
-    best within the LUT budget first."""
+    best within the LUT budget (with :data:`ESTIMATE_MARGIN`) first."""
     from calohls.scan.designs import pareto_front
 
-    candidates = [(t, c) for t in qat_tasks if (r := _stored(store, t)) is not None for c in r.get("checkpoints") or []]
+    candidates = _firmware_candidates(qat_tasks, store)
     front = [candidates[i] for i in pareto_front([c for _, c in candidates])]
-    within = [tc for tc in front if tc[1]["lut"] <= config.lut_budget]
+    within = [tc for tc in front if tc[1]["lut"] * ESTIMATE_MARGIN <= config.lut_budget]
     chosen = sorted(within, key=lambda tc: tc[1]["resolution"])[: config.firmware_designs]
     if len(chosen) < config.firmware_designs:
         # nothing (or too little) fits: the smallest designs up to twice the budget (Yosys takes ~15 min on 180k LUT)
         rest = [tc for tc in front if tc not in chosen and tc[1]["lut"] <= 2 * config.lut_budget]
         chosen += sorted(rest, key=lambda tc: tc[1]["lut"])[: config.firmware_designs - len(chosen)]
-    text = dump_config(config.firmware)
-    tasks = []
-    for t, c in chosen:
-        name = f"{Path(t.out).name}_e{c['epoch']}"
-        labels = {"preset": t.labels["preset"], "beta": t.labels["beta"], "run": t.out, "epoch": c["epoch"]}
-        tasks.append(
-            Task(
-                f"firmware:{name}",
-                "firmware",
-                digest(t.digest, text, c["file"]),
-                str(out_dir / "firmware" / name),
-                t.data,
-                text,
-                config.eval_clusters,
-                (*labels.items(), ("design", f"{t.key}:e{c['epoch']}")),
-            )
-        )
-    return tasks
+    return [_firmware_task(config, out_dir, t, c) for t, c in chosen]
+
+
+def _built_firmware(config: StudyConfig, out_dir: Path, qat_tasks: list[Task], store: ResultStore) -> list[dict]:
+    """The firmware records of every current QAT design built so far: those chosen now, and those chosen by an
+    earlier scan of the same runs and firmware options (their Yosys counts still hold)."""
+    tasks = (_firmware_task(config, out_dir, t, c) for t, c in _firmware_candidates(qat_tasks, store))
+    return [r for t in tasks if (r := _stored(store, t)) is not None]
 
 
 def run_study(
@@ -339,6 +356,6 @@ def run_study(
         "float": [_stored(store, t) for t in float_tasks],
         "ptq": [_stored(store, t) for t in ptq_tasks],
         "qat": [_stored(store, t) for t in qat_tasks],
-        "firmware": [_stored(store, t) for t in firmware_tasks],
+        "firmware": _built_firmware(config, out_dir, qat_tasks, store),
     }
     return summarize_study(records, config, out_dir / "scan")
