@@ -136,6 +136,9 @@ def test_qat_tasks_depend_on_the_float_run_they_start_from(sim_file, tmp_path):
     longer = {"train": {**TINY_STUDY["train"], "epochs": 4}}
     (f, q), (f2, q2) = tasks(), tasks(**longer)
     assert yaml.safe_load(q.config)["init_from"] == f.out
+    # the same study in another folder: the same work
+    f3, q3 = _model_tasks(_tiny(sim_file), tmp_path / "elsewhere", sim_file, "data-digest")
+    assert (f3[0].digest, q3[0].digest) == (f.digest, q.digest)
     assert f2.digest != f.digest
     assert q2.digest != q.digest  # new float weights: QAT again
     (_, cold), (_, cold2) = tasks(qat_from_float=False), tasks(qat_from_float=False, **longer)

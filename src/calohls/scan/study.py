@@ -199,12 +199,14 @@ def _model_tasks(config: StudyConfig, out_dir: Path, data: Path, data_digest: st
         parent = float_tasks[-1].digest if config.qat_from_float else data_digest
         for beta in config.betas:
             start = min(config.qat.beta_start, beta)
-            text = dump_config(_with(config.qat, model=model, beta_end=beta, beta_start=start, **init))
+            options = _with(config.qat, model=model, beta_end=beta, beta_start=start)
+            text = dump_config(_with(options, **init))
             qat_tasks.append(
                 Task(
                     f"qat:{preset}:b{beta:g}",
                     "qat",
-                    digest(parent, text, config.eval_clusters, config.qat_checkpoints),
+                    # the float run enters by its digest, not its path: a study moved or copied elsewhere is the same
+                    digest(parent, dump_config(options), config.eval_clusters, config.qat_checkpoints),
                     str(out_dir / "qat" / f"{preset}_b{beta:g}"),
                     str(data),
                     text,
