@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from calohls.config import ModelConfig, QATConfig
-from calohls.data.features import FEATURES, FeatureScaler
+from calohls.data.features import FEATURES
 from calohls.errors import ConfigError, FileExistsRefusedError
 from calohls.files import atomic_folder, check_parent
 from calohls.model.train import PreparedData, fit_model, history_callback, prepare_training, write_run_files
@@ -48,10 +48,11 @@ __all__ = [
     "QATResult",
     "beta_schedule",
     "build_qat_deepsets",
+    "copy_weights",
+    "float_start",
     "pareto_front",
     "quantizer_scopes",
     "select_checkpoint",
-    "start_from_float",
     "train_qat",
 ]
 
@@ -176,9 +177,9 @@ def select_checkpoint(front: Sequence[dict[str, Any]], select: str, max_loss_inc
     return min((p for p in front if p["val_loss"] <= limit), key=lambda p: (p["ebops"], p["val_loss"]))
 
 
-def start_from_float(model: Any, run_dir: str | Path, config: QATConfig, data_path: Path) -> FeatureScaler:
-    """Copy the weights of the float run ``run_dir`` into the HGQ2 ``model`` (layers of the same names) and return
-    the run's feature scaling, which the copied weights expect.
+def float_start(run_dir: str | Path, config: QATConfig, data_path: Path) -> Any:
+    """The float run (a :class:`~calohls.model.train.TrainedRun`) whose weights and feature scaling start a QAT of
+    ``config``, checked to fit it.
 
     QAT that starts from the trained float network only has to learn the bit widths and adapt the weights to them,
     instead of learning the calibration under a rising resource penalty.
@@ -209,14 +210,18 @@ def start_from_float(model: Any, run_dir: str | Path, config: QATConfig, data_pa
         )
     if run.data_path.resolve() != data_path.resolve():
         log.warning("init_from run %s was trained on %s, not on %s", run_dir, run.data_path, data_path)
-    for layer in run.model.layers:
+    return run
+
+
+def copy_weights(source: Any, model: Any) -> None:
+    """Copy the kernels and biases of the float Keras model ``source`` into the HGQ2 ``model`` (same layer names)."""
+    for layer in source.layers:
         weights = layer.get_weights()
         if weights:
             target = model.get_layer(layer.name)
             target._kernel.assign(weights[0])
             if len(weights) > 1:
                 target.bias.assign(weights[1])
-    return run.scaler
 
 
 def _callbacks(config: QATConfig, pareto_dir: Path, history_path: Path) -> list[Any]:
@@ -339,15 +344,16 @@ def train_qat(
     if run_dir.exists() and not overwrite:
         raise FileExistsRefusedError(run_dir)
     start = time.perf_counter()
+    init = None if config.init_from is None else float_start(config.init_from, config, data_path)
     prepared = prepare_training(data_path, config)
 
     keras.utils.set_random_seed(config.seed)
     model = build_qat_deepsets(
         config.model, len(FEATURES), seed=config.seed, output_mean=prepared.output_mean, beta0=config.beta_start
     )
-    if config.init_from is not None:
-        scaler = start_from_float(model, config.init_from, config, data_path)
-        prepared = dataclasses.replace(prepared, scaler=scaler, x=scaler.transform(prepared.data.x))
+    if init is not None:  # the float weights, and the feature scaling they expect
+        copy_weights(init.model, model)
+        prepared = dataclasses.replace(prepared, scaler=init.scaler, x=init.scaler.transform(prepared.data.x))
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         loss="mse",
