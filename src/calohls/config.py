@@ -323,7 +323,7 @@ STUDY_SECTION_DEFAULTS: dict[str, Any] = {
     "sim": {"events": 40_000, "seed": 1},
     "train": {"epochs": 30},
     # QAT starts from the float weights: a gentler learning rate keeps them, the longer run lets the weights settle
-    # at the final beta (tiny, 32 cells, 100k events: +1.7 % resolution over float at 24k LUT, against +5.6 % with
+    # at the final beta (tiny, 32 cells, 100k events: +2.2 % resolution over float at 24k LUT, against +5.6 % with
     # 40 epochs at 2e-3)
     "qat": {"epochs": 60, "learning_rate": 1e-3},
     "ptq": {"sweeps": ["int-bits", "total-bits"], "clusters": 10_000, "trace_clusters": 1_000},
