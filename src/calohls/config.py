@@ -314,6 +314,7 @@ STUDY_PRESETS: dict[str, dict[str, Any]] = {
         "ptq": {"clusters": 20_000, "trace_clusters": 2_000},
         "eval_clusters": 20_000,
         "firmware_designs": 4,
+        "float_seeds": 3,
     },
 }
 
@@ -356,6 +357,13 @@ class StudyConfig(_Strict):
     lut_budget: int = Field(34_560, ge=1, description="LUT budget of a design (2 % of a VU13P)")
     latency_budget_ns: float = Field(50.0, gt=0, description="latency budget of a design in ns")
     resolution_tolerance: float = Field(0.05, ge=0, description="QAT target: resolution within this of float")
+    closure_tolerance: float = Field(
+        0.03, ge=0, description="QAT target: median response within this of 1 in every bin above closure_min_energy"
+    )
+    closure_min_energy: float = Field(2.0, ge=0, description="E_true (GeV) from which the closure is judged")
+    float_seeds: int = Field(
+        2, ge=1, le=20, description="float runs of each size with different seeds (mean and spread in the answer)"
+    )
     workers: int | None = Field(None, ge=1, description="local worker processes (default: one per core)")
     scheduler: str | None = Field(None, description="Dask scheduler address, or 'local' for a local Dask cluster")
 

@@ -50,7 +50,7 @@ def test_scaler_standardises_real_cells_and_keeps_padding_zero(synthetic_batch, 
     np.testing.assert_array_equal(z[..., 0], x[..., 0])  # the constant stays 1
     scaler.save(tmp_path / "f.json")
     assert FeatureScaler.load(tmp_path / "f.json") == scaler
-    with pytest.raises(DataError, match=r"features have shape \(8, 17\)"):
+    with pytest.raises(DataError, match=rf"features have shape \(8, {len(FEATURES)}\)"):
         scaler.transform(x[:, :8])
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(InputFileError, match="cannot read the feature scaling"):
@@ -68,3 +68,23 @@ def test_target_errors():
         target(np.array([1.0, -0.1]), np.ones(2))
     with pytest.raises(DataError, match="unknown target 'ratio'"):
         target(np.ones(2), np.ones(2), "ratio")
+
+
+def test_density_fraction_and_cluster_context_features(synthetic_batch):
+    batch = synthetic_batch(n=200, max_cells=16)
+    x = cell_features(batch, 16)
+    real = x[..., FEATURES.index("real")] > 0
+    col = {name: x[..., FEATURES.index(name)] for name in ("frac", "log_e_cluster", "log_n_cells", "asinh_rho")}
+    e_ref = np.maximum(batch["e_em"], 0.1)
+    for name in col:
+        assert not col[name][~real].any(), f"{name} must stay zero in padding"
+    # the cluster context is the same on every real cell of a cluster
+    expected = np.broadcast_to(np.log10(e_ref)[:, None], real.shape)
+    np.testing.assert_allclose(col["log_e_cluster"][real], expected[real], rtol=1e-6)
+    n_cells = np.broadcast_to(np.log(np.maximum(batch["n_cells_total"], 1))[:, None], real.shape)
+    np.testing.assert_allclose(col["log_n_cells"][real], n_cells[real], rtol=1e-6)
+    # the fractions of the stored cells add up to their share of the EM-scale energy
+    stored = (batch.cell("e")[:, :16] * batch.mask[:, :16]).sum(1)
+    np.testing.assert_allclose(col["frac"].sum(1), stored / e_ref, rtol=1e-4, atol=1e-5)
+    # the density grows with the energy at fixed cell size
+    assert np.all(np.sign(col["asinh_rho"][real]) == np.sign(batch.cell("e")[:, :16][real]))

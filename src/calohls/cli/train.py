@@ -74,4 +74,6 @@ def train_command(
         f"({result.n_val:,} validation, {result.n_test:,} test) in {result.seconds:.0f} s: best epoch "
         f"{result.best_epoch} of {result.epochs}, validation loss {result.best_val_loss:.5f}; wrote {run_dir}"
     )
+    if not result.convergence.converged:
+        click.echo(f"warning: {result.convergence.message}", err=True)
     click.echo(f"next: calohls evaluate {run_dir}", err=True)

@@ -44,12 +44,22 @@ FEATURES: tuple[str, ...] = (
     "r",
     "log_deta_cell",
     "log_dphi_cell",
+    "asinh_rho",
+    "frac",
+    "log_e_cluster",
+    "log_n_cells",
     *(f"s_{name}" for name in SAMPLINGS),
     "s_other",
 )
 #: Features left unscaled: the constant, the linear energy and the one-hot layer.
 _UNSCALED = np.array([f in ("real", "e_100") or f.startswith("s_") for f in FEATURES])
 E_SCALE = 0.1  # GeV, the energy where asinh turns from linear to logarithmic
+RHO_SCALE = 10.0  # GeV/m², the cell energy density where asinh turns from linear to logarithmic
+
+
+def _cell_area(cell: dict[str, np.ndarray]) -> np.ndarray:
+    """Transverse area Δη · Δφ · r² of each cell (m², floored so that padding stays finite)."""
+    return np.maximum(cell["deta"] * cell["dphi"] * cell["r"] ** 2, 1e-9)
 
 
 def cell_features(batch: ClusterBatch, max_cells: int) -> np.ndarray:
@@ -65,6 +75,7 @@ def cell_features(batch: ClusterBatch, max_cells: int) -> np.ndarray:
     cell = {name: batch.cell(name)[:, :k] for name in ("e", "eta", "phi", "sampling", "r", "deta", "dphi")}
     out = np.zeros((n, max_cells, len(FEATURES)), np.float32)
     dphi = (cell["phi"] - batch["phi"][:, None] + np.pi) % (2 * np.pi) - np.pi
+    e_ref = _reference(batch["e_em"])
     cols = {
         "real": np.ones_like(cell["e"]),
         "asinh_e": np.arcsinh(cell["e"] / E_SCALE),
@@ -75,6 +86,10 @@ def cell_features(batch: ClusterBatch, max_cells: int) -> np.ndarray:
         "r": cell["r"],
         "log_deta_cell": np.log(np.maximum(cell["deta"], 1e-6)),
         "log_dphi_cell": np.log(np.maximum(cell["dphi"], 1e-6)),
+        "asinh_rho": np.arcsinh(cell["e"] / _cell_area(cell) / RHO_SCALE),
+        "frac": cell["e"] / e_ref[:, None],
+        "log_e_cluster": np.broadcast_to(np.log10(e_ref)[:, None], cell["e"].shape),
+        "log_n_cells": np.broadcast_to(np.log(np.maximum(batch["n_cells_total"], 1))[:, None], cell["e"].shape),
     }
     for j, name in enumerate(FEATURES):
         if name in cols:

@@ -38,6 +38,7 @@ from calohls.data.hdf5 import open_clusters
 from calohls.data.schema import ClusterBatch
 from calohls.errors import CalohlsError, DataError, FileExistsRefusedError, InputFileError
 from calohls.files import atomic_folder, write_text_atomic
+from calohls.model.convergence import MIN_DELTA, Convergence, convergence
 from calohls.model.correction import ResponseCorrection
 from calohls.versions import versions
 
@@ -93,6 +94,7 @@ class TrainResult:
     n_val: int
     n_test: int
     seconds: float
+    convergence: Convergence
 
 
 def load_training_data(
@@ -336,9 +338,10 @@ def train(
     with atomic_folder(run_dir, overwrite=overwrite) as staging:
         (staging / "checkpoints").mkdir()
         callbacks = [
-            # improvements below 0.1 % of a typical loss (≈ 0.01) do not count
-            keras.callbacks.EarlyStopping(patience=config.patience, min_delta=1e-5, restore_best_weights=True),
-            keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=config.lr_patience, min_delta=1e-5, min_lr=1e-5),
+            keras.callbacks.EarlyStopping(patience=config.patience, min_delta=MIN_DELTA, restore_best_weights=True),
+            keras.callbacks.ReduceLROnPlateau(
+                factor=0.5, patience=config.lr_patience, min_delta=MIN_DELTA, min_lr=config.learning_rate / 64
+            ),
             keras.callbacks.ModelCheckpoint(staging / "checkpoints" / "best.keras", save_best_only=True),
             history_callback(staging / "history.json"),
         ]
@@ -346,6 +349,7 @@ def train(
         model.save(staging / "checkpoints" / "last.keras")
         val_loss = [float(v) for v in history["val_loss"]]
         best = int(np.argmin(val_loss))
+        ended = convergence(val_loss, config.epochs, config.patience)
         # EarlyStopping restores the best weights only when it stops early; model.keras is the best checkpoint
         shutil.copyfile(staging / "checkpoints" / "best.keras", staging / "model.keras")
         best_model = keras.saving.load_model(staging / "model.keras")
@@ -357,9 +361,15 @@ def train(
             prepared=prepared,
             model=best_model,
             start=start,
-            extra={"epochs": len(val_loss), "best_epoch": best + 1, "best_val_loss": val_loss[best]},
+            extra={
+                "epochs": len(val_loss),
+                "best_epoch": best + 1,
+                "best_val_loss": val_loss[best],
+                "converged": ended.converged,
+                "convergence": ended.to_json(),
+            },
         )
-    log.info("trained %s in %.0f s; best epoch %d of %d", best_model.name, info["seconds"], best + 1, len(val_loss))
+    log.info("trained %s in %.0f s; %s", best_model.name, info["seconds"], ended.message)
     split = prepared.split
     return TrainResult(
         run_dir,
@@ -370,6 +380,7 @@ def train(
         split["val"].size,
         split["test"].size,
         info["seconds"],
+        ended,
     )
 
 

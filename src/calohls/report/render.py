@@ -67,6 +67,7 @@ _RUN_FACTS = (
     ("epochs", ("epochs",)),
     ("best epoch", ("best_epoch",)),
     ("best validation loss", ("best_val_loss",)),
+    ("converged (ended on a plateau)", ("converged",)),
     ("training time [s]", ("seconds",)),
     ("clusters / s", ("train_clusters_per_second",)),
     ("created", ("created",)),
@@ -248,6 +249,9 @@ def _history_image(run: Run) -> dict[str, Any] | None:
 
 def _run_view(run: Run, anchors: set[str], warnings: list[str]) -> dict[str, Any]:
     local = list(run.warnings)
+    if run.info.get("converged") is False:
+        local.append(f"{run.label}: {_dig(run.info, 'convergence', 'epoch_cap')} epochs were not enough: the "
+                     "validation loss was still falling at the epoch cap (not converged); raise epochs")  # fmt: skip
     facts = [(label, fmt(_dig(run.info, *keys))) for label, keys in _RUN_FACTS]
     facts = [(label, text) for label, text in facts if text != "–"]
     eval_figures = sorted((f for f in run.figures if f.name.startswith("eval/")), key=_eval_order)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import statistics
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,7 @@ def design_points(records: dict[str, list[dict[str, Any] | None]]) -> list[dict[
     for kind in ("float", "ptq", "qat"):
         for p, source in (v for r in records.get(kind, []) if r is not None for v in _variants(r)):
             p["resolution_bins"] = (source.get("bins") or {}).get("resolution")
+            p["bins"] = source.get("bins")
             fw = firmware.get(p["key"])
             if fw:
                 for k in ("lut", "ff", "dsp", "latency_cycles", "latency_ns", "lut_source", "bit_exact", "ii"):
@@ -71,6 +74,12 @@ def _fits(p: dict[str, Any], config: StudyConfig) -> bool:
     )
 
 
+def _err(p: dict[str, Any]) -> float:
+    """The 68 % bootstrap half-width of a design's resolution (0 where the record has none)."""
+    err = p.get("resolution_err")
+    return float(err) if isinstance(err, int | float) and math.isfinite(err) else 0.0
+
+
 def _fmt(p: dict[str, Any]) -> str:
     epoch = f", epoch {p['epoch']}" if p.get("epoch") is not None else ""
     qat = f"β={p.get('beta'):g}{epoch}"
@@ -78,12 +87,183 @@ def _fmt(p: dict[str, Any]) -> str:
     estimate = "" if p.get("lut_source") == "yosys" else " (da4ml estimate)"
     lut = f", {p['lut']:,.0f} LUT{estimate}" if p.get("lut") is not None else ""
     kind = "" if p["kind"] == "float" else p["kind"].upper() + " "
-    return f"{p['preset']} {kind}{what} (resolution {p['resolution']:.3f}{lut})"
+    err = f" ± {_err(p):.3f}" if _err(p) else ""
+    return f"{p['preset']} {kind}{what} (resolution {p['resolution']:.3f}{err}{lut})"
 
 
-def _target(points: list[dict[str, Any]], config: StudyConfig) -> dict[str, Any]:
-    """The issue's design target: a QAT design within tolerance of its float model, in budget, 0 DSP, II 1."""
-    float_res = {p["preset"]: p["resolution"] for p in points if p["kind"] == "float" and p.get("resolution")}
+@dataclass(frozen=True)
+class FloatReference:
+    """The float resolution of one size over its seeds: the mean, the bootstrap half-width (mean over seeds), the
+    seed-to-seed spread (sample standard deviation; None for one seed) and their combination in quadrature, which
+    is the uncertainty every comparison between sizes uses."""
+
+    preset: str
+    parameters: int
+    seeds: int
+    resolution: float
+    bootstrap_err: float
+    seed_spread: float | None
+    converged: bool
+    runs: tuple[str, ...]
+
+    @property
+    def uncertainty(self) -> float:
+        return math.hypot(self.bootstrap_err, self.seed_spread or 0.0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "runs": list(self.runs), "uncertainty": self.uncertainty}
+
+    def text(self) -> str:
+        return f"{self.preset} {self.resolution:.3f} ± {self.uncertainty:.3f}"
+
+
+def float_references(points: list[dict[str, Any]]) -> list[FloatReference]:
+    """The float reference of every size (all its seeds), smallest network first."""
+    by_preset: dict[str, list[dict[str, Any]]] = {}
+    for p in points:
+        if p["kind"] == "float" and p.get("resolution"):
+            by_preset.setdefault(p["preset"], []).append(p)
+    refs = []
+    for preset, runs in by_preset.items():
+        res = [r["resolution"] for r in runs]
+        refs.append(
+            FloatReference(
+                preset=preset,
+                parameters=int(runs[0].get("parameters") or 0),
+                seeds=len(runs),
+                resolution=statistics.fmean(res),
+                bootstrap_err=statistics.fmean(_err(r) for r in runs),
+                seed_spread=statistics.stdev(res) if len(res) > 1 else None,
+                converged=all(r.get("converged", True) for r in runs),
+                runs=tuple(str(r.get("run") or r["key"]) for r in runs),
+            )
+        )
+    return sorted(refs, key=lambda r: r.parameters)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Resolution of ``b`` minus that of ``a`` and its combined uncertainty; ``b`` is better (or worse) only when
+    the difference exceeds the uncertainty."""
+
+    a: str
+    b: str
+    difference: float
+    uncertainty: float
+
+    @property
+    def verdict(self) -> str:
+        if abs(self.difference) <= self.uncertainty:
+            return "not distinguishable"
+        return "better" if self.difference < 0 else "worse"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "verdict": self.verdict}
+
+
+def compare(a: tuple[str, float, float], b: tuple[str, float, float]) -> Comparison:
+    """Compare two (name, resolution, uncertainty) triples."""
+    return Comparison(a[0], b[0], b[1] - a[1], math.hypot(a[2], b[2]))
+
+
+@dataclass(frozen=True)
+class Clause:
+    """One finding of the study: the claim, whether the study's numbers support it (None: not enough numbers to
+    say), the sentence printed, and the numbers behind it."""
+
+    claim: str
+    holds: bool | None
+    text: str
+    numbers: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _float_clause(refs: list[FloatReference]) -> Clause:
+    """Is bigger better in float, step by step, beyond the uncertainties?"""
+    steps = [compare((a.preset, a.resolution, a.uncertainty), (b.preset, b.resolution, b.uncertainty))
+             for a, b in itertools.pairwise(refs)]  # fmt: skip
+    numbers = {"references": [r.to_json() for r in refs], "steps": [s.to_json() for s in steps]}
+    chain = " → ".join(r.text() for r in refs)
+    if not steps:
+        return Clause("bigger is better in float", None, f"In float: {chain} (one size only).", numbers)
+    verdicts = [s.verdict for s in steps]
+    holds = all(v == "better" for v in verdicts)
+    worse = any(v == "worse" for v in verdicts)
+    said = "; ".join(f"{s.a} → {s.b} {s.verdict}" for s in steps)
+    verdict = "bigger is better" if holds else "bigger is not better" if worse else "bigger is not clearly better"
+    seeds = min(r.seeds for r in refs)
+    text = f"In float, {verdict}: {chain} ({said}; {seeds} seed{'s' if seeds > 1 else ''} per size)."
+    return Clause("bigger is better in float", holds if holds or worse else None, text, numbers)
+
+
+def _convergence_clause(refs: list[FloatReference]) -> Clause | None:
+    cut = [r.preset for r in refs if not r.converged]
+    if not cut:
+        return None
+    text = (f"Warning: the float reference of {', '.join(cut)} stopped at its epoch cap while still improving; "
+            "raise train.epochs.")  # fmt: skip
+    return Clause("float references converged", False, text, {"not_converged": cut})
+
+
+def _integer_bits_clause(ptq: dict[str, Any] | None) -> Clause | None:
+    """Do larger models need more integer bits? From the int-bits sweep: the bits for MPE < 1 % per size."""
+    entry = ((ptq or {}).get("sweeps") or {}).get("int-bits") or {}
+    needs = {name: e.get("bits_for_mpe_below_1pct") for name, e in entry.items()}
+    ksum = {name: (e.get("layer_bits_needed") or {}).get("ksum") for name, e in entry.items()}
+    if len(needs) < 2 or any(v is None for v in needs.values()):
+        return None
+    values = list(needs.values())
+    holds = values == sorted(values) and values[0] < values[-1]
+    numbers = ", ".join(f"{n} {v}" for n, v in needs.items())
+    sums = ", ".join(f"{n} {v}" for n, v in ksum.items() if v is not None)
+    verdict = "need more" if holds else "do not need more"
+    text = (f"Larger models {verdict} integer bits for MPE < 1 % here: {numbers} (the sum over cells alone: "
+            f"{sums}).")  # fmt: skip
+    return Clause("larger models need more integer bits", holds, text, {"bits": needs, "ksum_bits": ksum})
+
+
+def _lut_clause(points: list[dict[str, Any]], presets: tuple[str, ...]) -> Clause | None:
+    """Do larger models need more LUTs at the same precision? The PTQ designs of every size at one precision."""
+    by_precision: dict[str, dict[str, float]] = {}
+    for p in points:
+        if p["kind"] == "ptq" and p.get("lut") is not None and p.get("precision"):
+            by_precision.setdefault(p["precision"], {})[p["preset"]] = p["lut"]
+    common = [prec for prec, luts in by_precision.items() if len(luts) == len(presets) > 1]
+    if not common:
+        return None
+    luts = [[by_precision[prec][preset] for preset in presets] for prec in common]
+    holds = all(all(b > a for a, b in itertools.pairwise(row)) for row in luts)
+    shown = common[len(common) // 2]
+    numbers = ", ".join(f"{preset} {by_precision[shown][preset]:,.0f}" for preset in presets)
+    verdict = "need more" if holds else "do not always need more"
+    text = (f"Larger models {verdict} LUTs at the same precision (PTQ, da4ml estimates; at {shown}: {numbers}; "
+            f"{len(common)} precisions compared).")  # fmt: skip
+    return Clause("larger models need more LUTs at the same precision", holds, text,
+                  {p: by_precision[p] for p in common})  # fmt: skip
+
+
+def _closure_misses(p: dict[str, Any], config: StudyConfig) -> list[str]:
+    """The bins above ``closure_min_energy`` whose median response is off by more than ``closure_tolerance``."""
+    bins = p.get("bins") or {}
+    edges, median = bins.get("edges"), bins.get("median")
+    if not edges or not median:
+        return []
+    out = []
+    for lo, hi, m in zip(edges[:-1], edges[1:], median, strict=False):
+        if m is not None and lo >= config.closure_min_energy * (1 - 1e-9) and abs(m - 1) > config.closure_tolerance:
+            out.append(f"median {m:.3f} at {lo:.3g}–{hi:.3g} GeV (closure limit ±{config.closure_tolerance:.0%})")
+    return out
+
+
+def _target(points: list[dict[str, Any]], config: StudyConfig, refs: list[FloatReference]) -> dict[str, Any]:
+    """The design target: a QAT design within tolerance of its float model, closing in every bin above
+    ``closure_min_energy``, in budget, 0 DSP, II 1, counted by Yosys."""
+    float_res = {r.preset: r.resolution for r in refs}
+    seed0 = {p["preset"]: p["resolution"] for p in points if p["kind"] == "float" and p.get("resolution")
+             and not p.get("seed_index")}  # fmt: skip
+    float_res = {**float_res, **seed0}  # the run QAT started from is the design's float model
 
     def misses(p: dict[str, Any]) -> list[str]:
         out = []
@@ -94,6 +274,7 @@ def _target(points: list[dict[str, Any]], config: StudyConfig) -> dict[str, Any]
             out.append(
                 f"resolution {p['resolution'] / ref - 1:+.1%} vs float (limit {config.resolution_tolerance:+.0%})"
             )
+        out += _closure_misses(p, config)
         if p.get("lut") is None or p["lut"] > config.lut_budget:
             out.append(f"LUT {p.get('lut')} > {config.lut_budget}")
         if p.get("dsp") not in (0, None):
@@ -116,7 +297,9 @@ def _target(points: list[dict[str, Any]], config: StudyConfig) -> dict[str, Any]
         "design": best["key"],
         "max_cells": config.max_cells,
         "resolution": best.get("resolution"),
+        "resolution_err": _err(best),
         "float_resolution": float_res.get(best["preset"]),
+        "median_worst": best.get("median_worst"),
         "lut": best.get("lut"),
         "dsp": best.get("dsp"),
         "latency_ns": best.get("latency_ns"),
@@ -143,32 +326,91 @@ def _qat_vs_ptq(points: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def answer(points: list[dict[str, Any]], config: StudyConfig) -> dict[str, Any]:
-    """The findings in words, with the numbers behind them."""
-    floats = sorted((p for p in points if p["kind"] == "float" and p.get("resolution")), key=lambda p: p["parameters"])
-    details = []
-    bigger_float = len(floats) > 1 and all(a["resolution"] > b["resolution"] for a, b in itertools.pairwise(floats))
-    if floats:
-        chain = " → ".join(f"{p['preset']} {p['resolution']:.3f}" for p in floats)
-        details.append(
-            f"In float, resolution by size: {chain} ({'bigger is better' if bigger_float else 'not monotonic'})."
-        )
-    fitting = [p for p in points if _fits(p, config)]
-    best = min(fitting, key=lambda p: p["resolution"]) if fitting else None
-    per_preset = {}
+def _best_by_size(fitting: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    per_preset: dict[str, dict[str, Any]] = {}
     for p in fitting:
         if p["preset"] not in per_preset or p["resolution"] < per_preset[p["preset"]]["resolution"]:
             per_preset[p["preset"]] = p
+    return per_preset
+
+
+def _budget_clause(best: dict[str, Any] | None, per_preset: dict[str, dict[str, Any]], config: StudyConfig) -> Clause:
+    """Which size gives the best design within the budget, and is it better than the others' best beyond the
+    uncertainties?"""
     budget = f"≤ {config.lut_budget:,} LUT and ≤ {config.latency_budget_ns:g} ns"
-    if best:
-        details.append(f"Best design within {budget}: {_fmt(best)}.")
-        for preset in config.presets:
-            if preset in per_preset:
-                details.append(f"Best {preset} design within budget: {_fmt(per_preset[preset])}.")
-            else:
-                details.append(f"No {preset} design fits within {budget}.")
-    else:
-        details.append(f"No design fits within {budget}.")
+    if best is None:
+        return Clause("a design fits the budget", False, f"No design fits within {budget}.", {})
+    others = {
+        preset: compare((best["key"], best["resolution"], _err(best)), (p["key"], p["resolution"], _err(p)))
+        for preset, p in per_preset.items()
+        if preset != best["preset"]
+    }
+    said = "; ".join(
+        f"the best {preset} design, {per_preset[preset]['resolution']:.3f} ± {_err(per_preset[preset]):.3f}, is "
+        + ("worse" if c.verdict == "worse" else "not distinguishable")
+        for preset, c in others.items()
+    )
+    text = f"Best design within {budget}: {_fmt(best)}" + (f"; {said}." if said else ".")
+    numbers = {"best": best["key"], "comparisons": [c.to_json() for c in others.values()]}
+    return Clause("the best design within the budget", True, text, numbers)
+
+
+def _headline(
+    best: dict[str, Any] | None,
+    per_preset: dict[str, dict[str, Any]],
+    refs: list[FloatReference],
+    clauses: dict[str, Clause | None],
+    config: StudyConfig,
+) -> str:
+    """The answer in one sentence, from the clauses the numbers support."""
+    budget = f"≤ {config.lut_budget:,} LUT and ≤ {config.latency_budget_ns:g} ns"
+    if best is None:
+        return (
+            "Not within this budget: no quantized design fits, so the question is settled by resources, not accuracy."
+        )
+    float_clause = clauses["float"]
+    float_words = {True: "bigger is better in float", False: "bigger is not better even in float",
+                   None: "in float the sizes are not clearly distinguishable"}[float_clause.holds]  # fmt: skip
+    largest = refs[-1].preset if refs else best["preset"]
+    tail = [c.text.rstrip(".").replace("Larger models", "larger models")
+            for key in ("lut", "bits") if (c := clauses.get(key)) is not None and c.holds]  # fmt: skip
+    suffix = ("; " + "; ".join(tail)) if tail else ""
+    top = per_preset.get(largest)
+    if best["preset"] == largest:
+        return (f"Yes, within the range studied: {float_words}, and the largest model ({largest}) also gives the best "
+                f"design that fits the L0 budget ({_fmt(best)}){suffix}.")  # fmt: skip
+    if top is not None:
+        c = compare((best["key"], best["resolution"], _err(best)), (top["key"], top["resolution"], _err(top)))
+        if c.verdict == "not distinguishable":
+            return (f"Not distinguishable within the L0 budget ({budget}): {float_words}, and the best design "
+                    f"{_fmt(best)} and the best {largest} design {_fmt(top)} agree within their uncertainties"
+                    f"{suffix}.")  # fmt: skip
+    return (f"No: {float_words}, but once the network must fit the L0 budget ({budget}) the best design is "
+            f"{_fmt(best)}{suffix}.")  # fmt: skip
+
+
+def answer(
+    points: list[dict[str, Any]], config: StudyConfig, ptq_summary: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The findings in words, each computed from the study's numbers, with the numbers behind them."""
+    refs = float_references(points)
+    fitting = [p for p in points if _fits(p, config)]
+    best = min(fitting, key=lambda p: p["resolution"]) if fitting else None
+    per_preset = _best_by_size(fitting)
+    clauses: dict[str, Clause | None] = {
+        "float": _float_clause(refs),
+        "convergence": _convergence_clause(refs),
+        "budget": _budget_clause(best, per_preset, config),
+        "bits": _integer_bits_clause(ptq_summary),
+        "lut": _lut_clause(points, tuple(r.preset for r in refs)),
+    }
+    details = [c.text for c in clauses.values() if c is not None]
+    budget = f"≤ {config.lut_budget:,} LUT and ≤ {config.latency_budget_ns:g} ns"
+    for preset in config.presets:
+        if best is not None and preset in per_preset:
+            details.append(f"Best {preset} design within budget: {_fmt(per_preset[preset])}.")
+        elif best is not None:
+            details.append(f"No {preset} design fits within {budget}.")
     versus = _qat_vs_ptq(points)
     details.append(
         f"QAT vs PTQ: {versus['ptq_beaten_by_qat']} of {versus['ptq_points']} PTQ designs are matched or beaten by "
@@ -176,28 +418,23 @@ def answer(points: list[dict[str, Any]], config: StudyConfig) -> dict[str, Any]:
         f"{versus['front_ptq']} PTQ designs — QAT {'beats' if versus['qat_beats_ptq'] else 'does not beat'} PTQ "
         "at equal LUT cost."
     )
-    target = _target(points, config)
-    largest = floats[-1]["preset"] if floats else None
-    if best is None:
-        text = (
-            "Not within this budget: no quantized design fits, so the question is settled by resources, not accuracy."
-        )
-    elif best["preset"] == largest and bigger_float:
-        text = (
-            f"Yes, within the range studied: the largest model ({largest}) also gives the best design that fits the "
-            f"L0 budget ({_fmt(best)})."
-        )
-    else:
-        text = (
-            f"No: bigger is better in float{'' if bigger_float else ' only partly'}, but once the network must fit "
-            f"the L0 budget ({budget}) the best design is {_fmt(best)}; larger models need more integer bits and "
-            f"more LUTs for the same precision."
-        )
-    return {"answer": text, "details": details, "qat_vs_ptq": versus, "target": target, "best": best}
+    target = _target(points, config, refs)
+    return {
+        "answer": _headline(best, per_preset, refs, clauses, config),
+        "details": details,
+        "clauses": [c.to_json() for c in clauses.values() if c is not None],
+        "float_references": [r.to_json() for r in refs],
+        "qat_vs_ptq": versus,
+        "target": target,
+        "best": best,
+    }
 
 
 def summarize_study(
-    records: dict[str, list[dict[str, Any] | None]], config: StudyConfig, scan_dir: Path
+    records: dict[str, list[dict[str, Any] | None]],
+    config: StudyConfig,
+    scan_dir: Path,
+    ptq_summary: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``points.jsonl``, ``pareto.json``, ``answer.json`` and the figures; return the answer."""
     scan_dir.mkdir(parents=True, exist_ok=True)
@@ -205,7 +442,7 @@ def summarize_study(
     write_text_atomic(scan_dir / "points.jsonl", "".join(json.dumps(p, allow_nan=False) + "\n" for p in points))
     front = [p for p in points if p["pareto"]]
     write_text_atomic(scan_dir / "pareto.json", json.dumps(front, indent=1, allow_nan=False))
-    result = answer(points, config)
+    result = answer(points, config, ptq_summary)
     write_text_atomic(scan_dir / "answer.json", json.dumps(result, indent=1, allow_nan=False))
     from calohls.plots.study import draw_study
 

@@ -177,23 +177,32 @@ def _with(config: Any, **changes: Any) -> Any:
     return type(config).model_validate(data)
 
 
-def _model_tasks(config: StudyConfig, out_dir: Path, data: Path, data_digest: str) -> tuple[list[Task], list[Task]]:
-    float_tasks, qat_tasks = [], []
+def _float_task(config: StudyConfig, out_dir: Path, data: Path, data_digest: str, preset: str, k: int) -> Task:
+    """The float run of one size with its k-th seed (k = 0: the run that PTQ and QAT start from)."""
+    model = {"preset": preset, "max_cells": config.max_cells}
+    text = dump_config(_with(config.train, model=model, seed=config.train.seed + k))
+    suffix = f":s{k}" if k else ""
+    return Task(
+        f"float:{preset}{suffix}",
+        "float",
+        digest(data_digest, text, config.eval_clusters),
+        str(out_dir / "runs" / (f"{preset}_s{k}" if k else preset)),
+        str(data),
+        text,
+        config.eval_clusters,
+        (("preset", preset), ("seed_index", k)),
+    )
+
+
+def _model_tasks(
+    config: StudyConfig, out_dir: Path, data: Path, data_digest: str
+) -> tuple[list[Task], list[Task], list[Task]]:
+    """The float runs of every size (the first seed), their other seeds, and the QAT runs."""
+    float_tasks, seed_tasks, qat_tasks = [], [], []
     for preset in config.presets:
         model = {"preset": preset, "max_cells": config.max_cells}
-        text = dump_config(_with(config.train, model=model))
-        float_tasks.append(
-            Task(
-                f"float:{preset}",
-                "float",
-                digest(data_digest, text, config.eval_clusters),
-                str(out_dir / "runs" / preset),
-                str(data),
-                text,
-                config.eval_clusters,
-                (("preset", preset),),
-            )
-        )
+        float_tasks.append(_float_task(config, out_dir, data, data_digest, preset, 0))
+        seed_tasks += [_float_task(config, out_dir, data, data_digest, preset, k) for k in range(1, config.float_seeds)]
         # a QAT run that starts from the float run depends on it (and on everything the float run depends on)
         init = {"init_from": float_tasks[-1].out} if config.qat_from_float else {}
         parent = float_tasks[-1].digest if config.qat_from_float else data_digest
@@ -219,7 +228,7 @@ def _model_tasks(config: StudyConfig, out_dir: Path, data: Path, data_digest: st
                     ),
                 )
             )
-    return float_tasks, qat_tasks
+    return float_tasks, seed_tasks, qat_tasks
 
 
 def _ptq_sweep(config: StudyConfig, out_dir: Path, float_tasks: list[Task], progress: Progress | None) -> str:
@@ -340,12 +349,12 @@ def run_study(
     store = ResultStore(out_dir / "tasks.jsonl")
     data, data_digest = _data(config, out_dir, store, progress)
 
-    float_tasks, qat_tasks = _model_tasks(config, out_dir, data, data_digest)
+    float_tasks, seed_tasks, qat_tasks = _model_tasks(config, out_dir, data, data_digest)
     if config.qat_from_float:  # QAT starts from the float runs: train those first
-        _run(float_tasks, store, config, "float training", progress)
+        _run(float_tasks + seed_tasks, store, config, "float training", progress)
         _run(qat_tasks, store, config, "QAT", progress)
     else:
-        _run(float_tasks + qat_tasks, store, config, "train", progress)
+        _run(float_tasks + seed_tasks + qat_tasks, store, config, "train", progress)
     sweep_digest = _ptq_sweep(config, out_dir, float_tasks, progress)
     ptq_tasks = _ptq_tasks(config, out_dir, float_tasks, sweep_digest)
     _run(ptq_tasks, store, config, "ptq designs", progress)
@@ -355,9 +364,11 @@ def run_study(
     from calohls.scan.answer import summarize_study
 
     records = {
-        "float": [_stored(store, t) for t in float_tasks],
+        "float": [_stored(store, t) for t in float_tasks + seed_tasks],
         "ptq": [_stored(store, t) for t in ptq_tasks],
         "qat": [_stored(store, t) for t in qat_tasks],
         "firmware": _built_firmware(config, out_dir, qat_tasks, store),
     }
-    return summarize_study(records, config, out_dir / "scan")
+    summary_path = out_dir / "ptq" / "summary.json"
+    ptq_summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    return summarize_study(records, config, out_dir / "scan", ptq_summary)
