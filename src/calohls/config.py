@@ -174,6 +174,20 @@ class TrainConfig(_Strict):
     patience: int = Field(6, ge=1, description="epochs without validation improvement before stopping")
     lr_patience: int = Field(3, ge=1, description="epochs without improvement before halving the learning rate")
     max_clusters: int | None = Field(None, ge=1, description="use at most this many clusters of the file")
+    em_weight: float = Field(
+        0.3,
+        ge=0,
+        le=10,
+        description="weight of an auxiliary loss that teaches the network to tell π0 (electromagnetic) from π± "
+        "clusters (a training-only head; the deployed network is unchanged); 0: energy regression alone",
+    )
+    train_fraction: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="train on this share of the training clusters (learning curves); validation "
+        "and test sets stay whole",
+    )
 
 
 #: QAT network defaults: the small preset on the 32 most energetic cells (the FPGA's inputs).
@@ -361,6 +375,11 @@ class StudyConfig(_Strict):
         0.03, ge=0, description="QAT target: median response within this of 1 in every bin above closure_min_energy"
     )
     closure_min_energy: float = Field(2.0, ge=0, description="E_true (GeV) from which the closure is judged")
+    learning_curve: tuple[float, ...] = Field(
+        (0.125, 0.25, 0.5),
+        description="shares of the training clusters on which the smallest and the largest size are also trained "
+        "(the learning curve; the whole set is the float run itself); empty: none",
+    )
     float_seeds: int = Field(
         2, ge=1, le=20, description="float runs of each size with different seeds (mean and spread in the answer)"
     )
@@ -385,6 +404,13 @@ class StudyConfig(_Strict):
         if unknown or not v or len(set(v)) != len(v):
             raise ValueError(f"presets must be distinct names among {', '.join(PRESETS)}; got {list(v)}")
         return v
+
+    @field_validator("learning_curve")
+    @classmethod
+    def _fractions(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < f < 1 for f in v) or len(set(v)) != len(v):
+            raise ValueError(f"learning_curve must be distinct shares between 0 and 1 such as 0.25; got {list(v)}")
+        return tuple(sorted(v))
 
     @field_validator("betas")
     @classmethod

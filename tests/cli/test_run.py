@@ -25,6 +25,8 @@ TINY_RUN = {
     "ptq_designs": [14],
     "firmware_designs": 0,
     "eval_clusters": 200,
+    "float_seeds": 1,
+    "learning_curve": [],
     "workers": 1,
 }
 

@@ -31,6 +31,42 @@ def test_run_folder_contents(trained_run):
     assert not list(trained_run.parent.glob(".*partial*"))
 
 
+def test_em_head_trains_beside_the_energy_and_stays_out_of_the_saved_model(trained_run):
+    history = json.loads((trained_run / "history.json").read_text())
+    assert TrainConfig.model_validate(TINY_TRAIN).em_weight > 0  # the default trains the auxiliary head
+    # loss and val_loss are the energy regression's; the classification and the sum are logged beside them
+    for row in history:
+        assert {"loss", "val_loss", "em_loss", "val_em_loss", "total_loss", "val_total_loss"} <= set(row)
+        assert row["total_loss"] > row["loss"]
+    assert history[-1]["val_em_loss"] < history[0]["val_em_loss"]  # it learns to tell π0 from π±
+    run = open_run(trained_run)
+    assert len(run.model.outputs) == 1  # the deployed network has the energy output only
+    assert "em_probability" not in [layer.name for layer in run.model.layers]
+    info = load_run(trained_run)
+    assert info["best_val_loss"] == pytest.approx(min(r["val_loss"] for r in history))
+    assert info["convergence"]["epoch_cap"] == TINY_TRAIN["epochs"]
+    assert isinstance(info["converged"], bool)
+
+
+def test_without_the_em_head_only_the_energy_is_fitted(sim_file, tmp_path):
+    config = TrainConfig.model_validate({**TINY_TRAIN, "epochs": 2, "max_clusters": 2000, "em_weight": 0})
+    train(sim_file, tmp_path / "run", config)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert "em_loss" not in history[0]
+    assert len(open_run(tmp_path / "run").model.outputs) == 1
+
+
+def test_train_fraction_keeps_validation_and_test_whole(sim_file, tmp_path):
+    base = {**TINY_TRAIN, "epochs": 1, "max_clusters": 3000, "em_weight": 0}
+    train(sim_file, tmp_path / "all", TrainConfig.model_validate(base))
+    train(sim_file, tmp_path / "half", TrainConfig.model_validate({**base, "train_fraction": 0.5}))
+    full, half = (np.load(tmp_path / name / "split.npz") for name in ("all", "half"))
+    np.testing.assert_array_equal(full["test"], half["test"])
+    np.testing.assert_array_equal(full["val"], half["val"])
+    assert set(half["train"]) < set(full["train"])
+    assert half["train"].size == round(0.5 * full["train"].size)
+
+
 def test_split_is_by_event_and_reproducible(trained_run, sim_file):
     split = np.load(trained_run / "split.npz")
     event = read_clusters(sim_file)["event"][split["index"]]

@@ -25,6 +25,7 @@ TINY_STUDY = {
     "firmware": {"clusters": 400, "synth": True},
     "firmware_designs": 1,
     "eval_clusters": 400,
+    "learning_curve": [0.5],
     "workers": 1,
 }
 
@@ -72,6 +73,7 @@ def test_points_cover_every_design_with_its_numbers(study):
     points = {p["key"]: p for p in _records(out / "scan" / "points.jsonl")}
     assert {k for k, p in points.items() if p["kind"] != "qat"} == {
         "float:tiny",
+        "float:tiny:s1",  # the second seed of the float reference
         "ptq:tiny:ap_fixed<12,10>",
         "ptq:tiny:ap_fixed<16,10>",
     }
@@ -108,6 +110,19 @@ def test_answer_is_in_words_with_its_numbers(study):
     assert answer["answer"].split()[0] in ("Yes,", "No:", "Not")
     assert any("QAT vs PTQ" in line for line in answer["details"])
     assert answer["target"]["design"].startswith("qat:tiny:b1e-07:e")
+    # the float reference is the mean of two seeds, with its spread; the learning curve has the half-set run
+    [ref] = answer["float_references"]
+    assert ref["seeds"] == 2
+    assert ref["seed_spread"] is not None
+    assert ref["uncertainty"] >= ref["seed_spread"]
+    claims = {c["claim"]: c for c in answer["clauses"]}
+    assert "the float references have enough data" in claims
+    curve = claims["the float references have enough data"]["numbers"]["curves"]["tiny"]
+    assert [p["fraction"] for p in curve] == [0.5, 1.0]
+    assert curve[0]["n_train"] < curve[1]["n_train"]
+    assert (out / "scan" / "learning_curve.png").exists()
+    assert (out / "runs" / "tiny_f0.5" / "run.json").exists()
+    assert json.loads((out / "runs" / "tiny_s1" / "run.json").read_text())["convergence"]["epoch_cap"] == 3
 
 
 def test_rerun_does_nothing_and_a_changed_option_redoes_only_its_tasks(study, sim_file):
@@ -130,14 +145,14 @@ def test_a_folder_of_something_else_is_refused(sim_file, tmp_path):
 
 def test_qat_tasks_depend_on_the_float_run_they_start_from(sim_file, tmp_path):
     def tasks(**changes):
-        floats, qats = _model_tasks(_tiny(sim_file, **changes), tmp_path, sim_file, "data-digest")
+        floats, _, qats = _model_tasks(_tiny(sim_file, **changes), tmp_path, sim_file, "data-digest")
         return floats[0], qats[0]
 
     longer = {"train": {**TINY_STUDY["train"], "epochs": 4}}
     (f, q), (f2, q2) = tasks(), tasks(**longer)
     assert yaml.safe_load(q.config)["init_from"] == f.out
     # the same study in another folder: the same work
-    f3, q3 = _model_tasks(_tiny(sim_file), tmp_path / "elsewhere", sim_file, "data-digest")
+    f3, _, q3 = _model_tasks(_tiny(sim_file), tmp_path / "elsewhere", sim_file, "data-digest")
     assert (f3[0].digest, q3[0].digest) == (f.digest, q.digest)
     assert f2.digest != f.digest
     assert q2.digest != q.digest  # new float weights: QAT again
@@ -155,7 +170,7 @@ def test_thin_front_spreads_in_log_ebops_and_keeps_the_ends_and_the_selected():
 
 def test_firmware_built_by_an_earlier_scan_still_counts(sim_file, tmp_path):
     config = _tiny(sim_file, firmware_designs=1, lut_budget=10_000)
-    _, [qat] = _model_tasks(config, tmp_path, sim_file, "data-digest")
+    _, _, [qat] = _model_tasks(config, tmp_path, sim_file, "data-digest")
     store = ResultStore(tmp_path / "tasks.jsonl")
 
     def checkpoint(epoch, lut, resolution):

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from calohls.data.schema import SAMPLINGS, ClusterBatch
+from calohls.data.schema import PARTICLES, SAMPLINGS, ClusterBatch
 from calohls.errors import DataError, InputFileError
 from calohls.files import write_text_atomic
 
-__all__ = ["FEATURES", "FeatureScaler", "cell_features", "energy_from_target", "target"]
+__all__ = ["FEATURES", "FeatureScaler", "cell_features", "em_label", "energy_from_target", "target"]
 
 _BARREL = tuple(SAMPLINGS.values())
 FEATURES: tuple[str, ...] = (
@@ -122,6 +122,16 @@ def target(e_true: np.ndarray, e_em: np.ndarray, kind: str = "log_e") -> np.ndar
     if kind == "log_ratio":
         return np.log10(e_true / _reference(e_em)).astype(np.float32)
     raise DataError(f"unknown target {kind!r}; choose from {', '.join(TARGETS)}")
+
+
+def em_label(particle: np.ndarray) -> np.ndarray:
+    """The label of the auxiliary classification: 1 for electromagnetic particles (π0, γ), 0 for charged pions,
+    0.5 (no information) for anything else."""
+    particle = np.abs(np.asarray(particle))
+    label = np.full(particle.shape, 0.5, np.float32)
+    label[np.isin(particle, (PARTICLES["pi0"], PARTICLES["gamma"]))] = 1.0
+    label[particle == PARTICLES["pi+"]] = 0.0
+    return label
 
 
 def energy_from_target(y: np.ndarray, e_em: np.ndarray, kind: str = "log_e") -> np.ndarray:

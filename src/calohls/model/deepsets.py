@@ -20,7 +20,10 @@ import keras
 from calohls.config import ModelConfig
 from calohls.errors import ConfigError
 
-__all__ = ["build_deepsets", "layer_names"]
+__all__ = ["EM_HEAD", "build_deepsets", "layer_names", "with_em_head"]
+
+#: Name of the training-only head that predicts the probability that a cluster is electromagnetic (π0, γ).
+EM_HEAD = "em_probability"
 
 
 def build_deepsets(config: ModelConfig, n_features: int, *, seed: int = 0, output_mean: float = 0.0) -> keras.Model:
@@ -54,3 +57,14 @@ def build_deepsets(config: ModelConfig, n_features: int, *, seed: int = 0, outpu
 def layer_names(model: keras.Model) -> list[str]:
     """Names of the model's layers after the input, in order (Φ layers, ksum, F layers, output)."""
     return [layer.name for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
+def with_em_head(model: keras.Model, *, seed: int = 0) -> keras.Model:
+    """A training model around ``model``: its energy output and a sigmoid head, on the last hidden F layer, that
+    predicts whether the cluster is electromagnetic (LCW's classification, learnt). The head only shapes the shared
+    layers during training; ``model`` itself stays the one-output network that is saved, quantized and put on the
+    FPGA."""
+    hidden = model.get_layer("output").input
+    em = keras.layers.Dense(1, activation="sigmoid", kernel_initializer=keras.initializers.HeNormal(seed=seed),
+                            name=EM_HEAD)(hidden)  # fmt: skip
+    return keras.Model(model.inputs, {"output": model.outputs[0], EM_HEAD: em}, name=f"{model.name}_training")

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from calohls.config import TrainConfig, dump_config
-from calohls.data.features import FEATURES, FeatureScaler, cell_features, energy_from_target, target
+from calohls.data.features import FEATURES, FeatureScaler, cell_features, em_label, energy_from_target, target
 from calohls.data.hdf5 import open_clusters
 from calohls.data.schema import ClusterBatch
 from calohls.errors import CalohlsError, DataError, FileExistsRefusedError, InputFileError
@@ -161,10 +161,15 @@ class PreparedData:
     scaler: FeatureScaler
     x: np.ndarray  # [n, N, F] scaled features
 
-    def part(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """Scaled inputs and targets of ``name`` ("train", "val" or "test")."""
+    def part(self, name: str, *, em: bool = False) -> tuple[np.ndarray, Any]:
+        """Scaled inputs and targets of ``name`` ("train", "val" or "test"); with ``em`` the targets of a model with
+        the auxiliary EM head (:func:`~calohls.model.deepsets.with_em_head`) as a dict."""
         index = self.split[name]
-        return self.x[index], self.data.y[index]
+        if not em:
+            return self.x[index], self.data.y[index]
+        from calohls.model.deepsets import EM_HEAD
+
+        return self.x[index], {"output": self.data.y[index], EM_HEAD: em_label(self.data.scalars["particle"][index])}
 
     @property
     def output_mean(self) -> float:
@@ -181,6 +186,11 @@ def prepare_training(data_path: str | Path, config: TrainConfig) -> PreparedData
         data_path, config.model.max_cells, target_kind=config.target, max_clusters=config.max_clusters
     )
     split = split_events(data.scalars["event"], config.seed, config.val_fraction, config.test_fraction)
+    if config.train_fraction < 1:  # a seeded subset of the training clusters; validation and test stay whole
+        train = split["train"]
+        rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0x7A1]))
+        keep = rng.permutation(train.size)[: max(1, round(config.train_fraction * train.size))]
+        split = {**split, "train": np.sort(train[keep])}
     n_train, n_val = split["train"].size, split["val"].size
     if n_train < config.batch_size:
         raise DataError(
@@ -225,6 +235,23 @@ def epoch_progress(epochs: int, hide: bool, label: str = "training") -> tuple[An
     return _Callback(), bar.stop
 
 
+def save_best(network: Any, path: Path) -> Any:
+    """A Keras callback saving ``network`` (the deployed model, also when a training model with more outputs is
+    fitted around it) whenever the validation loss reaches a new minimum."""
+    import keras
+
+    class _Callback(keras.callbacks.Callback):
+        best = float("inf")
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            value = (logs or {}).get("val_loss", float("inf"))
+            if value < self.best:
+                self.best = value
+                network.save(path)
+
+    return _Callback()
+
+
 def history_callback(path: Path) -> Any:
     """A Keras callback writing every logged value (loss, validation loss, ...) and the learning rate per epoch
     into a JSON file; place it after the callbacks that add to the logs (EBOPs, beta)."""
@@ -245,6 +272,26 @@ def history_callback(path: Path) -> Any:
     return _Callback()
 
 
+def regression_logs() -> Any:
+    """The first callback of a model with the auxiliary EM head: ``loss``/``val_loss`` become the energy
+    regression's (so early stopping, the learning-rate schedule, checkpoints, the history and the convergence judge
+    the energy), the classification's go to ``em_loss``/``val_em_loss`` and the sums to ``total_loss``."""
+    import keras
+
+    from calohls.model.deepsets import EM_HEAD
+
+    class _Callback(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            if logs is None or "output_loss" not in logs:
+                return
+            for prefix in ("", "val_"):
+                logs[f"{prefix}total_loss"] = logs[f"{prefix}loss"]
+                logs[f"{prefix}loss"] = logs.pop(f"{prefix}output_loss")
+                logs[f"{prefix}em_loss"] = logs.pop(f"{prefix}{EM_HEAD}_loss")
+
+    return _Callback()
+
+
 def fit_model(
     model: Any,
     prepared: PreparedData,
@@ -257,14 +304,15 @@ def fit_model(
     """Fit ``model`` on the training part, validated on the validation part, with a progress bar after
     ``callbacks``; the Keras history (metric → values per epoch)."""
     progress, close_progress = epoch_progress(config.epochs, hide_progress, label)
+    em = len(model.outputs) > 1  # the training model with the auxiliary EM head
     try:
         fit = model.fit(
-            *prepared.part("train"),
-            validation_data=prepared.part("val"),
+            *prepared.part("train", em=em),
+            validation_data=prepared.part("val", em=em),
             epochs=config.epochs,
             batch_size=config.batch_size,
             shuffle=True,
-            callbacks=[*callbacks, progress],
+            callbacks=[*([regression_logs()] if em else []), *callbacks, progress],
             verbose=0,
         )
     finally:
@@ -323,7 +371,7 @@ def train(
     """Train a DeepSets calibration on ``data_path`` and write the run folder ``run_dir``."""
     import keras
 
-    from calohls.model.deepsets import build_deepsets
+    from calohls.model.deepsets import EM_HEAD, build_deepsets, with_em_head
 
     run_dir, data_path = Path(run_dir), Path(data_path)
     if run_dir.exists() and not overwrite:  # refuse before any work
@@ -333,7 +381,14 @@ def train(
 
     keras.utils.set_random_seed(config.seed)
     model = build_deepsets(config.model, len(FEATURES), seed=config.seed, output_mean=prepared.output_mean)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
+    trainer, loss = model, {"output": "mse"}
+    if config.em_weight > 0:  # the shared layers also learn to tell electromagnetic from hadronic clusters
+        trainer, loss = with_em_head(model, seed=config.seed), {**loss, EM_HEAD: "binary_crossentropy"}
+    trainer.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss=loss if config.em_weight > 0 else "mse",
+        loss_weights={"output": 1.0, EM_HEAD: config.em_weight} if config.em_weight > 0 else None,
+    )
 
     with atomic_folder(run_dir, overwrite=overwrite) as staging:
         (staging / "checkpoints").mkdir()
@@ -342,10 +397,10 @@ def train(
             keras.callbacks.ReduceLROnPlateau(
                 factor=0.5, patience=config.lr_patience, min_delta=MIN_DELTA, min_lr=config.learning_rate / 64
             ),
-            keras.callbacks.ModelCheckpoint(staging / "checkpoints" / "best.keras", save_best_only=True),
+            save_best(model, staging / "checkpoints" / "best.keras"),
             history_callback(staging / "history.json"),
         ]
-        history = fit_model(model, prepared, config, callbacks, hide_progress=hide_progress)
+        history = fit_model(trainer, prepared, config, callbacks, hide_progress=hide_progress)
         model.save(staging / "checkpoints" / "last.keras")
         val_loss = [float(v) for v in history["val_loss"]]
         best = int(np.argmin(val_loss))

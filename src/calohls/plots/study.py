@@ -10,7 +10,7 @@ import numpy as np
 
 from calohls.plots.style import experiment_label, new_figure, save, style_context
 
-__all__ = ["draw_study"]
+__all__ = ["draw_learning_curve", "draw_study"]
 
 _KIND_MARKER = {"ptq": "s", "qat": "o"}
 _RES_LABEL = "resolution (geometric mean over E bins of IQR$_{68}$/median)"
@@ -125,3 +125,26 @@ def draw_study(points: list[dict[str, Any]], config: Any, out_dir: str | Path) -
         ]
         ebops = _ebops(points, presets, out_dir / "ebops_vs_lut.png")
     return written + ([ebops] if ebops else [])
+
+
+def draw_learning_curve(curves: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+    """Float resolution against the number of training clusters, one line per size, with 68 % error bars."""
+    colour = _colours(list(curves))
+    with style_context():
+        fig, ax = new_figure()
+        for preset, points in curves.items():
+            ax.errorbar(
+                [p["n_train"] for p in points],
+                [p["resolution"] for p in points],
+                yerr=[p.get("resolution_err") or 0.0 for p in points],
+                marker="o",
+                capsize=3,
+                color=colour[preset],
+                label=f"{preset} (float)",
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("training clusters")
+        ax.set_ylabel(_RES_LABEL)
+        ax.legend(fontsize="small")
+        experiment_label(ax, extra="learning curve", loc=1)
+        return save(fig, path)

@@ -207,6 +207,41 @@ def _convergence_clause(refs: list[FloatReference]) -> Clause | None:
     return Clause("float references converged", False, text, {"not_converged": cut})
 
 
+def learning_curves(records: list[dict[str, Any] | None]) -> dict[str, list[dict[str, Any]]]:
+    """Resolution against the number of training clusters, per size, from the float runs on shares of the training
+    set (and the run on all of it), fewest clusters first."""
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        if r is None or not r.get("resolution") or r.get("n_train") is None:
+            continue
+        point = {"n_train": r["n_train"], "fraction": r.get("train_fraction", 1.0), "resolution": r["resolution"],
+                 "resolution_err": _err(r), "converged": r.get("converged", True)}  # fmt: skip
+        curves.setdefault(r["preset"], []).append(point)
+    return {preset: sorted(points, key=lambda p: p["n_train"]) for preset, points in curves.items()}
+
+
+def _curve_clause(curves: dict[str, list[dict[str, Any]]]) -> Clause | None:
+    """Has the float resolution stopped improving with more training clusters? The last doubling decides."""
+    steps = {}
+    for preset, points in curves.items():
+        if len(points) > 1:
+            a, b = points[-2], points[-1]
+            steps[preset] = compare(
+                (f"{a['n_train']:,}", a["resolution"], a["resolution_err"]),
+                (f"{b['n_train']:,}", b["resolution"], b["resolution_err"]),
+            )
+    if not steps:
+        return None
+    flat = all(c.verdict != "better" for c in steps.values())
+    said = "; ".join(
+        f"{preset} {c.difference:+.3f} ± {c.uncertainty:.3f} from {c.a} to {c.b} clusters ({c.verdict})"
+        for preset, c in steps.items()
+    )
+    verdict = "has flattened" if flat else "still improves"
+    text = f"Learning curve: the float resolution {verdict} at the last doubling of the training set: {said}."
+    return Clause("the float references have enough data", flat, text, {"curves": curves})
+
+
 def _integer_bits_clause(ptq: dict[str, Any] | None) -> Clause | None:
     """Do larger models need more integer bits? From the int-bits sweep: the bits for MPE < 1 % per size."""
     entry = ((ptq or {}).get("sweeps") or {}).get("int-bits") or {}
@@ -390,7 +425,10 @@ def _headline(
 
 
 def answer(
-    points: list[dict[str, Any]], config: StudyConfig, ptq_summary: dict[str, Any] | None = None
+    points: list[dict[str, Any]],
+    config: StudyConfig,
+    ptq_summary: dict[str, Any] | None = None,
+    curves: dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """The findings in words, each computed from the study's numbers, with the numbers behind them."""
     refs = float_references(points)
@@ -400,6 +438,7 @@ def answer(
     clauses: dict[str, Clause | None] = {
         "float": _float_clause(refs),
         "convergence": _convergence_clause(refs),
+        "data": _curve_clause(curves or {}),
         "budget": _budget_clause(best, per_preset, config),
         "bits": _integer_bits_clause(ptq_summary),
         "lut": _lut_clause(points, tuple(r.preset for r in refs)),
@@ -442,9 +481,12 @@ def summarize_study(
     write_text_atomic(scan_dir / "points.jsonl", "".join(json.dumps(p, allow_nan=False) + "\n" for p in points))
     front = [p for p in points if p["pareto"]]
     write_text_atomic(scan_dir / "pareto.json", json.dumps(front, indent=1, allow_nan=False))
-    result = answer(points, config, ptq_summary)
+    curves = learning_curves(records.get("learning_curve") or [])
+    result = answer(points, config, ptq_summary, curves)
     write_text_atomic(scan_dir / "answer.json", json.dumps(result, indent=1, allow_nan=False))
-    from calohls.plots.study import draw_study
+    from calohls.plots.study import draw_learning_curve, draw_study
 
     draw_study(points, config, scan_dir)
+    if curves:
+        draw_learning_curve(curves, scan_dir / "learning_curve.png")
     return result

@@ -177,21 +177,37 @@ def _with(config: Any, **changes: Any) -> Any:
     return type(config).model_validate(data)
 
 
-def _float_task(config: StudyConfig, out_dir: Path, data: Path, data_digest: str, preset: str, k: int) -> Task:
-    """The float run of one size with its k-th seed (k = 0: the run that PTQ and QAT start from)."""
+def _float_task(
+    config: StudyConfig, out_dir: Path, data: Path, data_digest: str, preset: str, k: int, fraction: float = 1.0
+) -> Task:
+    """The float run of one size with its k-th seed (k = 0: the run that PTQ and QAT start from), on a share of
+    the training clusters (the learning curve) or all of them."""
     model = {"preset": preset, "max_cells": config.max_cells}
-    text = dump_config(_with(config.train, model=model, seed=config.train.seed + k))
-    suffix = f":s{k}" if k else ""
+    options = {"seed": config.train.seed + k} | ({"train_fraction": fraction} if fraction < 1 else {})
+    text = dump_config(_with(config.train, model=model, **options))
+    suffix = (f":s{k}" if k else "") + (f":f{fraction:g}" if fraction < 1 else "")
+    folder = preset + (f"_s{k}" if k else "") + (f"_f{fraction:g}" if fraction < 1 else "")
+    labels = (("preset", preset), ("seed_index", k)) + ((("train_fraction", fraction),) if fraction < 1 else ())
     return Task(
         f"float:{preset}{suffix}",
         "float",
         digest(data_digest, text, config.eval_clusters),
-        str(out_dir / "runs" / (f"{preset}_s{k}" if k else preset)),
+        str(out_dir / "runs" / folder),
         str(data),
         text,
         config.eval_clusters,
-        (("preset", preset), ("seed_index", k)),
+        labels,
     )
+
+
+def _curve_tasks(config: StudyConfig, out_dir: Path, data: Path, data_digest: str) -> list[Task]:
+    """The learning curve: the smallest and the largest size on shares of the training clusters."""
+    sizes = dict.fromkeys((config.presets[0], config.presets[-1]))
+    return [
+        _float_task(config, out_dir, data, data_digest, preset, 0, fraction)
+        for preset in sizes
+        for fraction in config.learning_curve
+    ]
 
 
 def _model_tasks(
@@ -350,11 +366,12 @@ def run_study(
     data, data_digest = _data(config, out_dir, store, progress)
 
     float_tasks, seed_tasks, qat_tasks = _model_tasks(config, out_dir, data, data_digest)
+    curve_tasks = _curve_tasks(config, out_dir, data, data_digest)
     if config.qat_from_float:  # QAT starts from the float runs: train those first
-        _run(float_tasks + seed_tasks, store, config, "float training", progress)
+        _run(float_tasks + seed_tasks + curve_tasks, store, config, "float training", progress)
         _run(qat_tasks, store, config, "QAT", progress)
     else:
-        _run(float_tasks + seed_tasks + qat_tasks, store, config, "train", progress)
+        _run(float_tasks + seed_tasks + curve_tasks + qat_tasks, store, config, "train", progress)
     sweep_digest = _ptq_sweep(config, out_dir, float_tasks, progress)
     ptq_tasks = _ptq_tasks(config, out_dir, float_tasks, sweep_digest)
     _run(ptq_tasks, store, config, "ptq designs", progress)
@@ -365,6 +382,7 @@ def run_study(
 
     records = {
         "float": [_stored(store, t) for t in float_tasks + seed_tasks],
+        "learning_curve": [_stored(store, t) for t in curve_tasks + float_tasks],
         "ptq": [_stored(store, t) for t in ptq_tasks],
         "qat": [_stored(store, t) for t in qat_tasks],
         "firmware": _built_firmware(config, out_dir, qat_tasks, store),

@@ -92,6 +92,7 @@ def _float(task: Task) -> dict[str, Any]:
     return {
         "epochs": result.epochs,
         "val_loss": result.best_val_loss,
+        "n_train": result.n_train,
         "converged": result.convergence.converged,
         "convergence": result.convergence.to_json(),
         **_summary_of_run(Path(task.out), task.eval_clusters),
