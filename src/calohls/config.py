@@ -175,7 +175,7 @@ class TrainConfig(_Strict):
     lr_patience: int = Field(3, ge=1, description="epochs without improvement before halving the learning rate")
     max_clusters: int | None = Field(None, ge=1, description="use at most this many clusters of the file")
     em_weight: float = Field(
-        0.3,
+        0.0,
         ge=0,
         le=10,
         description="weight of an auxiliary loss that teaches the network to tell π0 (electromagnetic) from π± "
