@@ -164,7 +164,8 @@ def resolution_comparison(
 ) -> ComparisonArtists:
     """Resolution against true energy for several calibrations, one marker series each.
 
-    The horizontal error bars span the bins. All tables must use the same quantile pair, whose name labels the
+    The horizontal error bars span the bins, the vertical ones the 68 % bootstrap interval of each resolution (when
+    the table has one). All tables must use the same quantile pair, whose name labels the
     y axis (e.g. ``"IQR(16–84%)/median"``).
 
     Args:
@@ -208,6 +209,8 @@ def median_comparison(
     headroom: float = 0.35,
 ) -> ComparisonArtists:
     """Median response against true energy for several calibrations, with a shaded band of ``1 ± band``.
+
+    Vertical error bars show the 68 % bootstrap interval of each median (when the table has one).
 
     Args:
         ax: Axes to draw on.
@@ -295,7 +298,8 @@ def _tables(tables: Mapping[str, ResponseTable]) -> list[tuple[str, ResponseTabl
 def _series(
     ax: Axes, items: list[tuple[str, ResponseTable]], field: str, markers: Sequence[str]
 ) -> dict[str, ErrorbarContainer]:
-    """One marker series per table of ``table.<field>`` at the bin centres, x error bars spanning the bins."""
+    """One marker series per table of ``table.<field>`` at the bin centres, x error bars spanning the bins and y
+    error bars the 68 % bootstrap interval (``<field>_lo`` to ``<field>_hi``) where the table has one."""
     series = {}
     for i, (name, table) in enumerate(items):
         values = getattr(table, field)
@@ -303,9 +307,27 @@ def _series(
         x = table.centres[ok]
         xerr = np.vstack((x - table.edges[:-1][ok], table.edges[1:][ok] - x))
         series[name] = ax.errorbar(
-            x, values[ok], xerr=xerr, marker=markers[i % len(markers)], markersize=6, linestyle="none", label=name
+            x,
+            values[ok],
+            xerr=xerr,
+            yerr=_interval_err(table, field, ok),
+            marker=markers[i % len(markers)],
+            markersize=6,
+            linestyle="none",
+            capsize=2,
+            label=name,
         )
     return series
+
+
+def _interval_err(table: ResponseTable, field: str, ok: np.ndarray) -> np.ndarray | None:
+    """``[2, n]`` distances from the values to the ends of their bootstrap interval (0 where a bin has none);
+    None when the table has no interval at all."""
+    lo, hi = getattr(table, f"{field}_lo")[ok], getattr(table, f"{field}_hi")[ok]
+    if not (np.isfinite(lo).any() or np.isfinite(hi).any()):
+        return None
+    values = getattr(table, field)[ok]
+    return np.vstack((np.nan_to_num(values - lo, nan=0.0), np.nan_to_num(hi - values, nan=0.0))).clip(min=0.0)
 
 
 def _finish(ax: Axes, items: list[tuple[str, ResponseTable]], log_x: bool) -> None:
