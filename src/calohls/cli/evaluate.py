@@ -86,7 +86,9 @@ def _print_tables(result: object) -> None:
     from calohls.physics.methods import GROUPS, METHODS
 
     console = Console()
-    caption = ", ".join(f"{m.short}: {m.label}" for m in METHODS.values()) + "; 0.173(5) = 0.173 ± 0.005 (68 % bootstrap)"
+    caption = (
+        ", ".join(f"{m.short}: {m.label}" for m in METHODS.values()) + "; 0.173(5) = 0.173 ± 0.005 (68 % bootstrap)"
+    )
     for group, by_method in result.tables.items():  # type: ignore[attr-defined]
         first = next(iter(by_method.values()))
         for kind in ("median", "resolution"):

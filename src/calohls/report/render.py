@@ -24,6 +24,7 @@ import jinja2
 from calohls import __version__
 from calohls.errors import InputFileError
 from calohls.files import atomic_output, check_output
+from calohls.physics.methods import method_labels
 from calohls.report.collect import EXPECTED, DataFile, Figure, Firmware, PTQResult, Run, Scan, Study, collect_study
 from calohls.report.figures import history_png
 
@@ -173,8 +174,8 @@ def _response_table(tables: Mapping[str, Any], methods: Mapping[str, str]) -> di
     rows = []
     for i, count in enumerate(counts):
         lo, hi = (edges[i], edges[i + 1]) if i + 1 < len(edges) else (None, None)
-        median = [_fmt3(_at(tables[m].get("median"), i)) for m in keys]
-        resolution = [_fmt3(_at(tables[m].get("resolution"), i)) for m in keys]
+        median = [_fmt3(_at(tables[m].get("median"), i), _at(tables[m].get("median_err"), i)) for m in keys]
+        resolution = [_fmt3(_at(tables[m].get("resolution"), i), _at(tables[m].get("resolution_err"), i)) for m in keys]
         rows.append(
             {"bin": f"{_edge(lo)}–{_edge(hi)}", "count": fmt(count), "median": median, "resolution": resolution}
         )
@@ -193,16 +194,21 @@ def _at(values: Any, i: int) -> Any:
     return values[i] if isinstance(values, list) and i < len(values) else None
 
 
-def _fmt3(value: Any) -> str:
-    """A response or resolution value to three decimals (en dash when missing)."""
-    return f"{value:.3f}" if isinstance(value, int | float) and math.isfinite(value) else "–"
+def _fmt3(value: Any, err: Any = None) -> str:
+    """A response or resolution value to three decimals, with its uncertainty in units of the last digit when there
+    is one (``0.173(5)`` = 0.173 ± 0.005); an en dash when missing."""
+    if not (isinstance(value, int | float) and math.isfinite(value)):
+        return "–"
+    if isinstance(err, int | float) and math.isfinite(err):
+        return f"{value:.3f}({max(round(err * 1000), 1)})"
+    return f"{value:.3f}"
 
 
 def _evaluation(metrics: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if metrics is None:
         return None
     methods = metrics.get("methods")
-    methods = methods if isinstance(methods, Mapping) else {"em": "EM scale", "lcw": "LCW-like", "deepsets": "DeepSets"}
+    methods = methods if isinstance(methods, Mapping) else method_labels()
     groups = metrics.get("groups") if isinstance(metrics.get("groups"), Mapping) else {}
     out = []
     for group, tables in (metrics.get("tables") or {}).items():
@@ -210,21 +216,28 @@ def _evaluation(metrics: Mapping[str, Any] | None) -> dict[str, Any] | None:
             continue
         checks = _dig(metrics, "checks", group) or {}
         out.append({"label": groups.get(group, group), "table": table, "checks": _checks_text(checks)})
-    return {"test_clusters": metrics.get("test_clusters"), "groups": out}
+    bootstrap = metrics.get("bootstrap")
+    return {"test_clusters": metrics.get("test_clusters"), "groups": out, "bootstrap": bootstrap}
 
 
-def _checks_text(checks: Mapping[str, Any]) -> str:
+def _checks_text(checks: Mapping[str, Any]) -> list[str]:
+    """One line per condition of ``calohls evaluate`` (its verdict), after the summary of the bin counts."""
     if not checks:
-        return ""
+        return []
     within = "yes" if checks.get("median_within_2pct_above_1gev") else "no"
     worst = checks.get("worst_median_deviation_above_1gev")
     worst_text = f" (worst {100 * worst:.1f} %)" if isinstance(worst, int | float) else ""
     bins = fmt(checks.get("bins"))
-    return (
-        f"DeepSets median within ±2 % above 1 GeV: {within}{worst_text}; resolution better than the EM scale in "
-        f"{fmt(checks.get('bins_better_than_em'))}/{bins} bins, than LCW-like in "
-        f"{fmt(checks.get('bins_better_than_lcw'))}/{bins}"
+    better = ", ".join(
+        f"{label} in {fmt(checks[f'bins_better_than_{key}'])}/{bins}"
+        for key, label in method_labels().items()
+        if f"bins_better_than_{key}" in checks
     )
+    lines = [f"DeepSets median within ±2 % above 1 GeV: {within}{worst_text}; resolution better than {better} bins"]
+    conditions = checks.get("conditions")
+    if isinstance(conditions, Mapping):
+        lines += [f"DeepSets: {c['verdict']}" for c in conditions.values() if isinstance(c, Mapping) and "verdict" in c]
+    return lines
 
 
 def _eval_order(figure: Figure) -> tuple[int, int, str]:
