@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from calohls.physics.response import DEFAULT_BOOTSTRAP, QUANTILE_PAIRS
 
+if TYPE_CHECKING:
+    from calohls.physics.evaluate import Evaluation
+
 __all__ = ["evaluate_command"]
 
 
 def _fmt(x: float, err: float = math.nan) -> str:
-    """``0.173(5)``: the value to three decimals and its uncertainty in units of the last digit."""
+    """``0.173(5)``: the value and its uncertainty in units of the last digit (three decimals, two when the
+    uncertainty reaches 0.1: ``0.99(13)``)."""
     if not math.isfinite(x):
         return "–"
-    return f"{x:.3f}" if not math.isfinite(err) else f"{x:.3f}({max(round(err * 1000), 1)})"
+    if not math.isfinite(err):
+        return f"{x:.3f}"
+    digits = 3 if err < 0.0995 else 2
+    return f"{x:.{digits}f}({max(round(err * 10**digits), 1)})"
 
 
 @click.command("evaluate", short_help="Response and resolution of a trained run vs EM, LCW-like, GBDT and oracle.")
@@ -82,26 +91,25 @@ def evaluate_command(
     click.echo(f"wrote {run_dir / 'eval'}")
 
 
-def _print_tables(result: object) -> None:
+def _print_tables(result: Evaluation) -> None:
     from calohls.physics.methods import GROUPS, METHODS
 
     console = Console()
-    caption = (
-        ", ".join(f"{m.short}: {m.label}" for m in METHODS.values()) + "; 0.173(5) = 0.173 ± 0.005 (68 % bootstrap)"
-    )
-    for group, by_method in result.tables.items():  # type: ignore[attr-defined]
+    methods = ", ".join(f"{m.short}: {m.label}" for m in METHODS.values())
+    caption = f"E_true in GeV; n: test clusters; {methods}; 0.173(5) = 0.173 ± 0.005 (68 % bootstrap)"
+    for group, by_method in result.tables.items():
         first = next(iter(by_method.values()))
         for kind in ("median", "resolution"):
             title = "median response E_pred/E_true" if kind == "median" else first.resolution_label
-            table = Table(title=f"{GROUPS[group][0]}: {title}", caption=caption)
-            table.add_column("E_true [GeV]")
-            table.add_column("clusters", justify="right")
+            table = Table(title=f"{GROUPS[group][0]}: {title}", caption=caption, box=box.SIMPLE_HEAD, pad_edge=False)
+            table.add_column("E_true", no_wrap=True)
+            table.add_column("n", justify="right", no_wrap=True, min_width=5)
             for m in by_method:
-                table.add_column(METHODS[m].short, justify="right")
+                table.add_column(METHODS[m].short, justify="right", no_wrap=True, min_width=9)
             for i, count in enumerate(first.counts):
                 cells = [f"{first.edges[i]:.3g}–{first.edges[i + 1]:.3g}", f"{count:,}"]
                 cells += [_fmt(getattr(t, kind)[i], getattr(t, f"{kind}_err")[i]) for t in by_method.values()]
                 table.add_row(*cells)
             console.print(table)
-        for condition in result.checks[group]["conditions"].values():  # type: ignore[attr-defined]
+        for condition in result.checks[group]["conditions"].values():
             console.print(f"DeepSets, {GROUPS[group][0]}: {condition['verdict']}", soft_wrap=True, markup=False)

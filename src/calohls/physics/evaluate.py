@@ -53,8 +53,6 @@ log = logging.getLogger(__name__)
 
 #: Clusters of the training split that the reference methods are fitted on (more add little).
 FIT_CLUSTERS = 100_000
-#: The former name of :data:`FIT_CLUSTERS`.
-LCW_FIT_CLUSTERS = FIT_CLUSTERS
 
 
 @dataclass(frozen=True)
@@ -176,7 +174,7 @@ def _conditions(group: str, by_method: dict[str, ResponseTable]) -> dict[str, An
     out["median_within_2pct_above_2gev"] = _closure(dnn, 2.0, 0.02)
     if group == "pi0":
         c = _beats(dnn, by_method["em"], "em", 50.0, factor=1.15)
-        c["verdict"] = _verdict_beats(c, "π0 resolution within 15 % of the EM scale above 50 GeV", "em")
+        c["verdict"] = _verdict_beats(c, "resolution within 15 % of the EM scale above 50 GeV", "em")
         out["within_15pct_of_em_above_50gev"] = c
     return out
 
