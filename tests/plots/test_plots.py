@@ -157,11 +157,13 @@ def test_resolution_comparison(tmp_path, tables):
     plots.experiment_label(ax)
 
     assert list(artists.series) == ["EM scale", "LCW-like", "DeepSets"]
-    for name, container in artists.series.items():
+    for shift, (name, container) in zip((-0.15, 0.0, 0.15), artists.series.items(), strict=True):
         table = tables[name]
         ok = np.isfinite(table.resolution)
         line = container.lines[0]
-        np.testing.assert_array_equal(line.get_xdata(), table.centres[ok])
+        # side by side within their bins: 30 % of the bin width (in log E) between the first and the last
+        lo, hi = table.edges[:-1][ok], table.edges[1:][ok]
+        np.testing.assert_allclose(line.get_xdata(), table.centres[ok] * (hi / lo) ** shift)
         np.testing.assert_array_equal(line.get_ydata(), table.resolution[ok])
         assert container.has_xerr
         assert container.has_yerr  # the 68 % bootstrap interval
@@ -325,6 +327,16 @@ def test_save_rejects_unknown_format(tmp_path):
         plots.save(fig, tmp_path / "fig.jpeg")
     assert plt.get_fignums() == before
     assert list(tmp_path.iterdir()) == []
+
+
+def test_comparisons_can_put_every_marker_at_the_centre(tables):
+    _, ax = plots.new_figure()
+    artists = plots.median_comparison(ax, tables, dodge=0.0)
+    for name, container in artists.series.items():
+        ok = np.isfinite(tables[name].median)
+        np.testing.assert_array_equal(container.lines[0].get_xdata(), tables[name].centres[ok])
+    with pytest.raises(ConfigError, match=r"dodge=1\.0"):
+        plots.resolution_comparison(ax, tables, dodge=1.0)
 
 
 def test_comparisons_without_bootstrap_have_no_y_errors(sample):

@@ -145,7 +145,7 @@ METHODS: dict[str, Method] = {
         Method("em", "EM scale", "EM", lambda batch, seed: EMScale()),
         Method("lcw", "LCW-like", "LCW", _fit_lcw),
         Method("gbdt", "GBDT (moments)", "GBDT", _fit_gbdt),
-        Method("oracle", "EM scale per true type", "Oracle", lambda batch, seed: ParticleOracle.fit(batch)),
+        Method("oracle", "Oracle: EM scale per true type", "Oracle", lambda batch, seed: ParticleOracle.fit(batch)),
         Method("deepsets", "DeepSets", "DS", None),
     )
 }
