@@ -111,7 +111,9 @@ def test_checks_name_the_failing_bins_with_both_numbers():
     assert first["bin"] == "1.08–2.32 GeV"
     assert first["deepsets"] == pytest.approx(2 * first["lcw"], rel=0.15)
     assert 0 < first["deepsets_err"] < 0.1 * first["deepsets"]
+    assert first["significant"]  # twice as wide on ~2000 clusters a bin: far beyond the uncertainties
     assert "fails at 1.08–2.32 GeV" in lcw["verdict"]
+    assert "(significant)" in lcw["verdict"]
     median = c["median_within_2pct_above_2gev"]
     assert not median["passed"]
     assert median["worst"]["median"] == pytest.approx(1.05, abs=0.01)

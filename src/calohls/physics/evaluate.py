@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,16 +135,19 @@ def _beats(dnn: ResponseTable, ref: ResponseTable, ref_key: str, gev: float, fac
     for i in bins:
         if not dnn.resolution[i] < factor * ref.resolution[i]:
             d, r = _value(dnn, "resolution", i), _value(ref, "resolution", i)
+            excess = dnn.resolution[i] - factor * ref.resolution[i]
+            combined = math.hypot(dnn.resolution_err[i], factor * ref.resolution_err[i])
             failing.append({"bin": _bin_text(dnn, i), "lo": float(dnn.edges[i]), "hi": float(dnn.edges[i + 1]),
                             "deepsets": d["resolution"], "deepsets_err": d["resolution_err"],
-                            ref_key: r["resolution"], f"{ref_key}_err": r["resolution_err"]})  # fmt: skip
+                            ref_key: r["resolution"], f"{ref_key}_err": r["resolution_err"],
+                            "significant": bool(excess > combined)})  # fmt: skip
     return {"passed": bool(bins) and not failing, "bins": len(bins), "failing": failing}
 
 
 def _verdict_beats(c: dict[str, Any], what: str, ref_key: str) -> str:
     head = f"{what}: {'yes' if c['passed'] else 'no'} ({c['bins'] - len(c['failing'])}/{c['bins']} bins)"
     fails = [f"{f['bin']} {_pm(f['deepsets'], f['deepsets_err'])} vs {_pm(f[ref_key], f[f'{ref_key}_err'])}"
-             for f in c["failing"]]  # fmt: skip
+             + (" (significant)" if f["significant"] else "") for f in c["failing"]]  # fmt: skip
     return head + (f"; fails at {'; '.join(fails)}" if fails else "")
 
 
@@ -156,6 +160,8 @@ def _closure(t: ResponseTable, gev: float, tolerance: float) -> dict[str, Any]:
     entry = [{"bin": _bin_text(t, i), "lo": float(t.edges[i]), "hi": float(t.edges[i + 1]), **_value(t, "median", i)}
              for i in bins]  # fmt: skip
     worst = entry[int(np.argmax(off))]
+    for e, o in zip(entry, off, strict=True):
+        e["significant"] = bool(e["median_err"] is not None and o - tolerance > e["median_err"])
     failing = [e for e, o in zip(entry, off, strict=True) if o > tolerance]
     verdict = (
         f"median within ±{tolerance:.0%} above {gev:g} GeV: {'yes' if not failing else 'no'} "
@@ -185,8 +191,9 @@ def evaluation_checks(tables: dict[str, dict[str, ResponseTable]]) -> dict[str, 
     Returns:
         Group → ``median_within_2pct_above_1gev``, ``worst_median_deviation_above_1gev``, ``bins`` (with values),
         ``bins_better_than_<method>`` for every other method, and ``conditions``: name → ``passed``, ``bins``
-        (judged), ``failing`` (one entry per failing bin: its range and both values with their uncertainties)
-        and ``verdict`` (one line).
+        (judged), ``failing`` (one entry per failing bin: its range, both values with their uncertainties, and
+        ``significant``: whether the shortfall exceeds its combined 68 % uncertainty; NaN uncertainties, as
+        without bootstrap, never count as significant) and ``verdict`` (one line).
     """
     out: dict[str, Any] = {}
     for group, by_method in tables.items():
