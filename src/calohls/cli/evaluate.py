@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,17 +16,6 @@ if TYPE_CHECKING:
     from calohls.physics.evaluate import Evaluation
 
 __all__ = ["evaluate_command"]
-
-
-def _fmt(x: float, err: float = math.nan) -> str:
-    """``0.173(5)``: the value and its uncertainty in units of the last digit (three decimals, two when the
-    uncertainty reaches 0.1: ``0.99(13)``)."""
-    if not math.isfinite(x):
-        return "–"
-    if not math.isfinite(err):
-        return f"{x:.3f}"
-    digits = 3 if err < 0.0995 else 2
-    return f"{x:.{digits}f}({max(round(err * 10**digits), 1)})"
 
 
 @click.command("evaluate", short_help="Response and resolution of a trained run vs EM, LCW-like, GBDT and oracle.")
@@ -93,6 +81,7 @@ def evaluate_command(
 
 def _print_tables(result: Evaluation) -> None:
     from calohls.physics.methods import GROUPS, METHODS
+    from calohls.report.render import value_with_error
 
     console = Console()
     methods = ", ".join(f"{m.short}: {m.label}" for m in METHODS.values())
@@ -108,7 +97,10 @@ def _print_tables(result: Evaluation) -> None:
                 table.add_column(METHODS[m].short, justify="right", no_wrap=True, min_width=9)
             for i, count in enumerate(first.counts):
                 cells = [f"{first.edges[i]:.3g}–{first.edges[i + 1]:.3g}", f"{count:,}"]
-                cells += [_fmt(getattr(t, kind)[i], getattr(t, f"{kind}_err")[i]) for t in by_method.values()]
+                cells += [
+                    value_with_error(float(getattr(t, kind)[i]), float(getattr(t, f"{kind}_err")[i]))
+                    for t in by_method.values()
+                ]
                 table.add_row(*cells)
             console.print(table)
         for condition in result.checks[group]["conditions"].values():

@@ -28,7 +28,7 @@ from calohls.physics.methods import method_labels
 from calohls.report.collect import EXPECTED, DataFile, Figure, Firmware, PTQResult, Run, Scan, Study, collect_study
 from calohls.report.figures import history_png
 
-__all__ = ["VERSION_PACKAGES", "fmt", "render_report", "write_report"]
+__all__ = ["VERSION_PACKAGES", "fmt", "render_report", "value_with_error", "write_report"]
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +174,10 @@ def _response_table(tables: Mapping[str, Any], methods: Mapping[str, str]) -> di
     rows = []
     for i, count in enumerate(counts):
         lo, hi = (edges[i], edges[i + 1]) if i + 1 < len(edges) else (None, None)
-        median = [_fmt3(_at(tables[m].get("median"), i), _at(tables[m].get("median_err"), i)) for m in keys]
-        resolution = [_fmt3(_at(tables[m].get("resolution"), i), _at(tables[m].get("resolution_err"), i)) for m in keys]
+        median = [value_with_error(_at(tables[m].get("median"), i), _at(tables[m].get("median_err"), i)) for m in keys]
+        resolution = [
+            value_with_error(_at(tables[m].get("resolution"), i), _at(tables[m].get("resolution_err"), i)) for m in keys
+        ]
         rows.append(
             {"bin": f"{_edge(lo)}–{_edge(hi)}", "count": fmt(count), "median": median, "resolution": resolution}
         )
@@ -194,14 +196,16 @@ def _at(values: Any, i: int) -> Any:
     return values[i] if isinstance(values, list) and i < len(values) else None
 
 
-def _fmt3(value: Any, err: Any = None) -> str:
-    """A response or resolution value to three decimals, with its uncertainty in units of the last digit when there
-    is one (``0.173(5)`` = 0.173 ± 0.005); an en dash when missing."""
+def value_with_error(value: Any, err: Any = None) -> str:
+    """A response or resolution with its uncertainty in units of the last digit: ``0.173(5)`` = 0.173 ± 0.005, to
+    three decimals (two when the uncertainty reaches 0.1: ``0.99(13)``); without an uncertainty the value to three
+    decimals; an en dash when missing."""
     if not (isinstance(value, int | float) and math.isfinite(value)):
         return "–"
-    if isinstance(err, int | float) and math.isfinite(err):
-        return f"{value:.3f}({max(round(err * 1000), 1)})"
-    return f"{value:.3f}"
+    if not (isinstance(err, int | float) and math.isfinite(err)):
+        return f"{value:.3f}"
+    digits = 3 if err < 0.0995 else 2
+    return f"{value:.{digits}f}({max(round(err * 10**digits), 1)})"
 
 
 def _evaluation(metrics: Mapping[str, Any] | None) -> dict[str, Any] | None:
