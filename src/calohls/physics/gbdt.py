@@ -22,7 +22,7 @@ through ``e_em`` and ``n_cells_total`` alone. The regression is direct: it needs
 
 Why this library: histogram gradient boosting is the standard strong tabular baseline; scikit-learn's
 implementation is well maintained, multi-threaded, needs no system libraries (unlike XGBoost's or LightGBM's
-OpenMP builds) and fits 100k clusters in seconds on two cores.
+OpenMP builds) and fits 100k clusters in about 7 s on two busy cores.
 """
 
 from __future__ import annotations
@@ -83,57 +83,59 @@ def gbdt_feature_names(samplings: Sequence[int]) -> list[str]:
     return [*_SCALAR_NAMES, *(f"frac_{_SAMPLING_NAMES.get(int(s), f'sampling{int(s)}')}" for s in samplings)]
 
 
-def _weighted(w: np.ndarray, total: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted mean and spread of ``x`` per row (weights ``w``, row sums ``total`` > 0)."""
-    mean = (w * x).sum(axis=1) / total
-    var = (w * (x - mean[:, None]) ** 2).sum(axis=1) / total
-    return mean, np.sqrt(np.maximum(var, 0.0))
-
-
 def _block_features(batch: ClusterBatch, start: int, stop: int, samplings: Sequence[int]) -> np.ndarray:
-    n_cells = batch.n_cells[start:stop]
-    width = max(int(n_cells.max(initial=0)), 1)
-    cells = batch.cells[start:stop, :width]
-    mask = np.arange(width)[None, :] < n_cells[:, None]
+    """The features of clusters ``start:stop``, from their positive stored cells gathered into flat arrays."""
+    n = stop - start
+    width = max(int(batch.n_cells[start:stop].max(initial=0)), 1)
+    mask = np.arange(width)[None, :] < batch.n_cells[start:stop, None]
+    e_all = np.where(mask, batch.cells[start:stop, :width, _COL["e"]], np.float32(0.0))
+    cluster, slot = np.nonzero(e_all > 0)
+    cells = batch.cells[start + cluster, slot]  # [P, F]
 
     def col(name: str) -> np.ndarray:
-        return cells[:, :, _COL[name]].astype(np.float64)
+        return cells[:, _COL[name]].astype(np.float64)
 
-    e = np.where(mask, col("e"), 0.0)
-    w = np.maximum(e, 0.0)
-    total = w.sum(axis=1)
+    def per_cluster(x: np.ndarray) -> np.ndarray:
+        return np.bincount(cluster, weights=x, minlength=n)
+
+    e = col("e")
+    total = per_cluster(e)
     some = total > 0
     safe_total = np.where(some, total, 1.0)
-    e_ref = np.maximum(np.asarray(batch["e_em"][start:stop], np.float64), _E_FLOOR)
+
+    def mean_spread(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean = per_cluster(e * x) / safe_total
+        return mean, np.sqrt(np.maximum(per_cluster(e * x * x) / safe_total - mean * mean, 0.0))
+
     r = col("r")
-    positive = (w > 0) & (col("deta") * col("dphi") > 0) & (r > 0)
-    rho = np.divide(w, col("deta") * col("dphi") * r * r, out=np.zeros_like(w), where=positive)
-    log_rho_cell = np.log10(rho, out=np.zeros_like(w), where=positive)
-    dphi = col("phi") - np.asarray(batch["phi"][start:stop], np.float64)[:, None]
+    area = col("deta") * col("dphi") * r * r
+    good = area > 0
+    rho = np.divide(e, area, out=np.zeros_like(e), where=good)
+    log_rho_cell = np.log10(rho, out=np.zeros_like(e), where=good)
+    dphi = col("phi") - np.asarray(batch["phi"][start:stop], np.float64)[cluster]
     dphi = (dphi + np.pi) % (2 * np.pi) - np.pi
-    depth, depth_spread = _weighted(w, safe_total, r)
-    _, width_eta = _weighted(w, safe_total, col("eta"))
-    _, width_phi = _weighted(w, safe_total, dphi)
-    mean_log_rho, spread_log_rho = _weighted(w, safe_total, log_rho_cell)
+    depth, depth_spread = mean_spread(r)
+    mean_log_rho, spread_log_rho = mean_spread(log_rho_cell)
+    e_ref = np.maximum(np.asarray(batch["e_em"][start:stop], np.float64), _E_FLOOR)
     sampling = np.rint(col("sampling"))
     columns = [
         np.log10(e_ref),
         np.abs(np.asarray(batch["eta"][start:stop], np.float64)),
         np.log10(np.maximum(np.asarray(batch["n_cells_total"][start:stop], np.float64), 1.0)),
-        positive.sum(axis=1).astype(np.float64),
+        np.bincount(cluster, weights=good.astype(np.float64), minlength=n),
         depth,
         depth_spread,
-        width_eta,
-        width_phi,
-        np.log10(np.maximum((w * rho).sum(axis=1) / safe_total, 1e-12)),
+        mean_spread(col("eta"))[1],
+        mean_spread(dphi)[1],
+        np.log10(np.maximum(per_cluster(e * rho) / safe_total, 1e-12)),
         mean_log_rho,
         spread_log_rho,
-        w.max(axis=1, initial=0.0) / safe_total,
-        (w * (e > _CORE_SIGMA * col("sigma"))).sum(axis=1) / safe_total,
+        e_all.max(axis=1, initial=0.0).astype(np.float64) / safe_total,
+        per_cluster(e * (e > _CORE_SIGMA * col("sigma"))) / safe_total,
         total / e_ref,
-        np.minimum(e, 0.0).sum(axis=1) / e_ref,
+        (e_all.sum(axis=1, dtype=np.float64) - total) / e_ref,
     ]
-    columns += [(w * (sampling == s)).sum(axis=1) / safe_total for s in samplings]
+    columns += [per_cluster(e * (sampling == s)) / safe_total for s in samplings]
     out = np.stack(columns, axis=1)
     out[~some, 4:13] = np.nan  # no positive cell: no shape (the trees route NaN on their own)
     return out
