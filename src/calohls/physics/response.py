@@ -13,7 +13,8 @@ times (a stratified bootstrap: each bin keeps its count), the median and the res
 resample, and the 16 % and 84 % quantiles of those ``B`` values give the 68 % interval (``median_lo``,
 ``median_hi``, ``resolution_lo``, ``resolution_hi``; ``median_err`` and ``resolution_err`` are the half-widths).
 The resamples are drawn from ``numpy.random.default_rng(seed)``, so the same inputs and seed give the same
-intervals. ``bootstrap=0`` turns this off (the interval fields hold NaN).
+intervals. ``bootstrap=0`` turns this off (the interval fields hold NaN). The cost does not grow with the number of
+clusters (see ``_bootstrap``).
 """
 
 from __future__ import annotations
@@ -50,9 +51,6 @@ DEFAULT_BOOTSTRAP = 200
 
 #: Quantiles of the bootstrap replicas that bound the 68 % interval.
 INTERVAL: tuple[float, float] = (0.16, 0.84)
-
-#: Most resampled indices held at once (bounds the memory of the bootstrap of a large bin).
-_BOOT_CHUNK = 4_000_000
 
 
 def log_bins(lo: float, hi: float, per_decade: int = 5) -> np.ndarray:
@@ -345,6 +343,24 @@ def _interval(replicas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
+def _order_statistic_indices(rng: np.random.Generator, n: int, ranks: Sequence[int], size: int) -> list[np.ndarray]:
+    """For ``size`` resamples of ``n`` indices drawn uniformly from ``0..n-1``: the index at each 0-based sorted
+    position of ``ranks`` (ascending, distinct).
+
+    The order statistics of ``n`` uniforms are drawn one after the other: ``U_(r)`` is ``Beta(r, n - r + 1)``, and
+    given ``U_(r)`` the next one wanted, ``U_(s)``, is ``U_(r) + (1 − U_(r)) · Beta(s − r, n − s + 1)``.
+    """
+    u = np.zeros(size)
+    previous = 0
+    indices = []
+    for k in ranks:
+        r = k + 1  # 1-based rank
+        u = u + (1.0 - u) * rng.beta(r - previous, n - r + 1, size=size)
+        previous = r
+        indices.append(np.minimum((u * n).astype(np.intp), n - 1))
+    return indices
+
+
 def _bootstrap(
     response: np.ndarray,
     starts: np.ndarray,
@@ -356,24 +372,27 @@ def _bootstrap(
 ) -> dict[str, np.ndarray]:
     """``[n_boot, n_bins]`` median and resolution of resamples of each filled bin (NaN elsewhere).
 
-    ``response`` is sorted within each bin, so sorted resampled indices give the sorted resample, and its
-    quantiles are read at the positions :func:`numpy.quantile` would use.
+    A resample of ``n`` clusters draws ``n`` indices ``floor(n · U)`` with ``U`` uniform; as ``response`` is sorted
+    within each bin, the k-th smallest value of the resample is ``values[floor(n · U_(k))]``, with ``U_(k)`` the
+    k-th order statistic of ``n`` uniforms. Only the few order statistics the quantiles read (two per quantile,
+    for :func:`numpy.quantile`'s interpolation) are drawn, jointly and exactly, from Beta distributions: the cost
+    does not grow with ``n``.
     """
     rng = np.random.default_rng(seed)
     out = {name: np.full((n_boot, counts.size), np.nan) for name in ("median", "q_lo", "q_hi")}
     for b in np.flatnonzero(filled):
         n = int(counts[b])
         values = response[starts[b] : starts[b] + n]
-        rows = max(1, _BOOT_CHUNK // n)
-        for first in range(0, n_boot, rows):
-            last = min(n_boot, first + rows)
-            index = np.sort(rng.integers(0, n, size=(last - first, n), dtype=np.int32), axis=1)
-            for name, q in (("q_lo", pair[0]), ("median", 0.5), ("q_hi", pair[1])):
-                h = q * (n - 1)
-                below = math.floor(h)
-                above = min(below + 1, n - 1)
-                a, c = values[index[:, below]], values[index[:, above]]
-                out[name][first:last, b] = a + (c - a) * (h - below)
+        reads = {}
+        for name, q in (("q_lo", pair[0]), ("median", 0.5), ("q_hi", pair[1])):
+            h = q * (n - 1)
+            below = math.floor(h)
+            reads[name] = (below, min(below + 1, n - 1), h - below)
+        ranks = sorted({k for below, above, _ in reads.values() for k in (below, above)})
+        index = dict(zip(ranks, _order_statistic_indices(rng, n, ranks, n_boot), strict=True))
+        for name, (below, above, t) in reads.items():
+            lo, hi = values[index[below]], values[index[above]]
+            out[name][:, b] = lo + (hi - lo) * t
     median = out["median"]
     resolution = np.full_like(median, np.nan)
     positive = median > 0
