@@ -66,6 +66,7 @@ class ParticleOracle:
 
     @classmethod
     def fit(cls, batch: ClusterBatch) -> ParticleOracle:
+        """One numerical inversion per particle type with at least 20 clusters of positive energies."""
         from calohls.model.correction import ResponseCorrection
 
         kind = np.abs(np.asarray(batch["particle"]))
@@ -78,6 +79,7 @@ class ParticleOracle:
         return cls(corrections)
 
     def predict(self, batch: ClusterBatch) -> np.ndarray:
+        """The EM-scale energy of each cluster divided by the median response of its true type at that energy."""
         kind = np.abs(np.asarray(batch["particle"]))
         out = np.asarray(batch["e_em"], dtype=np.float64).copy()
         for pdg, correction in self.corrections.items():
@@ -95,7 +97,7 @@ class ParticleOracle:
 def _fit_lcw(batch: ClusterBatch, seed: int) -> Calibration:
     from calohls.physics.baselines import LCWCalibration
 
-    return _Recorded(LCWCalibration.fit(batch))
+    return _LCWMethod(LCWCalibration.fit(batch))
 
 
 def _fit_gbdt(batch: ClusterBatch, seed: int) -> Calibration:
@@ -105,8 +107,8 @@ def _fit_gbdt(batch: ClusterBatch, seed: int) -> Calibration:
 
 
 @dataclass(frozen=True)
-class _Recorded:
-    """An LCW-like calibration with the :class:`Calibration` record (its training counts)."""
+class _LCWMethod:
+    """The LCW-like calibration as a :class:`Calibration`: its record is its training counts, its file ``lcw.json``."""
 
     lcw: Any
 
