@@ -754,6 +754,7 @@ CASES: list[object] = [
         lambda i: (str(i.run_evaluated / "eval"), "--overwrite"),
     ),
     Case("evaluate-zero-per-decade", lambda i: ["evaluate", i.run, "--per-decade", "0"], text("--per-decade"), code=2),
+    Case("evaluate-bootstrap-below-0", lambda i: ["evaluate", i.run, "--bootstrap", "-1"], text("--bootstrap"), code=2),
     # -- ptq: run folders, options, config files and outputs
     Case("ptq-missing-run", _ptq("missing"), names("missing", then=("not found",))),
     Case("ptq-other-stage", _ptq("run_other_stage"), names("run_other_stage", then=("'firmware'",))),

@@ -133,7 +133,7 @@ def test_open_run_predicts_and_evaluates(qat_run, sim_file):
     # the same split as float training with the same data and seed
     event = read_clusters(sim_file)["event"][run.split["index"]]
     np.testing.assert_array_equal(split_events(event, 3, 0.15, 0.15)["test"], run.split["test"])
-    evaluate_run(qat_run, figures=False)
+    evaluate_run(qat_run)
     metrics = json.loads((qat_run / "eval" / "metrics.json").read_text())
     assert metrics["test_clusters"] == run.split["test"].size
 

@@ -252,3 +252,98 @@ def test_summarize_response_per_group():
 def test_summarize_response_rejects_bad_masks(mask):
     with pytest.raises(DataError, match="group 'x'"):
         summarize_response(np.ones(4), np.ones(4), [0.5, 2.0], {"x": mask})
+
+
+# -- bootstrap intervals -------------------------------------------------------------------------------------
+
+
+def _gaussian(n: int, sigma: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    e_true = np.full(n, 5.0)
+    return e_true, e_true * (1.0 + sigma * rng.normal(size=n))
+
+
+def test_bootstrap_interval_matches_the_analytic_spread_of_the_median():
+    e_true, e_pred = _gaussian(4000, 0.2, 1)
+    table = binned_response(e_true, e_pred, [1.0, 10.0], bootstrap=400)
+    # the median of n Gaussian values scatters by sqrt(π/2) σ / sqrt(n); the resolution (2σ/median) by about
+    # sqrt(π/2) · 2σ / sqrt(n) too (each of the 16 % and 84 % quantiles scatters by ~1.3 × that of the median)
+    expected = np.sqrt(np.pi / 2) * 0.2 / np.sqrt(4000)
+    assert table.median_err[0] == pytest.approx(expected, rel=0.25)
+    assert table.median_lo[0] < table.median[0] < table.median_hi[0]
+    assert table.resolution_lo[0] < table.resolution[0] < table.resolution_hi[0]
+    assert 0.5 * expected < table.resolution_err[0] < 4 * expected
+    assert table.bootstrap == 400
+    assert table.resolution_replicas.shape == (400, 1)
+
+
+def test_bootstrap_matches_resampling_by_hand():
+    """The order-statistic shortcut gives the distribution of a plain bootstrap (resample, np.quantile)."""
+    rng = np.random.default_rng(8)
+    response = rng.lognormal(0.0, 0.4, 300)  # skewed, so the three quantiles move differently
+    e_true = np.full(response.size, 3.0)
+    table = binned_response(e_true, e_true * response, [1.0, 10.0], bootstrap=4000)
+    resamples = response[rng.integers(0, response.size, (4000, response.size))]
+    q_lo, median, q_hi = np.quantile(resamples, [0.16, 0.5, 0.84], axis=1)
+    by_hand = {"median": median, "resolution": (q_hi - q_lo) / median}
+    for name, values in by_hand.items():
+        lo, hi = np.quantile(values, [0.16, 0.84])
+        width = hi - lo
+        assert getattr(table, f"{name}_lo")[0] == pytest.approx(lo, abs=0.1 * width)
+        assert getattr(table, f"{name}_hi")[0] == pytest.approx(hi, abs=0.1 * width)
+
+
+def test_bootstrap_interval_covers_the_truth_about_68_percent_of_the_time():
+    covered = 0
+    for seed in range(40):
+        e_true, e_pred = _gaussian(400, 0.2, 100 + seed)
+        table = binned_response(e_true, e_pred, [1.0, 10.0], bootstrap=100, seed=seed)
+        covered += table.median_lo[0] <= 1.0 <= table.median_hi[0]
+    assert 18 <= covered <= 36  # 27 expected; binomial ±3σ
+
+
+def test_bootstrap_is_reproducible_and_seeded():
+    e_true, e_pred = _gaussian(2000, 0.2, 2)
+    a = binned_response(e_true, e_pred, [1.0, 10.0])
+    b = binned_response(e_true, e_pred, [1.0, 10.0])
+    c = binned_response(e_true, e_pred, [1.0, 10.0], seed=1)
+    np.testing.assert_array_equal(a.median_lo, b.median_lo)
+    np.testing.assert_array_equal(a.resolution_hi, b.resolution_hi)
+    assert a.median_lo[0] != c.median_lo[0]
+    assert a.bootstrap == 200  # the default
+    # the central values do not depend on the bootstrap
+    off = binned_response(e_true, e_pred, [1.0, 10.0], bootstrap=0)
+    np.testing.assert_array_equal(off.median, a.median)
+
+
+def test_bootstrap_zero_turns_it_off_and_empty_bins_get_none():
+    e_true, e_pred = _gaussian(500, 0.2, 3)
+    off = binned_response(e_true, e_pred, [1.0, 10.0, 100.0], bootstrap=0)
+    assert off.bootstrap == 0
+    assert off.resolution_replicas is None
+    assert np.isnan(off.median_err).all()
+    assert np.isnan(off.resolution_lo).all()
+    d = off.to_dict()
+    assert d["median_err"] == [None, None]
+    assert d["bootstrap"] == 0
+    on = binned_response(e_true, e_pred, [1.0, 10.0, 100.0]).to_dict()
+    assert on["median_err"][0] > 0
+    assert on["median_err"][1] is None
+    json.dumps(on, allow_nan=False)
+
+
+def test_bootstrap_is_fast_enough_for_every_evaluation():
+    import time
+
+    rng = np.random.default_rng(5)
+    e_true = np.exp(rng.uniform(np.log(0.5), np.log(500.0), 30_000))
+    e_pred = e_true * (1.0 + 0.2 * rng.normal(size=e_true.size))
+    begin = time.perf_counter()
+    binned_response(e_true, e_pred, log_bins(0.5, 500.0, 3))
+    assert time.perf_counter() - begin < 1.0  # 30k clusters, 9 bins, 200 resamples (about 0.02 s)
+
+
+@pytest.mark.parametrize(("args", "match"), [({"bootstrap": -1}, "bootstrap=-1"), ({"seed": 1.5}, "seed=1.5")])
+def test_bootstrap_options_are_checked(args, match):
+    with pytest.raises(ConfigError, match=match):
+        binned_response([2.0], [2.0], [1.0, 4.0], **args)

@@ -157,14 +157,20 @@ def test_resolution_comparison(tmp_path, tables):
     plots.experiment_label(ax)
 
     assert list(artists.series) == ["EM scale", "LCW-like", "DeepSets"]
-    for name, container in artists.series.items():
+    for shift, (name, container) in zip((-0.15, 0.0, 0.15), artists.series.items(), strict=True):
         table = tables[name]
         ok = np.isfinite(table.resolution)
         line = container.lines[0]
-        np.testing.assert_array_equal(line.get_xdata(), table.centres[ok])
+        # side by side within their bins: 30 % of the bin width (in log E) between the first and the last
+        lo, hi = table.edges[:-1][ok], table.edges[1:][ok]
+        np.testing.assert_allclose(line.get_xdata(), table.centres[ok] * (hi / lo) ** shift)
         np.testing.assert_array_equal(line.get_ydata(), table.resolution[ok])
         assert container.has_xerr
-        assert not container.has_yerr
+        assert container.has_yerr  # the 68 % bootstrap interval
+        (_, ybars) = container.lines[2]
+        spans = np.array([seg[:, 1] for seg in ybars.get_segments()])
+        np.testing.assert_allclose(spans[:, 0], table.resolution_lo[ok])
+        np.testing.assert_allclose(spans[:, 1], table.resolution_hi[ok])
     # Markers differ between calibrations.
     assert len({c.lines[0].get_marker() for c in artists.series.values()}) == 3
     assert [t.get_text() for t in artists.legend.get_texts()] == list(tables)
@@ -183,7 +189,7 @@ def test_resolution_comparison_x_errors_span_the_bins(tables):
     container = plots.resolution_comparison(ax, {"DeepSets": tables["DeepSets"]}).series["DeepSets"]
     table = tables["DeepSets"]
     ok = np.isfinite(table.resolution)
-    (bars,) = container.lines[2]
+    bars = container.lines[2][0]
     segments = np.array(bars.get_segments())
     np.testing.assert_allclose(segments[:, 0, 0], table.edges[:-1][ok])
     np.testing.assert_allclose(segments[:, 1, 0], table.edges[1:][ok])
@@ -321,3 +327,56 @@ def test_save_rejects_unknown_format(tmp_path):
         plots.save(fig, tmp_path / "fig.jpeg")
     assert plt.get_fignums() == before
     assert list(tmp_path.iterdir()) == []
+
+
+def test_comparisons_can_put_every_marker_at_the_centre(tables):
+    _, ax = plots.new_figure()
+    artists = plots.median_comparison(ax, tables, dodge=0.0)
+    for name, container in artists.series.items():
+        ok = np.isfinite(tables[name].median)
+        np.testing.assert_array_equal(container.lines[0].get_xdata(), tables[name].centres[ok])
+    with pytest.raises(ConfigError, match=r"dodge=1\.0"):
+        plots.resolution_comparison(ax, tables, dodge=1.0)
+
+
+def test_comparisons_without_bootstrap_have_no_y_errors(sample):
+    e_true = sample["e_true"]
+    table = binned_response(e_true, e_true * sample["DeepSets"], log_bins(0.5, 300.0, 2), bootstrap=0)
+    _, ax = plots.new_figure()
+    container = plots.median_comparison(ax, {"DeepSets": table}).series["DeepSets"]
+    assert container.has_xerr
+    assert not container.has_yerr
+
+
+# -- study figures ------------------------------------------------------------------------------------------
+
+
+def test_study_figures_draw_resolution_error_bars(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import calohls.plots.study as study
+
+    points = [
+        {"kind": "float", "preset": "tiny", "parameters": 300, "resolution": 0.30, "resolution_err": 0.01},
+        {"kind": "float", "preset": "small", "parameters": 1200, "resolution": 0.27, "resolution_err": 0.012},
+        {"kind": "ptq", "preset": "tiny", "lut": 900, "resolution": 0.33, "resolution_err": 0.01, "pareto": True},
+        {"kind": "ptq", "preset": "small", "lut": 3000, "resolution": 0.28, "resolution_err": 0.01, "pareto": True},
+        {"kind": "qat", "preset": "small", "lut": 2000, "resolution": 0.29},  # an older point without an error
+    ]
+    config = SimpleNamespace(presets=["tiny", "small"], lut_budget=5000)
+    drawn = []
+
+    def save_and_keep(fig, path, **kwargs):
+        drawn.append(fig)
+        return plots.save(fig, path, **kwargs)
+
+    monkeypatch.setattr(study, "save", save_and_keep)
+    written = study.draw_study(points, config, tmp_path)
+    assert [p.name for p in written] == ["pareto_lut.png", "resolution_vs_size.png"]
+    for path in written:
+        _check_png(path)
+    pareto, size = (fig.axes[0] for fig in drawn)
+    assert sum(c.has_yerr for c in pareto.containers) == 2  # the PTQ series; the QAT point has no error
+    float_series = next(c for c in size.containers if c.get_label() == "float")
+    ybars = float_series.lines[2][-1]
+    np.testing.assert_allclose([seg[1, 1] - seg[0, 1] for seg in ybars.get_segments()], [0.02, 0.024])

@@ -15,6 +15,7 @@ from calohls.cli import main
 from calohls.config import PTQConfig
 from calohls.errors import FileExistsRefusedError, InputFileError
 from calohls.physics.evaluate import evaluate_run
+from calohls.plots.evaluation import draw_evaluation
 from calohls.report import collect_study, write_report
 from calohls.scan.ptq import run_ptq
 
@@ -111,7 +112,7 @@ def study(sim_file, trained_run, tmp_path_factory) -> Path:
     shutil.copy(sim_file, root / "data" / "clusters.h5")
     run = root / "runs" / "tiny"
     shutil.copytree(trained_run, run)
-    evaluate_run(run)
+    draw_evaluation(evaluate_run(run), run / "eval")
     run_ptq([run], root / "ptq", PTQConfig.model_validate(SMALL_PTQ))
     _add_qat_run(root, run)
     _add_firmware_and_scan(root)

@@ -25,6 +25,25 @@ def test_resolution_summary_is_geometric_mean_of_bins():
     assert worse["resolution"] == pytest.approx(2 * out["resolution"], rel=0.1)
 
 
+def test_resolution_summary_carries_bootstrap_intervals_per_bin_and_of_the_mean():
+    rng = np.random.default_rng(1)
+    e_true = np.exp(rng.uniform(np.log(0.6), np.log(450.0), 20_000))
+    e_pred = e_true * 1.01 * (1.0 + 0.3 / np.sqrt(e_true) * rng.normal(size=e_true.size))
+    out = resolution_summary(e_true, e_pred)
+    assert out["resolution_lo"] < out["resolution"] < out["resolution_hi"]
+    assert out["resolution_err"] == pytest.approx(0.5 * (out["resolution_hi"] - out["resolution_lo"]))
+    bins = out["bins"]
+    assert len(bins["edges"]) == len(bins["centres"]) + 1 == len(BINS)
+    errs = np.array(bins["resolution_err"], float)
+    # the mean over 9 bins is known better than any one bin
+    assert 0 < out["resolution_err"] / out["resolution"] < np.min(errs / np.array(bins["resolution"], float))
+    assert np.all(np.abs(np.array(bins["median"], float) - 1.01) < 3 * np.array(bins["median_err"], float) + 0.005)
+    assert resolution_summary(e_true, e_pred) == out  # seeded: the same numbers every time
+    off = resolution_summary(e_true, e_pred, bootstrap=0)
+    assert off["resolution"] == out["resolution"]
+    assert off["resolution_err"] is None
+
+
 def test_pareto_front_keeps_only_undominated_points():
     points = [
         {"lut": 100, "resolution": 0.30},

@@ -1,24 +1,24 @@
-"""``calohls evaluate``: response and resolution of a trained calibration against the EM scale and LCW-like."""
+"""``calohls evaluate``: response and resolution of a trained calibration against the reference methods."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from calohls.physics.response import QUANTILE_PAIRS
+from calohls.physics.response import DEFAULT_BOOTSTRAP, QUANTILE_PAIRS
+
+if TYPE_CHECKING:
+    from calohls.physics.evaluate import Evaluation
 
 __all__ = ["evaluate_command"]
 
 
-def _fmt(x: float) -> str:
-    return "–" if not math.isfinite(x) else f"{x:.3f}"
-
-
-@click.command("evaluate", short_help="Response and resolution of a trained run vs EM scale and LCW-like.")
+@click.command("evaluate", short_help="Response and resolution of a trained run vs EM, LCW-like, GBDT and oracle.")
 @click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--data", type=click.Path(path_type=Path, dir_okay=False), help="Cluster file, if it has moved.")
 @click.option("--per-decade", type=click.IntRange(1, 20), default=3, show_default=True, help="E_true bins per decade.")
@@ -29,51 +29,79 @@ def _fmt(x: float) -> str:
     show_default=True,
     help="Quantile pair (in %) of the resolution (q_hi - q_lo) / median.",
 )
+@click.option(
+    "--bootstrap",
+    type=click.IntRange(0, 10_000),
+    default=DEFAULT_BOOTSTRAP,
+    show_default=True,
+    help="Bootstrap resamples of the 68 % intervals of every median and resolution; 0 computes none.",
+)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Seed of the fits and bootstrap.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier evaluation (RUN_DIR/eval).")
 @click.option("--json", "as_json", is_flag=True, help="Print RUN_DIR/eval/metrics.json on stdout instead of tables.")
 def evaluate_command(
-    run_dir: Path, data: Path | None, per_decade: int, quantiles: str, overwrite: bool, as_json: bool
+    run_dir: Path,
+    data: Path | None,
+    per_decade: int,
+    quantiles: str,
+    bootstrap: int,
+    seed: int,
+    overwrite: bool,
+    as_json: bool,
 ) -> None:
-    """Evaluate the run RUN_DIR on its test clusters: median response E_pred/E_true and resolution in log bins of
-    E_true for the DeepSets network, the EM scale and an LCW-like calibration, for all clusters, π0 and π±.
-    Writes RUN_DIR/eval/metrics.json and the figures (PNG).
+    """Evaluate the run RUN_DIR on its test clusters: median response E_pred/E_true and resolution, with 68 %
+    bootstrap intervals, in log bins of E_true, for the DeepSets network and the reference methods fitted on the
+    run's training clusters (EM scale, LCW-like weighting, gradient-boosted trees on cluster moments, and the EM
+    scale calibrated per true particle type), for all clusters, π0 and π±. Prints a verdict per condition of a
+    good calibration. Writes RUN_DIR/eval/metrics.json and the figures (PNG).
 
     \b
     Example:
       calohls evaluate runs/medium
     """
-    from calohls.physics.evaluate import GROUPS, METHODS, evaluate_run
+    from calohls.physics.evaluate import evaluate_run
+    from calohls.plots.evaluation import draw_evaluation
 
     result = evaluate_run(
-        run_dir, data=data, per_decade=per_decade, quantiles=QUANTILE_PAIRS[quantiles], overwrite=overwrite
+        run_dir,
+        data=data,
+        per_decade=per_decade,
+        quantiles=QUANTILE_PAIRS[quantiles],
+        overwrite=overwrite,
+        bootstrap=bootstrap,
+        seed=seed,
     )
+    draw_evaluation(result, run_dir / "eval")
     if as_json:
         click.echo((run_dir / "eval" / "metrics.json").read_text())
         return
+    _print_tables(result)
+    click.echo(f"wrote {run_dir / 'eval'}")
+
+
+def _print_tables(result: Evaluation) -> None:
+    from calohls.physics.methods import GROUPS, METHODS
+    from calohls.report.render import value_with_error
+
     console = Console()
-    short = {"em": "EM", "lcw": "LCW", "deepsets": "DS"}
+    methods = ", ".join(f"{m.short}: {m.label}" for m in METHODS.values())
+    caption = f"E_true in GeV; n: test clusters; {methods}; 0.173(5) = 0.173 ± 0.005 (68 % bootstrap)"
     for group, by_method in result.tables.items():
         first = next(iter(by_method.values()))
-        table = Table(
-            title=f"{GROUPS[group][0]}: median response E_pred/E_true, {first.resolution_label}",
-            caption="EM: EM scale, LCW: LCW-like weighting, DS: DeepSets",
-        )
-        table.add_column("E_true [GeV]")
-        table.add_column("clusters", justify="right")
         for kind in ("median", "resolution"):
-            for method in METHODS:
-                table.add_column(f"{kind[:3]}\n{short[method]}", justify="right")
-        for i, count in enumerate(first.counts):
-            cells = [f"{first.edges[i]:.3g}–{first.edges[i + 1]:.3g}", f"{count:,}"]
-            cells += [_fmt(by_method[m].median[i]) for m in METHODS]
-            cells += [_fmt(by_method[m].resolution[i]) for m in METHODS]
-            table.add_row(*cells)
-        console.print(table)
-        c = result.checks[group]
-        console.print(
-            f"DeepSets: median within ±2 % above 1 GeV: {'yes' if c['median_within_2pct_above_1gev'] else 'no'} "
-            f"(worst {100 * c['worst_median_deviation_above_1gev']:.1f} %); resolution better than EM scale in "
-            f"{c['bins_better_than_em']}/{c['bins']} bins, than LCW-like in {c['bins_better_than_lcw']}/{c['bins']}",
-            soft_wrap=True,
-        )
-    click.echo(f"wrote {run_dir / 'eval'}")
+            title = "median response E_pred/E_true" if kind == "median" else first.resolution_label
+            table = Table(title=f"{GROUPS[group][0]}: {title}", caption=caption, box=box.SIMPLE_HEAD, pad_edge=False)
+            table.add_column("E_true", no_wrap=True)
+            table.add_column("n", justify="right", no_wrap=True, min_width=5)
+            for m in by_method:
+                table.add_column(METHODS[m].short, justify="right", no_wrap=True, min_width=9)
+            for i, count in enumerate(first.counts):
+                cells = [f"{first.edges[i]:.3g}–{first.edges[i + 1]:.3g}", f"{count:,}"]
+                cells += [
+                    value_with_error(float(getattr(t, kind)[i]), float(getattr(t, f"{kind}_err")[i]))
+                    for t in by_method.values()
+                ]
+                table.add_row(*cells)
+            console.print(table)
+        for condition in result.checks[group]["conditions"].values():
+            console.print(f"DeepSets, {GROUPS[group][0]}: {condition['verdict']}", soft_wrap=True, markup=False)

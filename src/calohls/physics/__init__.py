@@ -1,9 +1,12 @@
-"""Physics performance: energy response and resolution, and the baseline calibrations to compare with."""
+"""Physics performance: energy response and resolution with bootstrap intervals, and the reference calibrations
+to compare with (:mod:`calohls.physics.methods`)."""
 
 from __future__ import annotations
 
 from calohls.physics.response import (
+    DEFAULT_BOOTSTRAP,
     DEFAULT_QUANTILES,
+    INTERVAL,
     QUANTILE_PAIRS,
     ResponseTable,
     binned_response,
@@ -13,7 +16,9 @@ from calohls.physics.response import (
 )
 
 __all__ = [
+    "DEFAULT_BOOTSTRAP",
     "DEFAULT_QUANTILES",
+    "INTERVAL",
     "QUANTILE_PAIRS",
     "ResponseTable",
     "binned_response",

@@ -1,53 +1,82 @@
 """``calohls evaluate``: judge a trained calibration the way physicists do.
 
 On the run's test clusters (never seen in training), in log bins of E_true: the median response E_pred/E_true and
-the resolution IQR/median, for the DeepSets prediction, the EM scale (default calibration) and an LCW-like cell
-weighting fitted on the run's training clusters — for all clusters, π0 and π± separately. Writes ``eval/`` in the run
-folder: ``metrics.json`` and the figures (response vs E_true before and after, resolution and median compared).
+the resolution IQR/median, each with its 68 % bootstrap interval, for every method of
+:data:`~calohls.physics.methods.METHODS` — the EM scale (default calibration), the LCW-like cell weighting, a
+gradient-boosted-tree regression on cluster moments and the particle-type oracle, all fitted on the run's training
+clusters, and the DeepSets prediction — for all clusters, π0 and π± separately. :func:`evaluate_run` computes and
+writes ``eval/`` in the run folder (``metrics.json``, ``lcw.json``) and returns the :class:`Evaluation`; the caller
+draws the figures from it (:func:`calohls.plots.evaluation.draw_evaluation`).
+
+The checks (:func:`evaluation_checks`) are the conditions a calibration must meet to improve on the default
+(issue 10): per group, DeepSets better than LCW-like in every bin above 1 GeV; medians within ±2 % above 2 GeV;
+for π0 above 50 GeV, a resolution within 15 % of the EM scale's. Each condition records the bins that fail with
+both numbers and their uncertainties, and a one-line verdict.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+import math
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from calohls.data.hdf5 import open_clusters
-from calohls.data.schema import PARTICLES, ClusterBatch
+from calohls.data.schema import ClusterBatch
 from calohls.errors import DataError, FileExistsRefusedError, InputFileError
 from calohls.files import atomic_folder
-from calohls.physics.response import DEFAULT_QUANTILES, ResponseTable, binned_response, log_bins
+from calohls.physics.methods import GROUPS, METHODS, Calibration, group_mask, method_labels
+from calohls.physics.response import (
+    DEFAULT_BOOTSTRAP,
+    DEFAULT_QUANTILES,
+    ResponseTable,
+    binned_response,
+    log_bins,
+)
 
-__all__ = ["GROUPS", "METHODS", "Evaluation", "evaluate_run", "group_mask", "read_clusters_at"]
+__all__ = [
+    "FIT_CLUSTERS",
+    "GROUPS",
+    "METHODS",
+    "Evaluation",
+    "evaluate_run",
+    "evaluation_checks",
+    "group_mask",
+    "read_clusters_at",
+]
 
 log = logging.getLogger(__name__)
 
-#: Particle groups evaluated: key → (label, PDG ids); "all" takes every cluster.
-GROUPS: dict[str, tuple[str, tuple[int, ...]]] = {
-    "all": ("all clusters", ()),
-    "pi0": ("π0", (PARTICLES["pi0"],)),
-    "pi+-": ("π±", (PARTICLES["pi+"], PARTICLES["pi-"])),
-}
-#: Calibrations compared: key → label. DeepSets includes its response correction (``model/correction.py``); the
-#: metrics also list it without (``deepsets_uncorrected``).
-METHODS: dict[str, str] = {"em": "EM scale", "lcw": "LCW-like", "deepsets": "DeepSets"}
-#: Clusters of the training split used to fit the LCW-like weights (more add little).
-LCW_FIT_CLUSTERS = 100_000
+#: Clusters of the training split that the reference methods are fitted on (more add little).
+FIT_CLUSTERS = 100_000
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Per-cluster predictions on the test set and the binned tables."""
+    """Per-cluster predictions on the test set, the binned tables and the checks.
+
+    Attributes:
+        e_true: True energy of each test cluster (GeV).
+        particle: PDG id of each test cluster.
+        predictions: Method key → E_pred per test cluster.
+        tables: Group → method → :class:`ResponseTable` (with bootstrap intervals).
+        checks: Group → the figures of merit and conditions of :func:`evaluation_checks`.
+        sample: What the clusters are, for the figures' label (e.g. "single pi+, pi-, pi0; μ = 200").
+        fits: Method key → the record of its fit (clusters, seconds, ...).
+    """
 
     e_true: np.ndarray
     particle: np.ndarray
-    predictions: dict[str, np.ndarray]  # method → E_pred
-    tables: dict[str, dict[str, ResponseTable]]  # group → method → table
+    predictions: dict[str, np.ndarray]
+    tables: dict[str, dict[str, ResponseTable]]
     checks: dict[str, Any]
+    sample: str = "test clusters"
+    fits: dict[str, Any] = field(default_factory=dict)
 
 
 def read_clusters_at(path: str | Path, index: np.ndarray, *, max_cells: int | None = None) -> ClusterBatch:
@@ -73,25 +102,142 @@ def read_clusters_at(path: str | Path, index: np.ndarray, *, max_cells: int | No
     return batch.select(np.argsort(order, kind="stable"))
 
 
-def group_mask(particle: np.ndarray, pdgs: tuple[int, ...]) -> np.ndarray:
-    return np.ones(particle.size, bool) if not pdgs else np.isin(particle, pdgs)
+# -- the checks ------------------------------------------------------------------------------------------------
+
+#: Bins count as "above X GeV" when their lower edge is at least X (less this relative tolerance for rounding).
+_EDGE_TOLERANCE = 1e-9
 
 
-def _checks(tables: dict[str, dict[str, ResponseTable]]) -> dict[str, Any]:
-    """The figures of merit the study quotes, per group."""
+def _bin_text(t: ResponseTable, i: int) -> str:
+    return f"{t.edges[i]:.3g}–{t.edges[i + 1]:.3g} GeV"
+
+
+def _value(t: ResponseTable, field_name: str, i: int) -> dict[str, float | None]:
+    value, err = float(getattr(t, field_name)[i]), float(getattr(t, f"{field_name}_err")[i])
+    return {field_name: value if np.isfinite(value) else None, f"{field_name}_err": err if np.isfinite(err) else None}
+
+
+def _pm(value: float | None, err: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3f}" if err is None else f"{value:.3f} ± {err:.3f}"
+
+
+def _above(t: ResponseTable, gev: float) -> np.ndarray:
+    """Bins with values whose lower edge is at least ``gev``."""
+    return np.flatnonzero(np.isfinite(t.median) & (t.edges[:-1] >= gev * (1 - _EDGE_TOLERANCE)))
+
+
+def _beats(dnn: ResponseTable, ref: ResponseTable, ref_key: str, gev: float, factor: float = 1.0) -> dict[str, Any]:
+    """DeepSets resolution below ``factor`` × the reference's in every bin above ``gev`` (failing bins listed)."""
+    failing = []
+    bins = [i for i in _above(dnn, gev) if np.isfinite(ref.resolution[i]) and np.isfinite(dnn.resolution[i])]
+    for i in bins:
+        if not dnn.resolution[i] < factor * ref.resolution[i]:
+            d, r = _value(dnn, "resolution", i), _value(ref, "resolution", i)
+            excess = dnn.resolution[i] - factor * ref.resolution[i]
+            combined = math.hypot(dnn.resolution_err[i], factor * ref.resolution_err[i])
+            failing.append({"bin": _bin_text(dnn, i), "lo": float(dnn.edges[i]), "hi": float(dnn.edges[i + 1]),
+                            "deepsets": d["resolution"], "deepsets_err": d["resolution_err"],
+                            ref_key: r["resolution"], f"{ref_key}_err": r["resolution_err"],
+                            "significant": bool(excess > combined)})  # fmt: skip
+    return {"passed": bool(bins) and not failing, "bins": len(bins), "failing": failing}
+
+
+def _verdict_beats(c: dict[str, Any], what: str, ref_key: str) -> str:
+    head = f"{what}: {'yes' if c['passed'] else 'no'} ({c['bins'] - len(c['failing'])}/{c['bins']} bins)"
+    fails = [f"{f['bin']} {_pm(f['deepsets'], f['deepsets_err'])} vs {_pm(f[ref_key], f[f'{ref_key}_err'])}"
+             + (" (significant)" if f["significant"] else "") for f in c["failing"]]  # fmt: skip
+    return head + (f"; fails at {'; '.join(fails)}" if fails else "")
+
+
+def _closure(t: ResponseTable, gev: float, tolerance: float) -> dict[str, Any]:
+    """Median within ``1 ± tolerance`` in every bin above ``gev``; the worst bin named."""
+    bins = _above(t, gev)
+    if bins.size == 0:
+        return {"passed": False, "bins": 0, "worst": None, "failing": [], "verdict": f"no bins above {gev:g} GeV"}
+    off = np.abs(t.median[bins] - 1.0)
+    entry = [{"bin": _bin_text(t, i), "lo": float(t.edges[i]), "hi": float(t.edges[i + 1]), **_value(t, "median", i)}
+             for i in bins]  # fmt: skip
+    worst = entry[int(np.argmax(off))]
+    for e, o in zip(entry, off, strict=True):
+        e["significant"] = bool(e["median_err"] is not None and o - tolerance > e["median_err"])
+    failing = [e for e, o in zip(entry, off, strict=True) if o > tolerance]
+    verdict = (
+        f"median within ±{tolerance:.0%} above {gev:g} GeV: {'yes' if not failing else 'no'} "
+        f"(worst {worst['bin']}: {_pm(worst['median'], worst['median_err'])})"
+    )
+    return {"passed": not failing, "bins": int(bins.size), "worst": worst, "failing": failing, "verdict": verdict}
+
+
+def _conditions(group: str, by_method: dict[str, ResponseTable]) -> dict[str, Any]:
+    """The conditions of issue 10 for one group (the π0 one only for π0)."""
+    dnn = by_method["deepsets"]
+    out: dict[str, Any] = {}
+    c = _beats(dnn, by_method["lcw"], "lcw", 1.0)
+    c["verdict"] = _verdict_beats(c, "resolution better than LCW-like above 1 GeV", "lcw")
+    out["better_than_lcw_above_1gev"] = c
+    out["median_within_2pct_above_2gev"] = _closure(dnn, 2.0, 0.02)
+    if group == "pi0":
+        c = _beats(dnn, by_method["em"], "em", 50.0, factor=1.15)
+        c["verdict"] = _verdict_beats(c, "resolution within 15 % of the EM scale above 50 GeV", "em")
+        out["within_15pct_of_em_above_50gev"] = c
+    return out
+
+
+def evaluation_checks(tables: dict[str, dict[str, ResponseTable]]) -> dict[str, Any]:
+    """The figures of merit the study quotes and the conditions of issue 10, per group.
+
+    Returns:
+        Group → ``median_within_2pct_above_1gev``, ``worst_median_deviation_above_1gev``, ``bins`` (with values),
+        ``bins_better_than_<method>`` for every other method, and ``conditions``: name → ``passed``, ``bins``
+        (judged), ``failing`` (one entry per failing bin: its range, both values with their uncertainties, and
+        ``significant``: whether the shortfall exceeds its combined 68 % uncertainty; NaN uncertainties, as
+        without bootstrap, never count as significant) and ``verdict`` (one line).
+    """
     out: dict[str, Any] = {}
     for group, by_method in tables.items():
-        dnn, em, lcw = by_method["deepsets"], by_method["em"], by_method["lcw"]
+        dnn = by_method["deepsets"]
         filled = np.isfinite(dnn.median)
         above_1 = filled & (dnn.edges[:-1] >= 1.0)
-        out[group] = {
+        checks: dict[str, Any] = {
             "median_within_2pct_above_1gev": bool(np.all(np.abs(dnn.median[above_1] - 1) <= 0.02)),
             "worst_median_deviation_above_1gev": float(np.max(np.abs(dnn.median[above_1] - 1), initial=0.0)),
-            "bins_better_than_em": int(np.sum(dnn.resolution[filled] < em.resolution[filled])),
-            "bins_better_than_lcw": int(np.sum(dnn.resolution[filled] < lcw.resolution[filled])),
-            "bins": int(filled.sum()),
         }
+        for key, table in by_method.items():
+            if key != "deepsets":
+                checks[f"bins_better_than_{key}"] = int(np.sum(dnn.resolution[filled] < table.resolution[filled]))
+        checks["bins"] = int(filled.sum())
+        checks["conditions"] = _conditions(group, by_method)
+        out[group] = checks
     return out
+
+
+# -- the evaluation --------------------------------------------------------------------------------------------
+
+
+def _fit_methods(batch: ClusterBatch, seed: int) -> tuple[dict[str, Calibration], dict[str, Any]]:
+    """Every method of the registry that is fitted (all but DeepSets), on the training clusters ``batch``."""
+    calibrations, fits = {}, {}
+    for key, method in METHODS.items():
+        if method.fit is None:
+            continue
+        begin = time.perf_counter()
+        calibrations[key] = method.fit(batch, seed)
+        fits[key] = {"seconds": round(time.perf_counter() - begin, 2), **calibrations[key].record()}
+    return calibrations, fits
+
+
+def _binned(
+    e_true: np.ndarray,
+    predictions: dict[str, np.ndarray],
+    masks: dict[str, np.ndarray],
+    options: dict[str, Any],
+) -> dict[str, dict[str, ResponseTable]]:
+    return {
+        group: {key: binned_response(e_true[m], pred[m], **options) for key, pred in predictions.items()}
+        for group, m in masks.items()
+    }
 
 
 def evaluate_run(
@@ -101,15 +247,29 @@ def evaluate_run(
     per_decade: int = 3,
     quantiles: tuple[float, float] = DEFAULT_QUANTILES,
     overwrite: bool = False,
-    figures: bool = True,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
 ) -> Evaluation:
-    """Evaluate the run in ``run_dir`` on its test clusters and write ``run_dir/eval``.
+    """Evaluate the run in ``run_dir`` on its test clusters and write ``run_dir/eval`` (metrics, no figures).
 
-    The run folder, the output and the data file are checked before the model is loaded.
+    The run folder, the output and the data file are checked before the model is loaded. The reference methods
+    are fitted on at most :data:`FIT_CLUSTERS` of the run's training clusters (drawn with ``seed``).
+
+    Args:
+        run_dir: The run folder (``calohls train``).
+        data: The cluster file, if it has moved since training.
+        per_decade: E_true bins per decade (from 0.5 to 500 GeV).
+        quantiles: The quantile pair of the resolution.
+        overwrite: Replace an earlier ``eval/`` (as a whole).
+        bootstrap: Bootstrap resamples of the 68 % intervals (0: none).
+        seed: Seed of the fit subsample, the tree regression and the bootstrap.
+
+    Returns:
+        The :class:`Evaluation`; draw its figures with :func:`calohls.plots.evaluation.draw_evaluation`.
     """
     from calohls.model.train import RUN_STAGES, load_run, open_run
-    from calohls.physics.baselines import LCWCalibration
 
+    begin = time.perf_counter()
     run_dir = Path(run_dir)
     info = load_run(run_dir, RUN_STAGES)
     out_dir = run_dir / "eval"
@@ -123,45 +283,38 @@ def evaluate_run(
         raise DataError(f"{run_dir} has no test clusters; train with a larger data set")
 
     test_batch = read_clusters_at(data_path, test)
-    rng = np.random.default_rng(0)
-    fit_index = train if train.size <= LCW_FIT_CLUSTERS else rng.choice(train, LCW_FIT_CLUSTERS, replace=False)
-    lcw = LCWCalibration.fit(read_clusters_at(data_path, np.sort(fit_index)))
+    rng = np.random.default_rng(seed)
+    fit_index = train if train.size <= FIT_CLUSTERS else rng.choice(train, FIT_CLUSTERS, replace=False)
+    calibrations, fits = _fit_methods(read_clusters_at(data_path, np.sort(fit_index)), seed)
     raw = run.predict(test_batch, corrected=False)
-    predictions = {
-        "em": test_batch["e_em"].astype(np.float64),
-        "lcw": lcw.predict(test_batch),
-        "deepsets": run.correction.apply(raw),
-    }
+    predictions = {key: calibrations[key].predict(test_batch) for key in calibrations}
+    predictions["deepsets"] = run.correction.apply(raw)
+    predictions = {key: predictions[key] for key in METHODS}
     e_true, particle = test_batch["e_true"].astype(np.float64), test_batch["particle"]
-    bins = log_bins(0.5, 500.0, per_decade)
+    options = {"bins": log_bins(0.5, 500.0, per_decade), "quantiles": quantiles, "bootstrap": bootstrap, "seed": seed}
     masks = {group: m for group, (_, pdgs) in GROUPS.items() if (m := group_mask(particle, pdgs)).any()}
-    tables = {
-        group: {
-            method: binned_response(e_true[m], predictions[method][m], bins, quantiles=quantiles) for method in METHODS
-        }
-        for group, m in masks.items()
-    }
-    uncorrected = {group: binned_response(e_true[m], raw[m], bins, quantiles=quantiles) for group, m in masks.items()}
-    result = Evaluation(e_true, particle, predictions, tables, _checks(tables))
-
+    tables = _binned(e_true, predictions, masks, options)
+    uncorrected = {g: by["deepsets"] for g, by in _binned(e_true, {"deepsets": raw}, masks, options).items()}
+    result = Evaluation(e_true, particle, predictions, tables, evaluation_checks(tables), _sample_text(data_path), fits)
     with atomic_folder(out_dir, overwrite=overwrite) as staging:
         metrics = {
             "run": str(run_dir),
             "data": str(data_path),
             "test_clusters": int(e_true.size),
+            "fit_clusters": int(fit_index.size),
             "response": "e_pred / e_true",
-            "methods": METHODS,
+            "bootstrap": int(bootstrap),
+            "methods": method_labels(),
+            "fits": fits,
             "groups": {g: GROUPS[g][0] for g in tables},
             "checks": result.checks,
             "tables": {g: {m: t.to_dict() for m, t in by.items()} for g, by in tables.items()},
             "deepsets_uncorrected": {g: t.to_dict() for g, t in uncorrected.items()},
+            "seconds": round(time.perf_counter() - begin, 2),
         }
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=1, allow_nan=False))
-        lcw.save(staging / "lcw.json")
-        if figures:
-            from calohls.plots.evaluation import draw_evaluation
-
-            draw_evaluation(result, staging, extra=_sample_text(data_path))
+        for calibration in calibrations.values():
+            calibration.save(staging)
     return result
 
 

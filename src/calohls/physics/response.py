@@ -7,6 +7,14 @@ labels. The 25–75 % pair (the interquartile range proper) is available as ``QU
 pair used is stored in every :class:`ResponseTable` so that plots and tables can say which one they show.
 
 Quantiles follow :func:`numpy.quantile` with its default (linear interpolation) method.
+
+Uncertainties: with ``bootstrap=B`` (default 200) the clusters of each bin are resampled with replacement ``B``
+times (a stratified bootstrap: each bin keeps its count), the median and the resolution are recomputed on every
+resample, and the 16 % and 84 % quantiles of those ``B`` values give the 68 % interval (``median_lo``,
+``median_hi``, ``resolution_lo``, ``resolution_hi``; ``median_err`` and ``resolution_err`` are the half-widths).
+The resamples are drawn from ``numpy.random.default_rng(seed)``, so the same inputs and seed give the same
+intervals. ``bootstrap=0`` turns this off (the interval fields hold NaN). The cost does not grow with the number of
+clusters (see ``_bootstrap``).
 """
 
 from __future__ import annotations
@@ -21,7 +29,9 @@ import numpy as np
 from calohls.errors import ConfigError, DataError, NonFiniteError
 
 __all__ = [
+    "DEFAULT_BOOTSTRAP",
     "DEFAULT_QUANTILES",
+    "INTERVAL",
     "QUANTILE_PAIRS",
     "ResponseTable",
     "binned_response",
@@ -35,6 +45,12 @@ QUANTILE_PAIRS: dict[str, tuple[float, float]] = {"16-84": (0.16, 0.84), "25-75"
 
 #: The quantile pair used unless another is asked for.
 DEFAULT_QUANTILES: tuple[float, float] = QUANTILE_PAIRS["16-84"]
+
+#: Bootstrap resamples per bin unless another number is asked for (0: no uncertainties).
+DEFAULT_BOOTSTRAP = 200
+
+#: Quantiles of the bootstrap replicas that bound the 68 % interval.
+INTERVAL: tuple[float, float] = (0.16, 0.84)
 
 
 def log_bins(lo: float, hi: float, per_decade: int = 5) -> np.ndarray:
@@ -73,8 +89,8 @@ def resolution_label(quantiles: Sequence[float] = DEFAULT_QUANTILES) -> str:
 class ResponseTable:
     """Response ``R = E_pred / E_true`` per bin of ``E_true``; arrays have one entry per bin except ``edges``.
 
-    Bins with fewer than ``min_count`` clusters hold NaN in ``median``, ``q_lo``, ``q_hi`` and ``resolution``;
-    ``resolution`` is also NaN where the median is not positive.
+    Bins with fewer than ``min_count`` clusters hold NaN in ``median``, ``q_lo``, ``q_hi`` and ``resolution``
+    (and their intervals); ``resolution`` is also NaN where the median is not positive.
 
     Attributes:
         edges: ``n + 1`` bin edges in ``E_true`` (GeV).
@@ -86,6 +102,14 @@ class ResponseTable:
         resolution: ``(q_hi - q_lo) / median``.
         quantiles: The quantile pair used, e.g. ``(0.16, 0.84)``.
         min_count: Fewest clusters for a bin to get values.
+        median_lo: Lower end of the 68 % bootstrap interval of the median (NaN without bootstrap).
+        median_hi: Upper end of that interval.
+        resolution_lo: Lower end of the 68 % bootstrap interval of the resolution.
+        resolution_hi: Upper end of that interval.
+        bootstrap: Resamples the intervals were computed from (0: none).
+        resolution_replicas: ``[bootstrap, n]`` resolution of every resample and bin (NaN where a bin has no
+            value), for statistics over bins such as the study's geometric mean; ``None`` without bootstrap.
+            Not written by :meth:`to_dict`.
     """
 
     edges: np.ndarray
@@ -97,10 +121,31 @@ class ResponseTable:
     resolution: np.ndarray
     quantiles: tuple[float, float] = DEFAULT_QUANTILES
     min_count: int = 10
+    median_lo: np.ndarray | None = None
+    median_hi: np.ndarray | None = None
+    resolution_lo: np.ndarray | None = None
+    resolution_hi: np.ndarray | None = None
+    bootstrap: int = 0
+    resolution_replicas: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        for name in ("edges", "centres", "counts", "median", "q_lo", "q_hi", "resolution"):
+        for name in _INTERVAL_FIELDS:
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.full(self.counts.shape[0], np.nan))
+        for name in ("edges", "centres", "counts", "median", "q_lo", "q_hi", "resolution", *_INTERVAL_FIELDS):
             getattr(self, name).setflags(write=False)
+        if self.resolution_replicas is not None:
+            self.resolution_replicas.setflags(write=False)
+
+    @property
+    def median_err(self) -> np.ndarray:
+        """Half-width of the 68 % bootstrap interval of the median (NaN without bootstrap)."""
+        return 0.5 * (self.median_hi - self.median_lo)
+
+    @property
+    def resolution_err(self) -> np.ndarray:
+        """Half-width of the 68 % bootstrap interval of the resolution (NaN without bootstrap)."""
+        return 0.5 * (self.resolution_hi - self.resolution_lo)
 
     @property
     def n_bins(self) -> int:
@@ -129,7 +174,18 @@ class ResponseTable:
             "q_lo": floats(self.q_lo),
             "q_hi": floats(self.q_hi),
             "resolution": floats(self.resolution),
+            "bootstrap": int(self.bootstrap),
+            "interval": list(INTERVAL),
+            "median_lo": floats(self.median_lo),
+            "median_hi": floats(self.median_hi),
+            "median_err": floats(self.median_err),
+            "resolution_lo": floats(self.resolution_lo),
+            "resolution_hi": floats(self.resolution_hi),
+            "resolution_err": floats(self.resolution_err),
         }
+
+
+_INTERVAL_FIELDS = ("median_lo", "median_hi", "resolution_lo", "resolution_hi")
 
 
 def _as_values(e_true: Any, e_pred: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -193,6 +249,8 @@ def binned_response(
     *,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     min_count: int = 10,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
 ) -> ResponseTable:
     """Median response ``E_pred / E_true``, its quantiles and the resolution in bins of ``E_true``.
 
@@ -205,6 +263,8 @@ def binned_response(
         bins: Positive, increasing bin edges in ``E_true``, e.g. from :func:`log_bins`.
         quantiles: The low and high quantile of the resolution, e.g. :data:`QUANTILE_PAIRS` ``["25-75"]``.
         min_count: Bins with fewer clusters get NaN.
+        bootstrap: Resamples of the 68 % intervals (see the module docstring); 0 computes none.
+        seed: Seed of the resampling.
 
     Returns:
         The :class:`ResponseTable`.
@@ -212,10 +272,12 @@ def binned_response(
     Raises:
         NonFiniteError: an input holds NaN or inf.
         DataError: the inputs are not 1-D arrays of equal length.
-        ConfigError: the bins, quantiles or ``min_count`` are invalid.
+        ConfigError: the bins, quantiles, ``min_count``, ``bootstrap`` or ``seed`` are invalid.
     """
     e_true, e_pred = _as_values(e_true, e_pred)
     edges, pair = _check_options(bins, quantiles, min_count)
+    _check_whole("bootstrap", bootstrap, 0)
+    _check_whole("seed", seed, 0)
     n_bins = edges.shape[0] - 1
 
     index = np.searchsorted(edges, e_true, side="right") - 1
@@ -241,6 +303,16 @@ def binned_response(
     positive = median > 0  # False for NaN too
     resolution[positive] = (stats["q_hi"][positive] - stats["q_lo"][positive]) / median[positive]
 
+    intervals: dict[str, Any] = {}
+    if bootstrap:
+        replicas = _bootstrap(response, starts, counts, filled, pair, int(bootstrap), int(seed))
+        intervals = {
+            "median_lo": _interval(replicas["median"])[0],
+            "median_hi": _interval(replicas["median"])[1],
+            "resolution_lo": _interval(replicas["resolution"])[0],
+            "resolution_hi": _interval(replicas["resolution"])[1],
+            "resolution_replicas": replicas["resolution"],
+        }
     return ResponseTable(
         edges=edges,
         centres=np.sqrt(edges[:-1] * edges[1:]),
@@ -251,7 +323,81 @@ def binned_response(
         resolution=resolution,
         quantiles=pair,
         min_count=int(min_count),
+        bootstrap=int(bootstrap),
+        **intervals,
     )
+
+
+def _check_whole(name: str, value: Any, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
+        raise ConfigError(f"{name}={value!r} must be a whole number of at least {least}")
+
+
+def _interval(replicas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The :data:`INTERVAL` quantiles over the replicas (axis 0) of each bin; NaN where a bin has no replica."""
+    lo = np.full(replicas.shape[1], np.nan)
+    hi = np.full(replicas.shape[1], np.nan)
+    ok = np.isfinite(replicas).all(axis=0)
+    if ok.any():
+        lo[ok], hi[ok] = np.quantile(replicas[:, ok], INTERVAL, axis=0)
+    return lo, hi
+
+
+def _order_statistic_indices(rng: np.random.Generator, n: int, ranks: Sequence[int], size: int) -> list[np.ndarray]:
+    """For ``size`` resamples of ``n`` indices drawn uniformly from ``0..n-1``: the index at each 0-based sorted
+    position of ``ranks`` (ascending, distinct).
+
+    The order statistics of ``n`` uniforms are drawn one after the other: ``U_(r)`` is ``Beta(r, n - r + 1)``, and
+    given ``U_(r)`` the next one wanted, ``U_(s)``, is ``U_(r) + (1 − U_(r)) · Beta(s − r, n − s + 1)``.
+    """
+    u = np.zeros(size)
+    previous = 0
+    indices = []
+    for k in ranks:
+        r = k + 1  # 1-based rank
+        u = u + (1.0 - u) * rng.beta(r - previous, n - r + 1, size=size)
+        previous = r
+        indices.append(np.minimum((u * n).astype(np.intp), n - 1))
+    return indices
+
+
+def _bootstrap(
+    response: np.ndarray,
+    starts: np.ndarray,
+    counts: np.ndarray,
+    filled: np.ndarray,
+    pair: tuple[float, float],
+    n_boot: int,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """``[n_boot, n_bins]`` median and resolution of resamples of each filled bin (NaN elsewhere).
+
+    A resample of ``n`` clusters draws ``n`` indices ``floor(n · U)`` with ``U`` uniform; as ``response`` is sorted
+    within each bin, the k-th smallest value of the resample is ``values[floor(n · U_(k))]``, with ``U_(k)`` the
+    k-th order statistic of ``n`` uniforms. Only the few order statistics the quantiles read (two per quantile,
+    for :func:`numpy.quantile`'s interpolation) are drawn, jointly and exactly, from Beta distributions: the cost
+    does not grow with ``n``.
+    """
+    rng = np.random.default_rng(seed)
+    out = {name: np.full((n_boot, counts.size), np.nan) for name in ("median", "q_lo", "q_hi")}
+    for b in np.flatnonzero(filled):
+        n = int(counts[b])
+        values = response[starts[b] : starts[b] + n]
+        reads = {}
+        for name, q in (("q_lo", pair[0]), ("median", 0.5), ("q_hi", pair[1])):
+            h = q * (n - 1)
+            below = math.floor(h)
+            reads[name] = (below, min(below + 1, n - 1), h - below)
+        ranks = sorted({k for below, above, _ in reads.values() for k in (below, above)})
+        index = dict(zip(ranks, _order_statistic_indices(rng, n, ranks, n_boot), strict=True))
+        for name, (below, above, t) in reads.items():
+            lo, hi = values[index[below]], values[index[above]]
+            out[name][:, b] = lo + (hi - lo) * t
+    median = out["median"]
+    resolution = np.full_like(median, np.nan)
+    positive = median > 0
+    resolution[positive] = (out["q_hi"][positive] - out["q_lo"][positive]) / median[positive]
+    return {"median": median, "resolution": resolution}
 
 
 def summarize_response(
@@ -262,6 +408,8 @@ def summarize_response(
     *,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     min_count: int = 10,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
 ) -> dict[str, ResponseTable]:
     """:func:`binned_response` for each named group of clusters (e.g. one per particle type).
 
@@ -272,6 +420,8 @@ def summarize_response(
         groups: Group name → boolean mask over the clusters (same length as ``e_true``).
         quantiles: The quantile pair of the resolution.
         min_count: Bins with fewer clusters get NaN.
+        bootstrap: Resamples of the 68 % intervals; 0 computes none.
+        seed: Seed of the resampling (the same for every group).
 
     Returns:
         Group name → :class:`ResponseTable`, in the order of ``groups``.
@@ -288,5 +438,7 @@ def summarize_response(
                 f"group {name!r} has a {mask.dtype} mask of shape {mask.shape}; "
                 f"pass a boolean mask of shape {e_true.shape}, one entry per cluster"
             )
-        tables[name] = binned_response(e_true[mask], e_pred[mask], bins, quantiles=quantiles, min_count=min_count)
+        tables[name] = binned_response(
+            e_true[mask], e_pred[mask], bins, quantiles=quantiles, min_count=min_count, bootstrap=bootstrap, seed=seed
+        )
     return tables

@@ -1,8 +1,11 @@
 """The figures of ``calohls evaluate`` (the poster's Fig 2, per particle group).
 
 * ``response_<group>.png``: response vs true energy, EM scale (left) and DeepSets (right), with median and quantiles;
-* ``resolution_<group>.png``: resolution vs true energy of the EM scale, the LCW-like weighting and DeepSets;
-* ``median_<group>.png``: median response of the three, with the ±2 % band.
+* ``resolution_<group>.png``: resolution vs true energy of every method (EM scale, LCW-like, GBDT, the
+  particle-type oracle, DeepSets), with the 68 % bootstrap intervals as error bars;
+* ``median_<group>.png``: median response of every method, with its interval and the ±2 % band.
+
+Labels, particle groups and masks come from the registries of :mod:`calohls.physics.methods`.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from calohls.physics.methods import GROUPS, METHODS, group_mask
 from calohls.plots.response import median_comparison, resolution_comparison, response_2d
 from calohls.plots.style import experiment_label, new_figure, save, style_context
 
@@ -22,12 +26,12 @@ __all__ = ["FILE_GROUP", "draw_evaluation"]
 FILE_GROUP = {"all": "all", "pi0": "pi0", "pi+-": "pipm"}
 
 
-def draw_evaluation(
-    result: Evaluation, out_dir: str | Path, *, extra: str = "calohls simulation, μ = 200"
-) -> list[Path]:
-    """Draw and save every evaluation figure into ``out_dir``; returns the files written."""
-    from calohls.physics.evaluate import GROUPS, METHODS, group_mask
+def draw_evaluation(result: Evaluation, out_dir: str | Path, *, extra: str | None = None) -> list[Path]:
+    """Draw and save every evaluation figure into ``out_dir`` (``RUN/eval``); returns the files written.
 
+    ``extra`` is the second line of the experiment label; by default what the clusters are (``result.sample``).
+    """
+    extra = result.sample if extra is None else extra
     out_dir = Path(out_dir)
     written = []
     with style_context():
@@ -40,12 +44,12 @@ def draw_evaluation(
             for ax, method in zip(axes, ("em", "deepsets"), strict=True):
                 response_2d(
                     ax, e_true, result.predictions[method][mask] / e_true, by_method[method],
-                    label=f"{METHODS[method]}, {label}", colorbar=method == "deepsets",
+                    label=f"{METHODS[method].label}, {label}", colorbar=method == "deepsets",
                 )  # fmt: skip
                 experiment_label(ax, extra=extra)
             written.append(save(fig, out_dir / f"response_{name}.png"))
 
-            tables = {METHODS[m]: by_method[m] for m in METHODS}
+            tables = {METHODS[m].label: by_method[m] for m in METHODS if m in by_method}
             for kind, draw in (("resolution", resolution_comparison), ("median", median_comparison)):
                 fig, ax = new_figure()
                 draw(ax, tables)

@@ -59,7 +59,8 @@ class ComparisonArtists(NamedTuple):
     """What :func:`resolution_comparison` and :func:`median_comparison` drew.
 
     ``series`` maps each calibration to its error-bar container; ``series[name].lines[0]`` is the marker line,
-    whose data are the bin centres and values of the bins that have values.
+    whose data are the marker positions (the bin centres, dodged side by side) and values of the bins that have
+    values.
     """
 
     series: dict[str, ErrorbarContainer]
@@ -161,10 +162,12 @@ def resolution_comparison(
     markers: Sequence[str] = MARKERS,
     legend_loc: str = "upper right",
     headroom: float = 0.35,
+    dodge: float = 0.3,
 ) -> ComparisonArtists:
     """Resolution against true energy for several calibrations, one marker series each.
 
-    The horizontal error bars span the bins. All tables must use the same quantile pair, whose name labels the
+    The horizontal error bars span the bins, the vertical ones the 68 % bootstrap interval of each resolution (when
+    the table has one). All tables must use the same quantile pair, whose name labels the
     y axis (e.g. ``"IQR(16–84%)/median"``).
 
     Args:
@@ -174,6 +177,8 @@ def resolution_comparison(
         markers: Marker styles, used in turn.
         legend_loc: Legend position.
         headroom: Fraction of the axes height kept free above the data, for the legend and the experiment label.
+        dodge: Fraction of each bin's width (in log E when ``log_x``) over which the markers of the calibrations
+            are spread side by side, so that their error bars do not hide one another; 0 puts all at the centre.
 
     Returns:
         The artists drawn.
@@ -188,7 +193,7 @@ def resolution_comparison(
         raise ConfigError(
             f"the tables use different quantile pairs {sorted(pairs)}; compute them all with the same quantiles"
         )
-    series = _series(ax, items, "resolution", markers)
+    series = _series(ax, items, "resolution", markers, dodge, log_x)
     _finish(ax, items, log_x)
     ax.set_ylabel(items[0][1].resolution_label)
     values = np.concatenate([t.resolution for _, t in items])
@@ -206,8 +211,11 @@ def median_comparison(
     markers: Sequence[str] = MARKERS,
     legend_loc: str = "upper right",
     headroom: float = 0.35,
+    dodge: float = 0.3,
 ) -> ComparisonArtists:
     """Median response against true energy for several calibrations, with a shaded band of ``1 ± band``.
+
+    Vertical error bars show the 68 % bootstrap interval of each median (when the table has one).
 
     Args:
         ax: Axes to draw on.
@@ -218,6 +226,8 @@ def median_comparison(
         markers: Marker styles, used in turn.
         legend_loc: Legend position.
         headroom: Fraction of the axes height kept free above the data, for the legend and the experiment label.
+        dodge: Fraction of each bin's width (in log E when ``log_x``) over which the markers of the calibrations
+            are spread side by side, so that their error bars do not hide one another; 0 puts all at the centre.
 
     Returns:
         The artists drawn.
@@ -233,7 +243,7 @@ def median_comparison(
     if band:
         span = ax.axhspan(1.0 - band, 1.0 + band, color="0.88", linewidth=0, zorder=0, label=f"±{band * 100:g}%")
     unity = ax.axhline(1.0, color="0.4", linestyle="--", linewidth=1, zorder=1)
-    series = _series(ax, items, "median", markers)
+    series = _series(ax, items, "median", markers, dodge, log_x)
     _finish(ax, items, log_x)
     ax.set_ylabel(MEDIAN_LABEL)
     values = np.concatenate([t.median for _, t in items] + [[1.0 - (band or 0.0), 1.0 + (band or 0.0)]])
@@ -293,19 +303,51 @@ def _tables(tables: Mapping[str, ResponseTable]) -> list[tuple[str, ResponseTabl
 
 
 def _series(
-    ax: Axes, items: list[tuple[str, ResponseTable]], field: str, markers: Sequence[str]
+    ax: Axes,
+    items: list[tuple[str, ResponseTable]],
+    field: str,
+    markers: Sequence[str],
+    dodge: float = 0.0,
+    log_x: bool = True,
 ) -> dict[str, ErrorbarContainer]:
-    """One marker series per table of ``table.<field>`` at the bin centres, x error bars spanning the bins."""
+    """One marker series per table of ``table.<field>``, x error bars spanning the bins and y error bars the 68 %
+    bootstrap interval (``<field>_lo`` to ``<field>_hi``) where the table has one.
+
+    The markers sit at the bin centres, moved side by side by up to ``dodge / 2`` of the bin width when there are
+    several series.
+    """
+    if not 0.0 <= dodge < 1.0:
+        raise ConfigError(f"dodge={dodge!r} must be a fraction of the bin width in [0, 1), e.g. 0.3")
     series = {}
+    shifts = np.linspace(-dodge / 2, dodge / 2, len(items)) if len(items) > 1 else np.zeros(1)
     for i, (name, table) in enumerate(items):
         values = getattr(table, field)
         ok = np.isfinite(values)
-        x = table.centres[ok]
-        xerr = np.vstack((x - table.edges[:-1][ok], table.edges[1:][ok] - x))
+        lo, hi = table.edges[:-1][ok], table.edges[1:][ok]
+        x = table.centres[ok] * (hi / lo) ** shifts[i] if log_x else table.centres[ok] + (hi - lo) * shifts[i]
+        xerr = np.vstack((x - lo, hi - x))
         series[name] = ax.errorbar(
-            x, values[ok], xerr=xerr, marker=markers[i % len(markers)], markersize=6, linestyle="none", label=name
+            x,
+            values[ok],
+            xerr=xerr,
+            yerr=_interval_err(table, field, ok),
+            marker=markers[i % len(markers)],
+            markersize=6,
+            linestyle="none",
+            capsize=2,
+            label=name,
         )
     return series
+
+
+def _interval_err(table: ResponseTable, field: str, ok: np.ndarray) -> np.ndarray | None:
+    """``[2, n]`` distances from the values to the ends of their bootstrap interval (0 where a bin has none);
+    None when the table has no interval at all."""
+    lo, hi = getattr(table, f"{field}_lo")[ok], getattr(table, f"{field}_hi")[ok]
+    if not (np.isfinite(lo).any() or np.isfinite(hi).any()):
+        return None
+    values = getattr(table, field)[ok]
+    return np.vstack((np.nan_to_num(values - lo, nan=0.0), np.nan_to_num(hi - values, nan=0.0))).clip(min=0.0)
 
 
 def _finish(ax: Axes, items: list[tuple[str, ResponseTable]], log_x: bool) -> None:

@@ -1,5 +1,9 @@
 """Figures of the size × precision study: resolution against LUTs (the Pareto front, QAT vs PTQ), and resolution
-against model size (float, and the best design that fits the trigger)."""
+against model size (float, and the best design that fits the trigger).
+
+Resolutions carry vertical error bars from the points' ``resolution_err`` (the 68 % bootstrap half-width of
+:func:`calohls.scan.designs.resolution_summary`) where the points have one.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,14 @@ __all__ = ["draw_learning_curve", "draw_study"]
 
 _KIND_MARKER = {"ptq": "s", "qat": "o"}
 _RES_LABEL = "resolution (geometric mean over E bins of IQR$_{68}$/median)"
+
+
+def _err(points: list[dict[str, Any]]) -> list[float] | None:
+    """The points' ``resolution_err`` (0 where missing), or None when no point has one."""
+    errs = [p.get("resolution_err") for p in points]
+    if not any(isinstance(e, int | float) for e in errs):
+        return None
+    return [float(e) if isinstance(e, int | float) and np.isfinite(e) else 0.0 for e in errs]
 
 
 def _colours(presets: list[str]) -> dict[str, Any]:
@@ -35,13 +47,17 @@ def _pareto(points: list[dict[str, Any]], presets: list[str], config: Any, path:
             ]
             if not sel:
                 continue
-            ax.scatter(
+            ax.errorbar(
                 [p["lut"] for p in sel],
                 [p["resolution"] for p in sel],
+                yerr=_err(sel),
                 marker=marker,
-                facecolors=colour[preset] if kind == "qat" else "none",
-                edgecolors=colour[preset],
-                s=36,
+                markerfacecolor=colour[preset] if kind == "qat" else "none",
+                markeredgecolor=colour[preset],
+                ecolor=colour[preset],
+                linestyle="none",
+                markersize=6,
+                elinewidth=0.8,
                 label=f"{preset} {kind.upper()}",
             )
     front = sorted((p for p in points if p.get("pareto")), key=lambda p: p["lut"])
@@ -64,9 +80,10 @@ def _size(points: list[dict[str, Any]], presets: list[str], config: Any, path: P
     fig, ax = new_figure()
     floats = sorted((p for p in points if p["kind"] == "float" and p.get("resolution")), key=lambda p: p["parameters"])
     if floats:
-        ax.plot([p["parameters"] for p in floats], [p["resolution"] for p in floats], "k-o", label="float")
+        ax.errorbar([p["parameters"] for p in floats], [p["resolution"] for p in floats], yerr=_err(floats), fmt="k-o",
+                    capsize=2, label="float")  # fmt: skip
     for kind, marker in _KIND_MARKER.items():
-        xs, ys = [], []
+        xs, best = [], []
         for f in floats:
             fits = [
                 p
@@ -79,9 +96,10 @@ def _size(points: list[dict[str, Any]], presets: list[str], config: Any, path: P
             ]
             if fits:
                 xs.append(f["parameters"])
-                ys.append(min(p["resolution"] for p in fits))
+                best.append(min(fits, key=lambda p: p["resolution"]))
         if xs:
-            ax.plot(xs, ys, marker=marker, ls="--", label=f"best {kind.upper()} within {config.lut_budget:,} LUT")
+            ax.errorbar(xs, [p["resolution"] for p in best], yerr=_err(best), marker=marker, ls="--", capsize=2,
+                        label=f"best {kind.upper()} within {config.lut_budget:,} LUT")  # fmt: skip
     for f in floats:
         ax.annotate(f["preset"], (f["parameters"], f["resolution"]), textcoords="offset points", xytext=(4, 4),
                     fontsize="x-small")  # fmt: skip

@@ -24,10 +24,11 @@ import jinja2
 from calohls import __version__
 from calohls.errors import InputFileError
 from calohls.files import atomic_output, check_output
+from calohls.physics.methods import method_labels
 from calohls.report.collect import EXPECTED, DataFile, Figure, Firmware, PTQResult, Run, Scan, Study, collect_study
 from calohls.report.figures import history_png
 
-__all__ = ["VERSION_PACKAGES", "fmt", "render_report", "write_report"]
+__all__ = ["VERSION_PACKAGES", "fmt", "render_report", "value_with_error", "write_report"]
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +175,10 @@ def _response_table(tables: Mapping[str, Any], methods: Mapping[str, str]) -> di
     rows = []
     for i, count in enumerate(counts):
         lo, hi = (edges[i], edges[i + 1]) if i + 1 < len(edges) else (None, None)
-        median = [_fmt3(_at(tables[m].get("median"), i)) for m in keys]
-        resolution = [_fmt3(_at(tables[m].get("resolution"), i)) for m in keys]
+        median = [value_with_error(_at(tables[m].get("median"), i), _at(tables[m].get("median_err"), i)) for m in keys]
+        resolution = [
+            value_with_error(_at(tables[m].get("resolution"), i), _at(tables[m].get("resolution_err"), i)) for m in keys
+        ]
         rows.append(
             {"bin": f"{_edge(lo)}–{_edge(hi)}", "count": fmt(count), "median": median, "resolution": resolution}
         )
@@ -194,16 +197,23 @@ def _at(values: Any, i: int) -> Any:
     return values[i] if isinstance(values, list) and i < len(values) else None
 
 
-def _fmt3(value: Any) -> str:
-    """A response or resolution value to three decimals (en dash when missing)."""
-    return f"{value:.3f}" if isinstance(value, int | float) and math.isfinite(value) else "–"
+def value_with_error(value: Any, err: Any = None) -> str:
+    """A response or resolution with its uncertainty in units of the last digit: ``0.173(5)`` = 0.173 ± 0.005, to
+    three decimals (two when the uncertainty reaches 0.1: ``0.99(13)``); without an uncertainty the value to three
+    decimals; an en dash when missing."""
+    if not (isinstance(value, int | float) and math.isfinite(value)):
+        return "–"
+    if not (isinstance(err, int | float) and math.isfinite(err)):
+        return f"{value:.3f}"
+    digits = 3 if err < 0.0995 else 2
+    return f"{value:.{digits}f}({max(round(err * 10**digits), 1)})"
 
 
 def _evaluation(metrics: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if metrics is None:
         return None
     methods = metrics.get("methods")
-    methods = methods if isinstance(methods, Mapping) else {"em": "EM scale", "lcw": "LCW-like", "deepsets": "DeepSets"}
+    methods = methods if isinstance(methods, Mapping) else method_labels()
     groups = metrics.get("groups") if isinstance(metrics.get("groups"), Mapping) else {}
     out = []
     for group, tables in (metrics.get("tables") or {}).items():
@@ -211,21 +221,28 @@ def _evaluation(metrics: Mapping[str, Any] | None) -> dict[str, Any] | None:
             continue
         checks = _dig(metrics, "checks", group) or {}
         out.append({"label": groups.get(group, group), "table": table, "checks": _checks_text(checks)})
-    return {"test_clusters": metrics.get("test_clusters"), "groups": out}
+    bootstrap = metrics.get("bootstrap")
+    return {"test_clusters": metrics.get("test_clusters"), "groups": out, "bootstrap": bootstrap}
 
 
-def _checks_text(checks: Mapping[str, Any]) -> str:
+def _checks_text(checks: Mapping[str, Any]) -> list[str]:
+    """One line per condition of ``calohls evaluate`` (its verdict), after the summary of the bin counts."""
     if not checks:
-        return ""
+        return []
     within = "yes" if checks.get("median_within_2pct_above_1gev") else "no"
     worst = checks.get("worst_median_deviation_above_1gev")
     worst_text = f" (worst {100 * worst:.1f} %)" if isinstance(worst, int | float) else ""
     bins = fmt(checks.get("bins"))
-    return (
-        f"DeepSets median within ±2 % above 1 GeV: {within}{worst_text}; resolution better than the EM scale in "
-        f"{fmt(checks.get('bins_better_than_em'))}/{bins} bins, than LCW-like in "
-        f"{fmt(checks.get('bins_better_than_lcw'))}/{bins}"
+    better = ", ".join(
+        f"{label} in {fmt(checks[f'bins_better_than_{key}'])}/{bins}"
+        for key, label in method_labels().items()
+        if f"bins_better_than_{key}" in checks
     )
+    lines = [f"DeepSets median within ±2 % above 1 GeV: {within}{worst_text}; resolution better than {better} bins"]
+    conditions = checks.get("conditions")
+    if isinstance(conditions, Mapping):
+        lines += [f"DeepSets: {c['verdict']}" for c in conditions.values() if isinstance(c, Mapping) and "verdict" in c]
+    return lines
 
 
 def _eval_order(figure: Figure) -> tuple[int, int, str]:

@@ -8,7 +8,11 @@ clusters by the same numbers:
   resolution IQR(16–84 %)/median of the response E_pred/E_true, after the response correction of the design's
   float run (PTQ) or its own (float, QAT). A geometric mean weighs a 10 % loss in any bin equally, so neither the
   wide low-energy bins nor the narrow high-energy ones dominate;
+* ``resolution_lo``, ``resolution_hi``, ``resolution_err``: the 68 % bootstrap interval of that geometric mean and
+  its half-width (the clusters of each bin resampled 200 times, the geometric mean recomputed on every resample);
 * ``median_worst``: the largest |median − 1| over those bins (closure);
+* ``bins``: per bin ``edges`` (n + 1), ``centres``, ``median``, ``median_err``, ``resolution``, ``resolution_err``
+  (68 % bootstrap half-widths; None where a bin has no value), for closure and significance per bin;
 * ``lut``, ``ff``, ``dsp``, ``latency_ns``: from Yosys when the design was synthesised, else da4ml's estimate
   (``lut_source`` says which).
 """
@@ -21,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from calohls.physics.response import binned_response, log_bins
+from calohls.physics.response import INTERVAL, binned_response, log_bins
 
 __all__ = ["BINS", "cost_fields", "pareto_front", "resolution_summary"]
 
@@ -29,19 +33,46 @@ __all__ = ["BINS", "cost_fields", "pareto_front", "resolution_summary"]
 BINS = log_bins(0.5, 500.0, 3)
 
 
-def resolution_summary(e_true: np.ndarray, e_pred: np.ndarray) -> dict[str, Any]:
+def resolution_summary(
+    e_true: np.ndarray, e_pred: np.ndarray, *, bootstrap: int = 200, seed: int = 0
+) -> dict[str, Any]:
     """The study's summary of a design's calibrated energies (see the module docstring)."""
-    table = binned_response(np.asarray(e_true, np.float64), np.asarray(e_pred, np.float64), BINS)
+    table = binned_response(
+        np.asarray(e_true, np.float64), np.asarray(e_pred, np.float64), BINS, bootstrap=bootstrap, seed=seed
+    )
     res = np.asarray(table.resolution, np.float64)
     med = np.asarray(table.median, np.float64)
     good = np.isfinite(res) & (res > 0)
     if not good.any():
-        return {"resolution": None, "median_worst": None, "bins": table.to_dict()}
+        none = {"resolution_lo": None, "resolution_hi": None, "resolution_err": None}
+        return {"resolution": None, **none, "median_worst": None, "bins": table.to_dict()}
     return {
         "resolution": float(np.exp(np.mean(np.log(res[good])))),
+        **_geometric_interval(table, good),
         "median_worst": float(np.max(np.abs(med[good] - 1.0))),
-        "bins": {"centres": [float(c) for c in table.centres], "resolution": [_num(r) for r in res]},
+        "bins": {
+            "edges": [float(e) for e in table.edges],
+            "centres": [float(c) for c in table.centres],
+            "median": [_num(m) for m in med],
+            "median_err": [_num(m) for m in table.median_err],
+            "resolution": [_num(r) for r in res],
+            "resolution_err": [_num(r) for r in table.resolution_err],
+        },
     }
+
+
+def _geometric_interval(table: Any, good: np.ndarray) -> dict[str, float | None]:
+    """68 % bootstrap interval of the geometric-mean resolution over the ``good`` bins (None without bootstrap)."""
+    replicas = table.resolution_replicas
+    if replicas is None:
+        return {"resolution_lo": None, "resolution_hi": None, "resolution_err": None}
+    sample = replicas[:, good]
+    usable = np.all(np.isfinite(sample) & (sample > 0), axis=1)
+    if not usable.any():
+        return {"resolution_lo": None, "resolution_hi": None, "resolution_err": None}
+    geo = np.exp(np.mean(np.log(sample[usable]), axis=1))
+    lo, hi = (float(v) for v in np.quantile(geo, INTERVAL))
+    return {"resolution_lo": lo, "resolution_hi": hi, "resolution_err": 0.5 * (hi - lo)}
 
 
 def cost_fields(info: dict[str, Any]) -> dict[str, Any]:
