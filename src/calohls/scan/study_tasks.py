@@ -71,9 +71,11 @@ def run_task(task: Task) -> dict[str, Any]:
 def _summary_of_run(run_dir: Path, eval_clusters: int) -> dict[str, Any]:
     """Evaluate a run folder (writes ``eval/``) and the study's summary numbers on its first test clusters."""
     from calohls.physics.evaluate import evaluate_run
+    from calohls.plots.evaluation import draw_evaluation
     from calohls.scan.designs import resolution_summary
 
     evaluation = evaluate_run(run_dir, overwrite=True)
+    draw_evaluation(evaluation, run_dir / "eval")
     n = eval_clusters
     info = yaml.safe_load((run_dir / "run.json").read_text())
     return {
