@@ -259,7 +259,7 @@ def test_convert_root_to_hdf5(root_file, tmp_path):
     assert result.stdout.startswith("wrote ")
     s = json.loads(run("inspect", out, "--json").stdout)
     assert s["max_cells"] == 32
-    assert s["config"]["source"].endswith("mltree.root")
+    assert s["config"]["inputs"][0]["path"].endswith("mltree.root")
     assert_one_line_error(run("convert", root_file, "-o", out, "--hide-progress"), str(out), "--overwrite")
 
 

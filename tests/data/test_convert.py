@@ -46,7 +46,7 @@ def test_root_to_hdf5_keeps_every_cluster(files, tmp_path):
     np.testing.assert_allclose(back["e_em"][order], batch["e_em"][ref], rtol=1e-6)
     np.testing.assert_array_equal(back.cell_id[order], batch.cell_id[ref])
     with open_clusters(out) as f:
-        assert f.config["source"].endswith("c.root")
+        assert f.config["inputs"][0]["path"].endswith("c.root")
         assert f.config["branches"]["cell_e"] == "cluster_cell_E"
 
 

@@ -523,14 +523,6 @@ def _event_tree(path: Path, file: Any, bm: BranchMap) -> tuple[Any, dict[str, st
     _missing_required(path, bm.event_tree, present, required)
     optional = {k: names[k] for k in _OPTIONAL if k in names and names[k] in present}
     missing = [k for k in _OPTIONAL if k in names and names[k] not in present]
-    for key in missing:
-        logger.warning(
-            "%s: tree %r has no branch %r; reading without it (set %s to null in the branch map to silence this)",
-            path,
-            bm.event_tree,
-            names[key],
-            key,
-        )
     return tree, required, optional, missing
 
 
@@ -580,6 +572,24 @@ def inspect_mltree(
         return _inspect(p, file, bm, geometry)[0]
 
 
+def _log_missing(path: Path, bm: BranchMap, info: MLTreeInfo) -> None:
+    """Say which optional branches a file lacks: a warning, but for the hit branches (older files lack some)."""
+    names = bm._event_names()
+    for key in _OPTIONAL:
+        if key in names and names[key] in info.missing and key not in HIT_FIELDS:
+            logger.warning(
+                "%s: tree %r has no branch %r; reading without it (set %s to null in the branch map to silence this)",
+                path,
+                bm.event_tree,
+                names[key],
+                key,
+            )
+    if info.hit_branches:
+        logger.info("%s: cell e_true from %s", path, " + ".join(info.hit_branches))
+    else:
+        logger.warning("%s: no cell calibration-hit branches (%s); cell e_true is 0", path, ", ".join(info.missing))
+
+
 def _prepare(
     path: Path,
     file: Any,
@@ -592,10 +602,7 @@ def _prepare(
         raise ConfigError(f"max_cells={max_cells} must be at least 1")
     info, tree, required, optional = _inspect(path, file, bm, geometry)
     geo = _geometry(Path(info.geometry), bm, separate=geometry is not None)
-    if not info.hit_branches:
-        logger.warning("%s: no cell calibration-hit branches; cell e_true is 0", path)
-    else:
-        logger.info("%s: cell e_true from %s", path, " + ".join(info.hit_branches))
+    _log_missing(path, bm, info)
     ctx = _Context(
         path=path,
         branches=bm,
