@@ -28,8 +28,8 @@ def _coverage_line(cov: dict[str, Any]) -> str:
         return "cell calibration hits cover: – (no cluster with ENG_CALIB_TOT > 0)"
     return (
         f"cell calibration hits cover a median {cov['median']:.3f} of ENG_CALIB_TOT "
-        f"(16–84 %: {cov['q16']:.3f}–{cov['q84']:.3f}; {cov['clusters']:,} clusters with ENG_CALIB_TOT > 0, "
-        "stored cells only)"
+        f"(16–84 %: {cov['q16']:.3f}–{cov['q84']:.3f}; {cov['clusters']:,} clusters with ENG_CALIB_TOT > 0 "
+        f"of the first {cov['read']:,}; stored cells only)"
     )
 
 

@@ -432,15 +432,19 @@ def read_cell_truth(
     geometry: str | os.PathLike[str] | None = None,
     max_cells: int = 256,
     batch_size: int = 8192,
+    limit: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per cluster of an HDF5 or MLTree ROOT file: the sum of its stored cells' ``e_true`` (their calibration
-    hits), and its ``e_true`` (``ENG_CALIB_TOT``), both in GeV and in file order."""
+    hits), and its ``e_true`` (``ENG_CALIB_TOT``), both in GeV and in file order; only the first ``limit``
+    clusters (and a few more, up to the end of a batch) when ``limit`` is given, since every cell is read."""
     col = cell_field_index("e_true")
     sums: list[np.ndarray] = []
     e_true: list[np.ndarray] = []
     for b in _batches(path, branches, geometry, max_cells, batch_size):  # one batch in memory at a time
         sums.append(b.cells[:, :, col].sum(axis=1, dtype=np.float64))
         e_true.append(b.scalars["e_true"].astype(np.float64))
+        if limit is not None and sum(len(x) for x in sums) >= limit:
+            break
     if not sums:
         return np.zeros(0), np.zeros(0)
     return np.concatenate(sums), np.concatenate(e_true)

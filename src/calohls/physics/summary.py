@@ -20,6 +20,7 @@ from calohls.errors import InputFileError
 from calohls.physics.response import DEFAULT_QUANTILES, log_bins, resolution_label, summarize_response
 
 __all__ = [
+    "COVERAGE_CLUSTERS",
     "RESPONSE_GROUPS",
     "SUMMARY_FIELDS",
     "hit_coverage",
@@ -37,6 +38,9 @@ RESPONSE_GROUPS: dict[str, tuple[str, tuple[int, ...]]] = {
 
 #: Scalar fields the summary reads.
 SUMMARY_FIELDS: tuple[str, ...] = ("e_true", "e_em", "e_particle", "particle", "n_cells_total", "event")
+
+#: Clusters (the first of the file) whose cells the hit coverage of :func:`summarize_file` reads: every cell is read.
+COVERAGE_CLUSTERS = 100_000
 
 _RANGE_FIELDS = ("e_true", "e_em", "e_particle")
 _PARTICLE_NAMES = {pdg: name for name, pdg in PARTICLES.items()}
@@ -143,7 +147,8 @@ def summarize_file(
 
     Returns:
         ``path``, ``schema_version``, ``config`` (the generating config stored in the file, or None),
-        ``hit_coverage`` (see :func:`hit_coverage`) and the keys of :func:`summarize_scalars`.
+        ``hit_coverage`` (see :func:`hit_coverage`; of the first :data:`COVERAGE_CLUSTERS` clusters) and the
+        keys of :func:`summarize_scalars`.
 
     Raises:
         InputFileError: the file is missing or unreadable (or a subclass: bad schema, unknown schema version).
@@ -155,7 +160,10 @@ def summarize_file(
     else:
         head = {"path": str(path), "format": "root", "schema_version": None, "config": None}
     scalars, max_cells = read_scalars(path, SUMMARY_FIELDS, branches=branches, geometry=geometry)
-    coverage = hit_coverage(*read_cell_truth(path, branches=branches, geometry=geometry, max_cells=max_cells))
+    cells, e_true = read_cell_truth(
+        path, branches=branches, geometry=geometry, max_cells=max_cells, limit=COVERAGE_CLUSTERS
+    )
+    coverage = hit_coverage(cells, e_true)
     summary = summarize_scalars(scalars, max_cells, bins=bins, quantiles=quantiles, min_count=min_count)
     return head | summary | {"hit_coverage": coverage}
 
@@ -168,16 +176,30 @@ def hit_coverage(cells_e_true: np.ndarray, e_true: np.ndarray) -> dict[str, Any]
         e_true: Per cluster, its ``e_true``.
 
     Returns:
-        ``clusters`` (those with ``e_true`` > 0, the only ones counted), ``median``, ``q16``, ``q84`` of the ratio
-        (None without such clusters or when no cell has hits), and ``has_hits`` (any cell with a non-zero
-        ``e_true``).
+        ``read`` (clusters looked at), ``clusters`` (those with ``e_true`` > 0, the only ones counted),
+        ``median``, ``q16``, ``q84`` of the ratio (None without such clusters or when no cell has hits), and
+        ``has_hits`` (any cell with a non-zero ``e_true``).
     """
     ok = e_true > 0
     has_hits = bool(np.any(cells_e_true != 0))
     if not ok.any() or not has_hits:
-        return {"clusters": int(ok.sum()), "median": None, "q16": None, "q84": None, "has_hits": has_hits}
+        return {
+            "read": len(e_true),
+            "clusters": int(ok.sum()),
+            "median": None,
+            "q16": None,
+            "q84": None,
+            "has_hits": has_hits,
+        }
     q16, median, q84 = np.quantile(cells_e_true[ok] / e_true[ok], [0.16, 0.5, 0.84])
-    return {"clusters": int(ok.sum()), "median": float(median), "q16": float(q16), "q84": float(q84), "has_hits": True}
+    return {
+        "read": len(e_true),
+        "clusters": int(ok.sum()),
+        "median": float(median),
+        "q16": float(q16),
+        "q84": float(q84),
+        "has_hits": True,
+    }
 
 
 def stored_config(path: str | Path) -> dict[str, Any]:
