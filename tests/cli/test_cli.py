@@ -259,8 +259,52 @@ def test_convert_root_to_hdf5(root_file, tmp_path):
     assert result.stdout.startswith("wrote ")
     s = json.loads(run("inspect", out, "--json").stdout)
     assert s["max_cells"] == 32
-    assert s["config"]["source"].endswith("mltree.root")
+    assert s["config"]["inputs"][0]["path"].endswith("mltree.root")
     assert_one_line_error(run("convert", root_file, "-o", out, "--hide-progress"), str(out), "--overwrite")
+
+
+FIXTURES = Path(__file__).parents[1] / "data" / "fixtures"
+
+
+def test_convert_root_written_mltree_files_into_one(tmp_path):
+    v1, v2, geo = FIXTURES / "mltree_v1.root", FIXTURES / "mltree_v2_events.root", FIXTURES / "mltree_v2_geo.root"
+    out = tmp_path / "both.h5"
+    result = run("convert", v1, v2, "--geometry", geo, "-o", out, "--step-size", "50kB", "--hide-progress")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"wrote 334 clusters (220 events, 2 files) to {out}")
+    assert "ENG_CALIB_TOT <= 0" in result.stdout
+    assert any("+ cluster_cell_hitsE_Escaped (1 file)" in line for line in lines)
+    s = json.loads(run("inspect", out, "--json").stdout)
+    assert s["n_clusters"] == 334
+    assert 1.0 < s["energy"]["e_em"]["median"] < 200.0  # GeV, with the default branch map
+    assert 0.85 < s["hit_coverage"]["median"] < 1.0
+    assert [i["entries"] for i in s["config"]["inputs"]] == [120, 100]
+    sel = run("convert", v1, "-o", tmp_path / "sel.h5", "--select", "truth_matched", "--select", "e_em>2")
+    assert sel.exit_code == 0, sel.output
+    assert "by truth_matched" in sel.stdout
+    assert "by e_em>2" in sel.stdout
+    text = run("inspect", v2, "--geometry", geo).stdout
+    assert "cell calibration hits cover a median 1.000 of ENG_CALIB_TOT" in text
+
+
+def test_convert_many_inputs_errors_are_one_line(tmp_path):
+    v1, v2 = FIXTURES / "mltree_v1.root", FIXTURES / "mltree_v2_events.root"
+    out = tmp_path / "o.h5"
+    assert_one_line_error(run("convert", v1, tmp_path / "gone.root", "-o", out), "gone.root", "not found")
+    assert_one_line_error(run("convert", v1, v2, "-o", out), str(v2), "--geometry")
+    assert_one_line_error(run("convert", v1, "-o", out, "--select", "e>1"), "e>1", "unknown quantity")
+    assert_one_line_error(run("convert", v1, "-o", out, "--step-size", "lots"), "lots", "100MB")
+    assert_one_line_error(run("convert", str(tmp_path / "*.root"), "-o", out), "no file matches")
+    mev = tmp_path / "mev.yaml"
+    mev.write_text("energy_scale: 1.0e-3\n")
+    assert_one_line_error(run("convert", v1, "--branch-map", mev, "-o", out), "energy_scale: 1 ", "--no-unit-check")
+    assert not out.exists()
+    skipped = run("convert", v1, v2, "-o", out, "--skip-bad", "--hide-progress")
+    assert skipped.exit_code == 0, skipped.output
+    assert f"skipped {v2}" in skipped.stdout
+    forced = run("convert", v1, "--branch-map", mev, "--no-unit-check", "-o", tmp_path / "mev.h5")
+    assert forced.exit_code == 0, forced.output
 
 
 def test_convert_errors_are_one_line(root_file, tiny_file, tmp_path):

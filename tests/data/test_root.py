@@ -79,7 +79,9 @@ def test_file_layout_and_units(root_file):
     n_events = len(np.unique(batch["event"]))
     assert len(event["cluster_E"]) == n_events
     assert event["cluster_cell_E"].ndim == 3
-    np.testing.assert_allclose(ak.flatten(event["cluster_E"]), batch["e_em"] * 1e3, rtol=1e-6)  # MeV
+    np.testing.assert_allclose(ak.flatten(event["cluster_E"]), batch["e_em"], rtol=1e-6)  # GeV, as MLTreeMaker
+    sigma = batch.cell("sigma")[batch.mask]
+    np.testing.assert_allclose(np.unique(ak.to_numpy(geo["cell_geo_sigma"][0])), np.unique(sigma) * 1e3, rtol=1e-6)
     np.testing.assert_array_equal(ak.flatten(event["cluster_nCells"]), batch["n_cells_total"])
     np.testing.assert_array_equal(event["eventNumber"], np.unique(batch["event"]))
     assert len(geo["cell_geo_ID"]) == 1  # one entry of vectors
@@ -189,7 +191,7 @@ def test_missing_optional_branch_is_logged(root_file, tmp_path, caplog):
 def test_sorting_ranking_and_dropping(root_file, tmp_path, caplog):
     path, batch = root_file
     event, geo = read_raw(path)
-    cell_branches = ("cluster_cell_ID", "cluster_cell_E", "cluster_cell_hitsE_EM", "cluster_cell_hitsE_nonEM")
+    cell_branches = [name for name in event if name.startswith("cluster_cell_")]
     rows = {name: v.to_list() for name, v in event.items()}
     for name in rows:
         if name.startswith("cluster"):  # reverse clusters in events and cells in clusters

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from calohls.physics.response import QUANTILE_PAIRS, binned_response, log_bins
-from calohls.physics.summary import RESPONSE_GROUPS, SUMMARY_FIELDS, summarize_scalars
+from calohls.physics.summary import RESPONSE_GROUPS, SUMMARY_FIELDS, hit_coverage, summarize_scalars
 
 
 @pytest.fixture
@@ -84,3 +84,14 @@ def test_summary_is_strict_json(batch):
 def test_response_groups_cover_known_particles():
     assert set(SUMMARY_FIELDS) >= {"e_true", "e_em", "particle", "n_cells_total"}
     assert {pdg for _, pdgs in RESPONSE_GROUPS.values() for pdg in pdgs} == {111, 211, -211, 22}
+
+
+def test_hit_coverage_of_cells_and_clusters():
+    cov = hit_coverage(np.array([0.9, 0.8, 0.0, 1.0]), np.array([1.0, 1.0, -1.0, 1.0]))
+    assert cov["read"] == 4
+    assert cov["clusters"] == 3  # the cluster with ENG_CALIB_TOT = -1 is not counted
+    assert cov["median"] == pytest.approx(0.9)
+    assert cov["q16"] < cov["median"] < cov["q84"]
+    none = hit_coverage(np.zeros(3), np.ones(3))
+    assert none["has_hits"] is False
+    assert none["median"] is None

@@ -21,6 +21,18 @@ def _num(x: float | None, fmt: str = ".3f") -> str:
     return "–" if x is None or not math.isfinite(x) else format(x, fmt)
 
 
+def _coverage_line(cov: dict[str, Any]) -> str:
+    if not cov["has_hits"]:
+        return "cell calibration hits: none (cell e_true is 0), so the cells cover none of ENG_CALIB_TOT"
+    if cov["median"] is None:
+        return "cell calibration hits cover: – (no cluster with ENG_CALIB_TOT > 0)"
+    return (
+        f"cell calibration hits cover a median {cov['median']:.3f} of ENG_CALIB_TOT "
+        f"(16–84 %: {cov['q16']:.3f}–{cov['q84']:.3f}; {cov['clusters']:,} clusters with ENG_CALIB_TOT > 0 "
+        f"of the first {cov['read']:,}; stored cells only)"
+    )
+
+
 def _print_summary(s: dict[str, Any], console: Console) -> None:
     trunc = s["truncated"]
     console.print(
@@ -35,6 +47,10 @@ def _print_summary(s: dict[str, Any], console: Console) -> None:
         f"({100 * trunc['fraction']:.2f} %), largest has {trunc['max_cells_total']} cells",
         soft_wrap=True,
     )
+
+    cov = s.get("hit_coverage")
+    if cov is not None:
+        console.print(_coverage_line(cov), soft_wrap=True)
 
     particles = Table(title="Clusters per particle")
     for name, justify in (
@@ -89,6 +105,11 @@ def _print_summary(s: dict[str, Any], console: Console) -> None:
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     help="YAML file of tree/branch names and unit scales, for a ROOT FILE not in the ATLAS MLTree layout.",
 )
+@click.option(
+    "--geometry",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="ROOT file with the cell geometry tree (e.g. cell_geo.root), for a ROOT FILE without its own.",
+)
 @click.option("--e-min", type=float, default=0.5, show_default=True, help="Lower edge of the E_true bins, GeV.")
 @click.option("--e-max", type=float, default=500.0, show_default=True, help="Upper edge of the E_true bins, GeV.")
 @click.option(
@@ -113,6 +134,7 @@ def inspect_command(
     as_json: bool,
     show_config: bool,
     branch_map: Path | None,
+    geometry: Path | None,
     e_min: float,
     e_max: float,
     per_decade: int,
@@ -120,8 +142,8 @@ def inspect_command(
     min_count: int,
 ) -> None:
     """Summarise the cluster file FILE (calohls HDF5 or ATLAS MLTree ROOT): counts per particle, energy
-    ranges, truncation, and the EM-scale response E_EM/E_true per particle type in log bins of E_true (median and
-    resolution).
+    ranges, truncation, the share of E_true (ENG_CALIB_TOT) that the stored cells' calibration hits cover, and the
+    EM-scale response E_EM/E_true per particle type in log bins of E_true (median and resolution).
 
     \b
     Examples:
@@ -129,6 +151,7 @@ def inspect_command(
       calohls inspect data/clusters.h5 --json
       calohls inspect data/clusters.h5 --config > sim.yaml
       calohls inspect user.mltree.root --branch-map branches.yaml
+      calohls inspect job1.events.root --geometry cell_geo.root
     """
     from calohls.data.root import BranchMap
     from calohls.physics.summary import stored_config, summarize_file
@@ -144,6 +167,7 @@ def inspect_command(
         quantiles=QUANTILE_PAIRS[quantiles],
         min_count=min_count,
         branches=BranchMap.from_yaml(branch_map) if branch_map else None,
+        geometry=geometry,
     )
     if as_json:
         click.echo(json.dumps(summary, indent=2, allow_nan=False))

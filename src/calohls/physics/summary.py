@@ -12,14 +12,22 @@ from typing import Any
 
 import numpy as np
 
-from calohls.data.convert import detect_format, read_scalars
+from calohls.data.convert import detect_format, read_cell_truth, read_scalars
 from calohls.data.hdf5 import open_clusters
 from calohls.data.root import BranchMap
 from calohls.data.schema import PARTICLES
 from calohls.errors import InputFileError
 from calohls.physics.response import DEFAULT_QUANTILES, log_bins, resolution_label, summarize_response
 
-__all__ = ["RESPONSE_GROUPS", "SUMMARY_FIELDS", "stored_config", "summarize_file", "summarize_scalars"]
+__all__ = [
+    "COVERAGE_CLUSTERS",
+    "RESPONSE_GROUPS",
+    "SUMMARY_FIELDS",
+    "hit_coverage",
+    "stored_config",
+    "summarize_file",
+    "summarize_scalars",
+]
 
 #: Particle groups of the response summary: key → (display label, PDG ids). A group appears only if present.
 RESPONSE_GROUPS: dict[str, tuple[str, tuple[int, ...]]] = {
@@ -30,6 +38,9 @@ RESPONSE_GROUPS: dict[str, tuple[str, tuple[int, ...]]] = {
 
 #: Scalar fields the summary reads.
 SUMMARY_FIELDS: tuple[str, ...] = ("e_true", "e_em", "e_particle", "particle", "n_cells_total", "event")
+
+#: Clusters (the first of the file) whose cells the hit coverage of :func:`summarize_file` reads: every cell is read.
+COVERAGE_CLUSTERS = 100_000
 
 _RANGE_FIELDS = ("e_true", "e_em", "e_particle")
 _PARTICLE_NAMES = {pdg: name for name, pdg in PARTICLES.items()}
@@ -122,18 +133,21 @@ def summarize_file(
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     min_count: int = 10,
     branches: BranchMap | None = None,
+    geometry: str | Path | None = None,
 ) -> dict[str, Any]:
     """Summary of a cluster file (calohls HDF5 or MLTree ROOT), as printed by ``calohls inspect``.
 
     Args:
         path: The file.
         branches: Branch names of a ROOT file (the ATLAS MLTree defaults when None).
+        geometry: A separate geometry file of a ROOT file (``cell_geo.root``).
         bins: ``E_true`` bin edges of the response; 0.5–500 GeV in three bins per decade if None.
         quantiles: Quantile pair of the resolution.
         min_count: Bins with fewer clusters get no response values.
 
     Returns:
-        ``path``, ``schema_version``, ``config`` (the generating config stored in the file, or None) and the
+        ``path``, ``schema_version``, ``config`` (the generating config stored in the file, or None),
+        ``hit_coverage`` (see :func:`hit_coverage`; of the first :data:`COVERAGE_CLUSTERS` clusters) and the
         keys of :func:`summarize_scalars`.
 
     Raises:
@@ -145,8 +159,47 @@ def summarize_file(
             head = {"path": str(path), "format": "hdf5", "schema_version": int(f.schema_version), "config": f.config}
     else:
         head = {"path": str(path), "format": "root", "schema_version": None, "config": None}
-    scalars, max_cells = read_scalars(path, SUMMARY_FIELDS, branches=branches)
-    return head | summarize_scalars(scalars, max_cells, bins=bins, quantiles=quantiles, min_count=min_count)
+    scalars, max_cells = read_scalars(path, SUMMARY_FIELDS, branches=branches, geometry=geometry)
+    cells, e_true = read_cell_truth(
+        path, branches=branches, geometry=geometry, max_cells=max_cells, limit=COVERAGE_CLUSTERS
+    )
+    coverage = hit_coverage(cells, e_true)
+    summary = summarize_scalars(scalars, max_cells, bins=bins, quantiles=quantiles, min_count=min_count)
+    return head | summary | {"hit_coverage": coverage}
+
+
+def hit_coverage(cells_e_true: np.ndarray, e_true: np.ndarray) -> dict[str, Any]:
+    """How much of each cluster's ``e_true`` (``ENG_CALIB_TOT``) its stored cells' calibration hits hold.
+
+    Args:
+        cells_e_true: Per cluster, the sum of its stored cells' ``e_true``.
+        e_true: Per cluster, its ``e_true``.
+
+    Returns:
+        ``read`` (clusters looked at), ``clusters`` (those with ``e_true`` > 0, the only ones counted),
+        ``median``, ``q16``, ``q84`` of the ratio (None without such clusters or when no cell has hits), and
+        ``has_hits`` (any cell with a non-zero ``e_true``).
+    """
+    ok = e_true > 0
+    has_hits = bool(np.any(cells_e_true != 0))
+    if not ok.any() or not has_hits:
+        return {
+            "read": len(e_true),
+            "clusters": int(ok.sum()),
+            "median": None,
+            "q16": None,
+            "q84": None,
+            "has_hits": has_hits,
+        }
+    q16, median, q84 = np.quantile(cells_e_true[ok] / e_true[ok], [0.16, 0.5, 0.84])
+    return {
+        "read": len(e_true),
+        "clusters": int(ok.sum()),
+        "median": float(median),
+        "q16": float(q16),
+        "q84": float(q84),
+        "has_hits": True,
+    }
 
 
 def stored_config(path: str | Path) -> dict[str, Any]:
