@@ -44,6 +44,9 @@ def convert_command(
       calohls convert ntuple.root --branch-map branches.yaml -o data/pions.h5 --max-cells 128
     """
     from calohls.data.convert import root_to_hdf5
+    from calohls.files import refuse_inputs_inside
+
+    refuse_inputs_inside(output, (source, branch_map), overwrite)
     from calohls.data.root import BranchMap
 
     branches = BranchMap.from_yaml(branch_map) if branch_map else None

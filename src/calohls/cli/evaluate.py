@@ -42,7 +42,10 @@ def evaluate_command(
     Example:
       calohls evaluate runs/medium
     """
+    from calohls.files import refuse_inputs_inside
     from calohls.physics.evaluate import GROUPS, METHODS, evaluate_run
+
+    refuse_inputs_inside(run_dir / "eval", (data,), overwrite)
 
     result = evaluate_run(
         run_dir, data=data, per_decade=per_decade, quantiles=QUANTILE_PAIRS[quantiles], overwrite=overwrite
