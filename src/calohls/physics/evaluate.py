@@ -107,6 +107,7 @@ def evaluate_run(
 
     The run folder, the output and the data file are checked before the model is loaded.
     """
+    from calohls.data.fingerprint import check_data
     from calohls.model.train import RUN_STAGES, load_run, open_run
     from calohls.physics.baselines import LCWCalibration
 
@@ -126,6 +127,7 @@ def evaluate_run(
     rng = np.random.default_rng(0)
     fit_index = train if train.size <= LCW_FIT_CLUSTERS else rng.choice(train, LCW_FIT_CLUSTERS, replace=False)
     lcw = LCWCalibration.fit(read_clusters_at(data_path, np.sort(fit_index)))
+    check_data(run_dir, info, data_path)  # readable, but is it the run's file (not replaced, not a wrong --data)?
     raw = run.predict(test_batch, corrected=False)
     predictions = {
         "em": test_batch["e_em"].astype(np.float64),
