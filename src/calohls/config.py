@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from calohls.data.schema import PARTICLES
 from calohls.errors import ConfigError
+from calohls.files import why_not_a_file
 
 __all__ = [
     "PRESETS",
@@ -500,8 +501,9 @@ def load_config(
     command-line overrides (None values are ignored)."""
     data: dict[str, Any] = copy.deepcopy(defaults or {})
     if isinstance(source, Path):
-        if not source.is_file():
-            raise ConfigError(f"config file {source} not found; give the path of a YAML file")
+        problem = why_not_a_file(source)
+        if problem is not None:
+            raise ConfigError(f"config file {source} {problem}; give the path of a YAML file")
         try:
             loaded = load_yaml(source.read_text())
         except yaml.YAMLError as exc:

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +33,7 @@ __all__ = [
     "remove_stale_partials",
     "unreadable",
     "unwritable",
+    "why_not_a_file",
     "write_text_atomic",
     "writing",
 ]
@@ -106,6 +108,25 @@ def check_parent(path: str | os.PathLike[str]) -> None:
 
 def partial_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial-{os.getpid()}")
+
+
+def why_not_a_file(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` cannot be read as a file, in words ("not found", "is a folder", "is a symbolic link loop", ...),
+    or None if it is a file."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symbolic link loop"
+        if path.is_symlink():
+            return f"is a symbolic link to {os.readlink(path)}, which does not exist"
+        if exc.errno == errno.ENOENT:
+            return "not found"
+        return f"cannot be read ({exc.strerror or exc})"
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file"
+    return None if stat.S_ISREG(mode) else "is not a regular file"
 
 
 def pid_alive(pid: int) -> bool:

@@ -62,6 +62,7 @@ from calohls.files import (
     remove_stale_partials,
     unreadable,
     unwritable,
+    why_not_a_file,
     writing,
 )
 
@@ -367,17 +368,23 @@ class ClusterFile:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        if not self.path.exists():
+        problem = why_not_a_file(self.path)
+        if problem == "not found":
             raise InputFileError(
                 f"cluster file {self.path} not found; check the path or create it with `calohls simulate`"
             )
-        if self.path.is_dir():
-            raise InputFileError(f"cluster file {self.path} is a directory; give the path of an HDF5 file")
+        if problem is not None:
+            raise InputFileError(f"cluster file {self.path} {problem}; give the path of an HDF5 file")
         if self.path.stat().st_size == 0:
             raise InputFileError(f"cluster file {self.path} is empty (0 bytes); re-create it, or give another file")
         try:
             self._file = h5py.File(self.path, "r", rdcc_nbytes=_CHUNK_CACHE_BYTES)
         except (OSError, RuntimeError, ValueError) as exc:
+            if "unable to lock file" in str(exc):
+                raise InputFileError(
+                    f"cluster file {self.path} is locked: another process is writing it (or died while writing it); "
+                    "wait for that process to finish, or, if none is running, set HDF5_USE_FILE_LOCKING=FALSE"
+                ) from None
             raise _unreadable(self.path, exc) from None
         try:
             with _reading(self.path):
@@ -502,8 +509,15 @@ class ClusterFile:
             if k < 1:
                 raise ConfigError(f"max_cells={max_cells} must be at least 1")
             cells, cell_id = ds["cells"][start:stop, :k], ds["cell_id"][start:stop, :k]
-            n_cells = np.minimum(ds["n_cells"][start:stop], k).astype(np.int32)
+            stored = ds["n_cells"][start:stop]
             scalars = {k: ds[k][start:stop] for k in SCALAR_FIELDS}
+        if stored.size and stored.max() > self.max_cells:  # more cells than the file stores: corrupt, not clipped
+            first = int(np.flatnonzero(stored > self.max_cells)[0])
+            raise DataError(
+                f"{self.path}: cluster {start + first} has n_cells={int(stored[first])}, more than the "
+                f"{self.max_cells} cells per cluster the file stores; re-create the file"
+            )
+        n_cells = np.minimum(stored, k).astype(np.int32)
         try:
             return ClusterBatch(cells=cells, cell_id=cell_id, n_cells=n_cells, scalars=scalars)
         except DataError as exc:

@@ -33,7 +33,14 @@ from typing import Any
 import numpy as np
 
 from calohls.config import TrainConfig, dump_config
-from calohls.data.features import FEATURES, FeatureScaler, cell_features, energy_from_target, target
+from calohls.data.features import (
+    FEATURES,
+    FeatureScaler,
+    cell_features,
+    check_em_scale,
+    energy_from_target,
+    target,
+)
 from calohls.data.fingerprint import check_config, check_data, run_fingerprints
 from calohls.data.hdf5 import open_clusters
 from calohls.data.schema import ClusterBatch
@@ -126,6 +133,7 @@ def load_training_data(
         log.warning("%d clusters without positive e_true left out of %s", dropped, path)
     if not xs or sum(len(y) for y in ys) == 0:
         raise DataError(f"{path} holds no cluster with positive e_true; nothing to train on")
+    check_em_scale(path, np.concatenate(scalars["e_em"]))
     return TrainingData(
         x=np.concatenate(xs),
         y=np.concatenate(ys),

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from calohls.data.features import check_em_scale
 from calohls.data.hdf5 import open_clusters
 from calohls.data.schema import PARTICLES, ClusterBatch
 from calohls.errors import DataError, FileExistsRefusedError, InputFileError
@@ -124,6 +125,7 @@ def evaluate_run(
         raise DataError(f"{run_dir} has no test clusters; train with a larger data set")
 
     test_batch = read_clusters_at(data_path, test)
+    check_em_scale(data_path, test_batch["e_em"])
     rng = np.random.default_rng(0)
     fit_index = train if train.size <= LCW_FIT_CLUSTERS else rng.choice(train, LCW_FIT_CLUSTERS, replace=False)
     lcw = LCWCalibration.fit(read_clusters_at(data_path, np.sort(fit_index)))

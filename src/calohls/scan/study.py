@@ -39,7 +39,7 @@ import yaml
 from calohls import __version__
 from calohls.config import StudyConfig, dump_config
 from calohls.errors import BusyError, ConfigError, DataError, FileExistsRefusedError, InputFileError
-from calohls.files import check_parent, write_text_atomic, writing
+from calohls.files import check_parent, why_not_a_file, write_text_atomic, writing
 from calohls.scan.executors import run_points
 from calohls.scan.store import ResultStore
 from calohls.scan.study_tasks import Task, run_task
@@ -80,8 +80,9 @@ def _check_inputs(config: StudyConfig) -> None:
     if config.data is None:
         return
     path = Path(config.data)
-    if not path.is_file():
-        raise InputFileError(f"data file {path} not found; fix `data:` in the study config or leave it out")
+    problem = why_not_a_file(path)
+    if problem is not None:
+        raise InputFileError(f"data file {path} {problem}; fix `data:` in the study config or leave it out")
     from calohls.data.hdf5 import open_clusters
 
     with open_clusters(path) as f:
