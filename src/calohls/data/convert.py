@@ -17,6 +17,7 @@ import yaml
 from calohls.data.hdf5 import ClusterWriter, open_clusters
 from calohls.data.root import BranchMap, iter_mltree
 from calohls.errors import InputFileError
+from calohls.files import why_not_a_file
 
 __all__ = ["detect_format", "read_scalars", "root_to_hdf5"]
 
@@ -28,8 +29,11 @@ _MAGIC = {b"\x89HDF\r\n\x1a\n": "hdf5", b"root": "root"}
 def detect_format(path: str | os.PathLike[str]) -> str:
     """``"hdf5"`` or ``"root"``, from the file's first bytes (not its name)."""
     p = Path(path)
-    if not p.is_file():
+    problem = why_not_a_file(p)
+    if problem == "not found":
         raise InputFileError(f"cluster file {p} not found; check the path or create it with `calohls simulate`")
+    if problem is not None:
+        raise InputFileError(f"cluster file {p} {problem}; give the path of a cluster file")
     with p.open("rb") as f:
         head = f.read(8)
     if not head:

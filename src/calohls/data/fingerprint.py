@@ -22,7 +22,7 @@ import numpy as np
 
 from calohls.errors import DataError, InputFileError
 
-__all__ = ["DataFingerprint", "check_config", "check_data", "config_digest", "run_fingerprints"]
+__all__ = ["DataFingerprint", "check_config", "check_data", "check_inputs_fit", "config_digest", "run_fingerprints"]
 
 log = logging.getLogger(__name__)
 
@@ -116,4 +116,20 @@ def check_config(run_dir: str | Path, info: dict[str, Any], text: str) -> None:
         raise InputFileError(
             f"{Path(run_dir) / 'config.yaml'} was changed after training (its digest differs from run.json); the "
             "model was trained with the options it had then: put the file back or train again"
+        )
+
+
+def check_inputs_fit(run_dir: str | Path, input_shape: tuple[Any, ...], scaler: Any, max_cells: int) -> None:
+    """Refuse a run folder whose network, feature scaling and config disagree on the inputs (cells × features).
+
+    Raises:
+        InputFileError: naming ``features.json`` and what each part of the run expects.
+    """
+    shape = tuple(input_shape[1:])
+    expected = (scaler.max_cells, len(scaler.features))
+    if shape != expected or scaler.max_cells != max_cells:
+        raise InputFileError(
+            f"{Path(run_dir) / 'features.json'} is made for {expected[0]} cells × {expected[1]} features, but the "
+            f"network takes {shape} and config.yaml says max_cells={max_cells}; the run folder was edited or mixed "
+            "with another: re-run the training"
         )

@@ -41,7 +41,7 @@ from calohls.data.features import (
     energy_from_target,
     target,
 )
-from calohls.data.fingerprint import check_config, check_data, run_fingerprints
+from calohls.data.fingerprint import check_config, check_data, check_inputs_fit, run_fingerprints
 from calohls.data.hdf5 import open_clusters
 from calohls.data.schema import ClusterBatch
 from calohls.errors import CalohlsError, DataError, FileExistsRefusedError, InputFileError
@@ -490,4 +490,5 @@ def open_run(run_dir: str | Path, stage: str | tuple[str, ...] = RUN_STAGES) -> 
         ) from None
     check_config(run_dir, info, config_text)
     scaler = FeatureScaler.load(run_dir / "features.json")
+    check_inputs_fit(run_dir, model.input_shape, scaler, config.model.max_cells)
     return TrainedRun(run_dir, info, config, model, scaler, ResponseCorrection.load(run_dir / "correction.json"), split)
