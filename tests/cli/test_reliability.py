@@ -14,7 +14,6 @@ import dataclasses
 import importlib.util
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -596,24 +595,30 @@ def test_killed_simulate_leaves_no_workers_and_its_partial_is_removed_later(tmp_
     assert not _partials(tmp_path), _partials(tmp_path)
 
 
-def _file_size_limit(limit: int) -> Callable[[], None]:
-    """A child's setup: writes beyond ``limit`` bytes fail with EFBIG, as a full disk fails them with ENOSPC (a
-    real failing write in the HDF5 library, without the privileges that mounting a small file system needs)."""
-
-    def setup() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    return setup
+#: Runs the rest of its command line with writes beyond the first argument's bytes failing with EFBIG, as a full
+#: disk fails them with ENOSPC: a real failing write in the HDF5 library, without the privileges that mounting a
+#: small file system needs. (The limit and the ignored SIGXFSZ outlive the exec.)
+LIMITED = """import os, resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]),) * 2)
+os.execv(sys.executable, [sys.executable, "-m", "calohls", *sys.argv[2:]])
+"""
 
 
 def test_full_disk_during_simulate_gives_1_and_one_line(tmp_path: Path) -> None:
     """The disk fills while clusters are written: one line naming the output and the reason, exit code 1 (no
     SIGSEGV from the HDF5 library), no partial file."""
     args = ["simulate", "--events", "3000", "--max-cells", "32", "--workers", "1", "-o", tmp_path / "s.h5"]
-    process = _start(args, tmp_path, preexec_fn=_file_size_limit(300_000))
-    stdout, stderr = process.communicate(timeout=120)
-    assert_one_error_line(stdout, stderr, process.returncode, 1, (f"cannot write {tmp_path / 's.h5'}:", "EFBIG"))
+    result = subprocess.run(
+        [sys.executable, "-c", LIMITED, "300000", *map(str, args)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    fragments = (f"cannot write {tmp_path / 's.h5'}:", "File too large (EFBIG)")
+    assert_one_error_line(result.stdout, result.stderr, result.returncode, 1, fragments)
     assert not _partials(tmp_path)
     assert not (tmp_path / "s.h5").exists()
 
