@@ -22,7 +22,15 @@ import numpy as np
 
 from calohls.errors import DataError, InputFileError
 
-__all__ = ["DataFingerprint", "check_config", "check_data", "check_inputs_fit", "config_digest", "run_fingerprints"]
+__all__ = [
+    "DataFingerprint",
+    "check_config",
+    "check_data",
+    "check_inputs_fit",
+    "clusters_digest",
+    "config_digest",
+    "run_fingerprints",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +47,14 @@ class DataFingerprint:
     sample: str
 
     @classmethod
-    def of(cls, path: str | Path) -> DataFingerprint:
-        """The fingerprint of the cluster file ``path`` (which the caller has checked to be readable)."""
+    def of(cls, path: str | Path, sample: int = SAMPLE_CLUSTERS) -> DataFingerprint:
+        """The fingerprint of the cluster file ``path`` (which the caller has checked to be readable), from the
+        energies of ``sample`` clusters spread over it."""
         path = Path(path)
         with h5py.File(path, "r") as f:
             group = f["clusters"]
             n = int(group["e_true"].shape[0])
-            index = np.unique(np.linspace(0, max(n - 1, 0), min(n, SAMPLE_CLUSTERS)).astype(np.int64))
+            index = np.unique(np.linspace(0, max(n - 1, 0), min(n, sample)).astype(np.int64))
             h = hashlib.sha256(str(n).encode())
             for name in ("e_true", "e_em", "event"):
                 h.update(np.ascontiguousarray(group[name][index] if n else np.empty(0)).tobytes())
@@ -57,6 +66,14 @@ class DataFingerprint:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DataFingerprint:
         return cls(size=int(data["size"]), clusters=int(data["clusters"]), sample=str(data["sample"]))
+
+
+def clusters_digest(path: str | Path, sample: int = 4096) -> str:
+    """A digest of the clusters of a file, not of its bytes: the same clusters simulated again (with another
+    creation time in the file) have the same digest, other clusters (another seed, another file put in its place)
+    another one. From the energies of ``sample`` clusters spread over the file and their count."""
+    found = DataFingerprint.of(path, sample)
+    return hashlib.sha256(f"{found.clusters}:{found.sample}".encode()).hexdigest()[:16]
 
 
 def config_digest(text: str) -> str:

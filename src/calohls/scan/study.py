@@ -216,9 +216,12 @@ def _data(config: StudyConfig, out_dir: Path, store: ResultStore, progress: Prog
 
 
 def _content_digest(path: Path) -> str:
-    """The digest that identifies the study's data in its tasks: of the file's content, not of the options that
-    made it, so that results are never filed under data they were not computed on."""
-    return file_digest(path)
+    """The digest that identifies the study's simulated data in its tasks: of the clusters in the file, not of the
+    options that made it, so that results are never filed under data they were not computed on (a study of other
+    options that wrote the same file), while the same clusters simulated again are the same data."""
+    from calohls.data.fingerprint import clusters_digest
+
+    return clusters_digest(path)
 
 
 def _run(tasks: list[Task], store: ResultStore, config: StudyConfig, stage: str, progress: Progress | None) -> None:
