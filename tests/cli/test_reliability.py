@@ -711,3 +711,12 @@ def test_run_without_fingerprints_still_evaluates(inputs: Inputs, tmp_path: Path
     assert result.returncode == 0, result.stderr
     assert "records no fingerprint" in result.stderr
     assert "records no digest" in result.stderr
+
+
+def test_locked_cluster_file_is_said_to_be_locked(inputs: Inputs, tmp_path: Path) -> None:
+    """A cluster file another process is writing (HDF5's file lock held): not "re-create it", but who holds it."""
+    path = _copy(inputs.good, tmp_path / "c.h5")
+    with h5py.File(path, "r+"):  # this process writes it
+        result = run_cli(["inspect", path], cwd=tmp_path)
+    fragments = (str(path), "is locked", "another process is writing it", "HDF5_USE_FILE_LOCKING=FALSE")
+    assert_one_error_line(result.stdout, result.stderr, result.returncode, 1, fragments)
