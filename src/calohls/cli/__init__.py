@@ -182,6 +182,14 @@ class _Group(click.Group):
         self.show_traceback = False
         sigint = _SigintHandler.install()
         try:
+            self._standalone(sigint, *args, **kwargs)
+        finally:  # in a test harness, the next command (or the harness) gets Python's handler back
+            if sigint is not None and signal.getsignal(signal.SIGINT) is sigint:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def _standalone(self, sigint: _SigintHandler | None, *args: Any, **kwargs: Any) -> NoReturn:
+        """Run the command line; every outcome ends the process (see the module docstring)."""
+        try:
             rv = super().main(*args, standalone_mode=False, **kwargs)
             if sigint is not None and sigint.interrupted:  # a Ctrl-C the interpreter lost on the way
                 raise _Interrupted
