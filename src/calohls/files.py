@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from calohls.errors import CalohlsError, ConfigError, FileExistsRefusedError, InputFileError, OutputError
@@ -163,9 +163,7 @@ def remove_stale_partials(path: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
-def refuse_inputs_inside(
-    output: str | os.PathLike[str], inputs: Iterator[object] | list[object] | tuple[object, ...], overwrite: bool
-) -> None:
+def refuse_inputs_inside(output: str | os.PathLike[str], inputs: Iterable[object], overwrite: bool) -> None:
     """Refuse, before any work, to replace an output that holds one of the command's inputs.
 
     ``--overwrite`` removes the whole output (file or folder) before the new one is put in its place; an input inside

@@ -16,7 +16,9 @@ Errors and exit codes:
   permission): one line with the file, the system's reason and its errno name (``ENOSPC``);
 * ``1`` as well for an unexpected exception (a bug): one line naming the exception, and the full traceback
   when ``--verbose`` is given, to attach to a bug report;
-* ``130``: interrupted with Ctrl-C.
+* ``130``: interrupted with Ctrl-C (``error: interrupted``, nothing else; the process then ends with ``os._exit``
+  once its output is flushed, since finalizing an interpreter with JAX/XLA threads or killed worker processes could
+  crash or hang).
 """
 
 from __future__ import annotations
