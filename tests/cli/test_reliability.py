@@ -720,3 +720,20 @@ def test_locked_cluster_file_is_said_to_be_locked(inputs: Inputs, tmp_path: Path
         result = run_cli(["inspect", path], cwd=tmp_path)
     fragments = (str(path), "is locked", "another process is writing it", "HDF5_USE_FILE_LOCKING=FALSE")
     assert_one_error_line(result.stdout, result.stderr, result.returncode, 1, fragments)
+
+
+def test_study_data_is_keyed_by_its_clusters(tmp_path: Path) -> None:
+    """The digest a study files its tasks under is of the clusters: the same options simulated again give the same
+    digest (the file's bytes differ: its creation time), another seed another one."""
+    from calohls.config import SimConfig
+    from calohls.data.fingerprint import clusters_digest
+    from calohls.scan.study import file_digest
+    from calohls.sim.generate import simulate_to_file
+
+    paths = {}
+    for name, seed in (("a", 1), ("again", 1), ("other", 2)):
+        time.sleep(1.1 if name == "again" else 0)  # another creation time (stored to the second)
+        paths[name] = simulate_to_file(SimConfig(events=300, seed=seed, max_cells=8), tmp_path / f"{name}.h5")
+    assert file_digest(paths["a"]) != file_digest(paths["again"])
+    assert clusters_digest(paths["a"]) == clusters_digest(paths["again"])
+    assert clusters_digest(paths["a"]) != clusters_digest(paths["other"])
