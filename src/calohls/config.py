@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from calohls.data.schema import PARTICLES
 from calohls.errors import ConfigError
+from calohls.files import why_not_a_file
 
 __all__ = [
     "PRESETS",
@@ -27,12 +28,31 @@ __all__ = [
     "TrainConfig",
     "dump_config",
     "load_config",
+    "load_yaml",
+    "shorten",
     "validation_message",
 ]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # NaN or inf is never an option
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_number(cls, v: Any, info: ValidationInfo) -> Any:
+        """``max_cells: true`` is a mistake, not 1: a number option refuses true/false."""
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(v, bool) and field is not None and _is_number(field.annotation):
+            raise ValueError(f"a number is needed, not {str(v).lower()}")
+        return v
+
+
+def _is_number(annotation: Any) -> bool:
+    """Whether an option's type is a number (int or float, maybe None)."""
+    return annotation in (int, float) or set(getattr(annotation, "__args__", ())) in (
+        {int, type(None)},
+        {float, type(None)},
+    )
 
 
 class TopoConfig(_Strict):
@@ -444,10 +464,53 @@ def validation_message(err: ValidationError, schema: type[BaseModel] | None = No
         return msg
     if e["type"] == "extra_forbidden":
         known = _options_at(schema, e["loc"][:-1]) if schema else []
-        close = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
+        close = difflib.get_close_matches(str(e["loc"][-1])[:100], known, n=1)
         msg = "unknown option" + (f" (did you mean {close[0]}?)" if close else "")
         msg += f"; known options: {', '.join(known)}" if known else "; remove it"
-    return f"{where}={e.get('input')!r}: {msg}"
+    return f"{shorten(where)}={shorten(repr(e.get('input')))}: {shorten(msg, 300)}"
+
+
+#: Longest quote of a received value in an error message.
+MAX_QUOTE = 80
+
+
+def shorten(text: str, limit: int = MAX_QUOTE) -> str:
+    """``text`` cut to ``limit`` characters, ending in '…' if cut (a value quoted in a one-line error)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+#: Most values a YAML document may hold once its aliases are expanded (a config holds a few hundred).
+MAX_YAML_VALUES = 100_000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing documents whose aliases expand beyond :data:`MAX_YAML_VALUES` values (a
+    "billion laughs" file of a few hundred bytes would otherwise take minutes and gigabytes to validate)."""
+
+    def compose_document(self) -> Any:
+        node = super().compose_document()
+        if _expanded_size(node, {}) > MAX_YAML_VALUES:
+            raise yaml.YAMLError(f"aliases expand to more than {MAX_YAML_VALUES:,} values; write the values out")
+        return node
+
+
+def _expanded_size(node: Any, seen: dict[int, int]) -> int:
+    """Values of a composed YAML node with every alias expanded (each shared node counted once per use)."""
+    if id(node) in seen:
+        return seen[id(node)]
+    seen[id(node)] = MAX_YAML_VALUES + 1  # a node inside itself (a recursive alias) counts as too big
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(child, seen) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, seen) + _expanded_size(v, seen) for k, v in node.value)
+    seen[id(node)] = min(size, MAX_YAML_VALUES + 1)
+    return seen[id(node)]
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with a bound on alias expansion (see :class:`_BoundedLoader`)."""
+    return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader subclass
 
 
 def _options_at(schema: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -472,12 +535,16 @@ def load_config(
     command-line overrides (None values are ignored)."""
     data: dict[str, Any] = copy.deepcopy(defaults or {})
     if isinstance(source, Path):
-        if not source.is_file():
-            raise ConfigError(f"config file {source} not found; give the path of a YAML file")
+        problem = why_not_a_file(source)
+        if problem is not None:
+            raise ConfigError(f"config file {source} {problem}; give the path of a YAML file")
         try:
-            loaded = yaml.safe_load(source.read_text())
+            loaded = load_yaml(source.read_text())
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {source} is not valid YAML ({exc.__class__.__name__}); fix it") from None
+            reason = shorten(" ".join(str(getattr(exc, "problem", None) or exc).split()), 120)
+            raise ConfigError(
+                f"config file {source} is not valid YAML ({exc.__class__.__name__}: {reason}); fix it"
+            ) from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {source} holds a {type(loaded).__name__}; it must be a mapping")
         _merge(data, loaded or {})

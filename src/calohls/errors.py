@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "BusyError",
     "CalohlsError",
     "ConfigError",
     "ConversionError",
@@ -69,6 +70,14 @@ class HLSError(CalohlsError, RuntimeError):
 
 class ToolMissingError(CalohlsError, RuntimeError):
     """An external tool a firmware step needs (Verilator, Yosys) is not installed."""
+
+
+class BusyError(CalohlsError, RuntimeError):
+    """An output folder is in use by another calohls process (its lock is held); ``pid`` is that process."""
+
+    def __init__(self, message: str, *, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
 
 
 class OutputError(CalohlsError, OSError):

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
+import re
 import shutil
-from collections.abc import Iterator
+import stat
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from calohls.errors import CalohlsError, ConfigError, FileExistsRefusedError, InputFileError, OutputError
@@ -24,12 +27,18 @@ __all__ = [
     "commit",
     "discard",
     "partial_path",
+    "pid_alive",
     "reading",
+    "refuse_inputs_inside",
+    "remove_stale_partials",
     "unreadable",
     "unwritable",
+    "why_not_a_file",
     "write_text_atomic",
     "writing",
 ]
+
+log = logging.getLogger(__name__)
 
 #: errno values that only writing raises: a full or read-only file system, a file too large for it.
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
@@ -101,6 +110,84 @@ def partial_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial-{os.getpid()}")
 
 
+def why_not_a_file(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` cannot be read as a file, in words ("not found", "is a folder", "is a symbolic link loop", ...),
+    or None if it is a file."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symbolic link loop"
+        if path.is_symlink():
+            return f"is a symbolic link to {os.readlink(path)}, which does not exist"
+        if exc.errno == errno.ENOENT:
+            return "not found"
+        return f"cannot be read ({exc.strerror or exc})"
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file"
+    return None if stat.S_ISREG(mode) else "is not a regular file"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (one of another user counts)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary siblings ``.<name>.partial-<pid>`` of ``path`` left by processes that no longer run
+    (killed before they could clean up); those of running processes are theirs. Returns what was removed."""
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.partial-(\d+)")
+    removed = []
+    with contextlib.suppress(OSError):
+        for sibling in path.parent.iterdir():
+            match = pattern.fullmatch(sibling.name)
+            if match is None or pid_alive(int(match.group(1))):
+                continue
+            with contextlib.suppress(OSError):
+                if sibling.is_dir() and not sibling.is_symlink():
+                    shutil.rmtree(sibling)
+                else:
+                    sibling.unlink()
+                removed.append(sibling)
+                log.info("removed %s, left by process %s that no longer runs", sibling, match.group(1))
+    return removed
+
+
+def refuse_inputs_inside(output: str | os.PathLike[str], inputs: Iterable[object], overwrite: bool) -> None:
+    """Refuse, before any work, to replace an output that holds one of the command's inputs.
+
+    ``--overwrite`` removes the whole output (file or folder) before the new one is put in its place; an input inside
+    it would be deleted with it (and the command then fail, or worse, succeed on nothing). Inputs that are None are
+    ignored; paths are compared after resolving symbolic links.
+
+    Raises:
+        ConfigError: ``overwrite`` is set, ``output`` exists and an input lies inside it (or is it).
+    """
+    output = Path(output)
+    if not overwrite or not output.exists():
+        return
+    target = output.resolve()
+    for item in inputs:
+        if item is None:
+            continue
+        path = Path(os.fspath(item)).resolve()  # type: ignore[arg-type]
+        if path == target or path.is_relative_to(target):
+            raise ConfigError(
+                f"the input {item} lies inside the output {output}, which --overwrite would delete with it; "
+                "choose another output path or move the input out of it"
+            )
+
+
 def check_output(path: Path, overwrite: bool) -> None:
     check_parent(path)
     if path.is_dir():
@@ -144,6 +231,7 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = False) -> I
     check_output(path, overwrite)
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(path)
     partial = partial_path(path)
     try:
         with writing(path, staging=partial):

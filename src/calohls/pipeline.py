@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from calohls.config import StudyConfig
-from calohls.scan.study import Progress, run_study
+from calohls.scan.study import Progress, run_study, study_lock
 
 __all__ = ["run_pipeline"]
 
@@ -24,10 +24,11 @@ def run_pipeline(
 
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    answer = run_study(config, out_dir, overwrite=overwrite, progress=progress)
-    if progress:
-        progress("report", 0, 1)
-    report = write_report(out_dir, out_dir / "report.html", overwrite=True)
-    if progress:
-        progress("report", 1, 1)
+    with study_lock(out_dir):  # held until the report is written
+        answer = run_study(config, out_dir, overwrite=overwrite, progress=progress)
+        if progress:
+            progress("report", 0, 1)
+        report = write_report(out_dir, out_dir / "report.html", overwrite=True)
+        if progress:
+            progress("report", 1, 1)
     return {"answer": answer, "report": report, "seconds": time.perf_counter() - start}

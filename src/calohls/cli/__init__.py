@@ -16,7 +16,9 @@ Errors and exit codes:
   permission): one line with the file, the system's reason and its errno name (``ENOSPC``);
 * ``1`` as well for an unexpected exception (a bug): one line naming the exception, and the full traceback
   when ``--verbose`` is given, to attach to a bug report;
-* ``130``: interrupted with Ctrl-C.
+* ``130``: interrupted with Ctrl-C (``error: interrupted``, nothing else; the process then ends with ``os._exit``
+  once its output is flushed, since finalizing an interpreter with JAX/XLA threads or killed worker processes could
+  crash or hang).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ import errno
 import io
 import logging
 import os
+import signal
 import sys
+import threading
 from typing import Any, NoReturn
 
 import click
@@ -73,13 +77,43 @@ def setup_logging(verbosity: int) -> None:
     logger.setLevel(_LEVELS.get(verbosity, logging.DEBUG))
 
 
+#: Longest error line: whatever a message quotes (a config value, a library's reason), the line stays readable.
+MAX_ERROR_CHARS = 1000
+
+
 def _one_line(text: str) -> str:
-    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+    line = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    if len(line) > MAX_ERROR_CHARS:  # keep the start (what) and the end (the fix)
+        half = MAX_ERROR_CHARS // 2
+        line = f"{line[:half]} … {line[-half:]}"
+    return line
+
+
+def _must_end_hard(code: int) -> bool:
+    """Whether this process must end without finalizing the interpreter (``os._exit``): a real process (not a test
+    harness, which replaces sys.stderr) that was interrupted (JAX/XLA threads crashed the finalization with SIGSEGV,
+    and helper threads of a stopped process pool can wait forever for workers that were killed), or that holds
+    HDF5 files whose writing failed (closing them crashes the HDF5 library)."""
+    if sys.stderr is not sys.__stderr__:
+        return False
+    hdf5 = sys.modules.get("calohls.data.hdf5")
+    return code == 130 or (hdf5 is not None and hdf5.abandoned_files() > 0)
+
+
+def _exit(code: int) -> NoReturn:
+    """End with ``code``: normally, or with ``os._exit`` after flushing (see :func:`_must_end_hard`)."""
+    if _must_end_hard(code):
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def _fail(message: str, code: int) -> NoReturn:
     click.echo(f"error: {_one_line(message)}", err=True)
-    sys.exit(code)
+    _exit(code)
 
 
 def _os_message(err: OSError) -> str:
@@ -97,18 +131,70 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
 
 
+class _SigintHandler:
+    """The SIGINT handler of the command line: a ``KeyboardInterrupt`` as usual, and ``interrupted`` set for good.
+
+    Python loses a ``KeyboardInterrupt`` raised while a garbage-collector callback runs ("Exception ignored in
+    ..."); the flag still tells that Ctrl-C was pressed, to the command at its end and to long loops that look at
+    ``signal.getsignal(signal.SIGINT).interrupted`` between steps.
+    """
+
+    def __init__(self) -> None:
+        self.interrupted = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.interrupted = True
+        if frame is not None and (frame.f_code.co_name == "__del__" or frame.f_code.co_filename.endswith("weakref.py")):
+            # the interpreter would print and drop an exception raised here: signal again a moment later instead
+            threading.Timer(0.01, signal.pthread_kill, (threading.main_thread().ident, signum)).start()
+            return
+        raise KeyboardInterrupt
+
+    @classmethod
+    def install(cls) -> _SigintHandler | None:
+        """Install a fresh handler where Ctrl-C has Python's default one (the main thread of a real process)."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return None
+        handler = cls()
+        signal.signal(signal.SIGINT, handler)
+        return handler
+
+
+class _Interrupted(Exception):
+    """Ctrl-C, carried past click (which would print a blank line for a ``KeyboardInterrupt``)."""
+
+
 class _Group(click.Group):
     """A click group that reports every error as a single ``error: ...`` line (see the module docstring)."""
 
     #: Set by the group's callback from ``--verbose``: show tracebacks of unexpected exceptions.
     show_traceback = False
 
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise _Interrupted from None
+
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:  # type: ignore[override]
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
         self.show_traceback = False
+        sigint = _SigintHandler.install()
+        try:
+            self._standalone(sigint, *args, **kwargs)
+        finally:  # in a test harness, the next command (or the harness) gets Python's handler back
+            if sigint is not None and signal.getsignal(signal.SIGINT) is sigint:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def _standalone(self, sigint: _SigintHandler | None, *args: Any, **kwargs: Any) -> NoReturn:
+        """Run the command line; every outcome ends the process (see the module docstring)."""
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)
+            if sigint is not None and sigint.interrupted:  # a Ctrl-C the interpreter lost on the way
+                raise _Interrupted
         except click.exceptions.NoArgsIsHelpError as err:
             err.show()
             sys.exit(err.exit_code)
@@ -119,11 +205,11 @@ class _Group(click.Group):
             _fail(err.format_message(), err.exit_code)
         except CalohlsError as err:
             _fail(str(err), 1)
-        except (click.Abort, KeyboardInterrupt):
+        except (click.Abort, KeyboardInterrupt, _Interrupted):
             _fail("interrupted", 130)
         except BrokenPipeError:
             _silence_stdout()  # the reader went away (e.g. `| head`); nothing more to say
-            sys.exit(1)
+            _exit(1)
         except OSError as err:  # the system refused an operation calohls did not wrap: still one line
             if self.show_traceback:
                 raise
@@ -135,7 +221,7 @@ class _Group(click.Group):
                 f"unexpected {type(err).__name__}: {err}; rerun with --verbose for the traceback and report it",
                 1,
             )
-        sys.exit(rv if isinstance(rv, int) else 0)
+        _exit(rv if isinstance(rv, int) else 0)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

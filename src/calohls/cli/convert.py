@@ -110,6 +110,9 @@ def convert_command(
       calohls convert 'jets/*.root' -o data/jets.h5 --select 'e_em>0.5' --select 'abs_eta<3' --max-cells 128
     """
     from calohls.data.convert import ConvertProgress, convert_mltree, parse_step_size
+    from calohls.files import refuse_inputs_inside
+
+    refuse_inputs_inside(output, (*sources, branch_map, geometry), overwrite)
     from calohls.data.root import BranchMap
     from calohls.data.selection import ClusterSelection
 

@@ -59,8 +59,11 @@ def evaluate_command(
     Example:
       calohls evaluate runs/medium
     """
+    from calohls.files import refuse_inputs_inside
     from calohls.physics.evaluate import evaluate_run
     from calohls.plots.evaluation import draw_evaluation
+
+    refuse_inputs_inside(run_dir / "eval", (data,), overwrite)
 
     result = evaluate_run(
         run_dir,

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from calohls.config import FirmwareConfig, load_config
+from calohls.files import refuse_inputs_inside
 
 __all__ = ["firmware_command"]
 
@@ -56,6 +57,7 @@ def firmware_command(
         clusters=clusters,
         synth=False if no_synth else None,
     )
+    refuse_inputs_inside(output, (run, config_path), overwrite)
     from calohls.firmware.build import firmware_from_run
 
     result = firmware_from_run(run, output, config, overwrite=overwrite, epoch=epoch)

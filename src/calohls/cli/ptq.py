@@ -9,6 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 
 from calohls.cli.progress import progress_bar
 from calohls.config import SWEEPS, PTQConfig, load_config
+from calohls.files import refuse_inputs_inside
 
 __all__ = ["ptq_command"]
 
@@ -65,6 +66,7 @@ def ptq_command(
         workers=workers,
         scheduler=scheduler,
     )
+    refuse_inputs_inside(output, (*runs, config_path), overwrite)
     from calohls.scan.ptq import run_ptq
 
     with progress_bar(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
 
 from calohls.config import PRESETS, QATConfig, load_config
+from calohls.files import refuse_inputs_inside
 
 __all__ = ["qat_command"]
 
@@ -93,6 +95,7 @@ def qat_command(
         max_loss_increase=max_loss_increase,
         init_from=init_from,
     )
+    refuse_inputs_inside(run_dir, (data, config_path, config.init_from), overwrite)
     from calohls.model.qat import train_qat
 
     result = train_qat(data, run_dir, config, overwrite=overwrite, hide_progress=hide_progress)
@@ -102,4 +105,5 @@ def qat_command(
         f"selected epoch {result.best_epoch}, validation loss {result.best_val_loss:.5f}, {result.ebops:,} EBOPs "
         f"({result.pareto_points} Pareto points); wrote {run_dir}"
     )
-    click.echo(f"next: calohls evaluate {run_dir}  /  calohls firmware {run_dir}", err=True)
+    quoted = shlex.quote(str(run_dir))
+    click.echo(f"next: calohls evaluate {quoted}  /  calohls firmware {quoted}", err=True)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from calohls.cli.scan import print_answer, stage_progress
+from calohls.cli.scan import print_answer, replaces_folder, stage_progress
 from calohls.config import STUDY_PRESETS, StudyConfig, load_config
+from calohls.files import refuse_inputs_inside
 
 __all__ = ["run_command"]
 
@@ -45,6 +46,7 @@ def run_command(
     """
     defaults = STUDY_PRESETS["full" if full else "default"]
     config = load_config(StudyConfig, config_path, defaults=defaults, workers=workers, scheduler=scheduler)
+    refuse_inputs_inside(output, (config_path, config.data), replaces_folder(output, overwrite))
     from calohls.pipeline import run_pipeline
 
     with stage_progress(hide_progress) as progress:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
 
 from calohls.config import StudyConfig, load_config
+from calohls.files import refuse_inputs_inside
 
-__all__ = ["scan_command", "stage_progress"]
+__all__ = ["replaces_folder", "scan_command", "stage_progress"]
 
 
 @contextlib.contextmanager
@@ -49,6 +51,11 @@ def stage_progress(hide: bool) -> Iterator[Callable[[str, int, int], None]]:
     finally:
         if display:
             display[0].stop()
+
+
+def replaces_folder(output: Path, overwrite: bool) -> bool:
+    """Whether ``--overwrite`` replaces ``output``: it does unless ``output`` is a study folder (which is resumed)."""
+    return overwrite and not (output / "study.json").is_file()
 
 
 def print_answer(answer: dict) -> None:
@@ -91,10 +98,13 @@ def scan_command(
       calohls scan study.yaml -o studies/poster --scheduler tcp://head:8786
     """
     config = load_config(StudyConfig, study, data=str(data) if data else None, workers=workers, scheduler=scheduler)
+    refuse_inputs_inside(output, (study, config.data), replaces_folder(output, overwrite))
     from calohls.scan.study import run_study
 
     with stage_progress(hide_progress) as progress:
         answer = run_study(config, output, overwrite=overwrite, progress=progress)
     print_answer(answer)
     click.echo(f"wrote {output}")
-    click.echo(f"next: calohls report {output} -o {output / 'report.html'}", err=True)
+    click.echo(
+        f"next: calohls report {shlex.quote(str(output))} -o {shlex.quote(str(output / 'report.html'))}", err=True
+    )

@@ -22,6 +22,7 @@ from rich.text import Text
 from calohls.cli.progress import progress_bar
 from calohls.config import SimConfig, dump_config, load_config
 from calohls.data.schema import PARTICLES
+from calohls.files import refuse_inputs_inside
 
 __all__ = ["simulate_command"]
 
@@ -131,6 +132,7 @@ def simulate_command(
         e_max=e_max,
         max_cells=max_cells,
     )
+    refuse_inputs_inside(output, (config_path,), overwrite)
     log.info("simulation options:\n%s", dump_config(config))
 
     # Imported once the options are valid: the simulation's imports take a moment.

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
 
 from calohls.config import PRESETS, TrainConfig, load_config
+from calohls.files import refuse_inputs_inside
 
 __all__ = ["train_command"]
 
@@ -66,6 +68,7 @@ def train_command(
         seed=seed,
         max_clusters=max_clusters,
     )
+    refuse_inputs_inside(run_dir, (data, config_path), overwrite)
     from calohls.model.train import train
 
     result = train(data, run_dir, config, overwrite=overwrite, hide_progress=hide_progress)
@@ -76,4 +79,4 @@ def train_command(
     )
     if not result.convergence.converged:
         click.echo(f"warning: {result.convergence.message}", err=True)
-    click.echo(f"next: calohls evaluate {run_dir}", err=True)
+    click.echo(f"next: calohls evaluate {shlex.quote(str(run_dir))}", err=True)

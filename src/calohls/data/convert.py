@@ -26,6 +26,7 @@ from calohls.data.root import BranchMap, MLTreeInfo, StepCounts, inspect_mltree,
 from calohls.data.schema import ClusterBatch, cell_field_index
 from calohls.data.selection import ClusterSelection
 from calohls.errors import CalohlsError, ConfigError, InputFileError
+from calohls.files import why_not_a_file
 
 __all__ = [
     "DEFAULT_STEP_SIZE",
@@ -54,8 +55,11 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kMGT]i?B|B)\s*$", re.IGNORECA
 def detect_format(path: str | os.PathLike[str]) -> str:
     """``"hdf5"`` or ``"root"``, from the file's first bytes (not its name)."""
     p = Path(path)
-    if not p.is_file():
+    problem = why_not_a_file(p)
+    if problem == "not found":
         raise InputFileError(f"cluster file {p} not found; check the path or create it with `calohls simulate`")
+    if problem is not None:
+        raise InputFileError(f"cluster file {p} {problem}; give the path of a cluster file")
     with p.open("rb") as f:
         head = f.read(8)
     if not head:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +134,23 @@ def em_label(particle: np.ndarray) -> np.ndarray:
     return label
 
 
+def check_em_scale(path: object, e_em: np.ndarray) -> None:
+    """Refuse clusters whose EM-scale energies are mostly zero or negative: cell energies of the wrong sign (or
+    pure noise) would train and evaluate into meaningless numbers (a median response below zero).
+
+    Raises:
+        DataError: fewer than half of the clusters have a positive ``e_em``.
+    """
+    e_em = np.asarray(e_em)
+    if e_em.size and np.count_nonzero(e_em > 0) * 2 < e_em.size:
+        share = 100 * np.count_nonzero(e_em <= 0) / e_em.size
+        raise DataError(
+            f"{path}: {share:.0f} % of the clusters have a zero or negative EM-scale energy e_em (median "
+            f"{np.median(e_em):.3g} GeV); are the cell energies of the wrong sign or unit? fix the file (e.g. the "
+            "scales of `calohls convert --branch-map`)"
+        )
+
+
 def energy_from_target(y: np.ndarray, e_em: np.ndarray, kind: str = "log_e") -> np.ndarray:
     """Energy (GeV) from a predicted target."""
     y = np.asarray(y, np.float64).reshape(-1)
@@ -152,6 +169,7 @@ class FeatureScaler:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     features: tuple[str, ...] = FEATURES
+    source: str | None = field(default=None, compare=False)  # the features.json it was loaded from
 
     @classmethod
     def fit(cls, x: np.ndarray) -> FeatureScaler:
@@ -168,8 +186,11 @@ class FeatureScaler:
     def transform(self, x: np.ndarray) -> np.ndarray:
         """Scaled features (a new array); padding rows stay zero."""
         if x.shape[1:] != (self.max_cells, len(self.features)):
+            made = f"the feature scaling {self.source}" if self.source else "this feature scaling"
             raise DataError(
-                f"features have shape {x.shape[1:]}; this scaler expects {(self.max_cells, len(self.features))}"
+                f"features have shape {x.shape[1:]} (cells, features) and do not fit {made}, made for "
+                f"{self.max_cells} cells × {len(self.features)} features; the run folder is "
+                "inconsistent (an edited features.json or config.yaml?): re-run the training"
             )
         mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
         return ((x - mean) / std * (x[..., :1] > 0)).astype(np.float32)
@@ -190,4 +211,4 @@ class FeatureScaler:
             raise InputFileError(
                 f"{path} was made for features {scaler.features}; this calohls uses {FEATURES}: re-run `calohls train`"
             )
-        return scaler
+        return replace(scaler, source=str(path))

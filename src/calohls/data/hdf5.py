@@ -28,8 +28,10 @@ ends without error, so a reader never sees a half-written file at the target pat
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,10 +49,22 @@ from calohls.errors import (
     DataError,
     InputFileError,
     NonFiniteError,
+    OutputError,
     SchemaError,
     SchemaVersionError,
 )
-from calohls.files import check_output, commit, discard, partial_path, reading, unreadable, writing
+from calohls.files import (
+    check_output,
+    commit,
+    discard,
+    partial_path,
+    reading,
+    remove_stale_partials,
+    unreadable,
+    unwritable,
+    why_not_a_file,
+    writing,
+)
 
 __all__ = [
     "FORMAT",
@@ -171,6 +185,7 @@ class ClusterWriter:
         try:
             with writing(self.path):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                remove_stale_partials(self.path)
                 self._file = h5py.File(self._partial, "w", rdcc_nbytes=_CHUNK_CACHE_BYTES)
                 self._create()
         except BaseException:
@@ -188,20 +203,30 @@ class ClusterWriter:
         if self._file is None:
             raise DataError(f"an append to {self.path} failed earlier; nothing was written, run again")
         try:
-            with writing(self.path):
+            with writing(self.path), _write_failures(self.path):
                 self._file.close()
                 self._file = None
                 commit(self._partial, self.path, self.overwrite)
-        except BaseException:
-            self._abort()
+        except BaseException as err:
+            self._abort(failed_write=isinstance(err, OutputError))
             raise
         logger.info("wrote %d clusters to %s", self.n_clusters, self.path)
 
-    def _abort(self) -> None:
+    def _abort(self, failed_write: bool = False) -> None:
         if self._file is not None:
+            # The file is thrown away: its last writes go to /dev/null.
             with contextlib.suppress(Exception):
-                self._file.close()
+                _detach_from_disk(self._file)
+            if failed_write:
+                # After a failed write (a full disk) the HDF5 library's chunk cache is broken: closing the file or
+                # a dataset, now or when the interpreter exits, crashes it (SIGSEGV). The objects are kept open
+                # for good; the command line ends such a process without finalizing them (see abandoned_files).
+                _ABANDONED.append((self._file, dict(self._datasets)))
+            else:
+                with contextlib.suppress(Exception):
+                    self._file.close()
             self._file = None
+            self._datasets = {}
         discard(self._partial)
 
     def _create(self) -> None:
@@ -263,15 +288,50 @@ class ClusterWriter:
         }
         columns.update({name: batch.scalars[name] for name in SCALAR_FIELDS})
         try:
-            with writing(self.path):
+            with writing(self.path), _write_failures(self.path):
                 for name, values in columns.items():
                     ds = self._datasets[name]
                     ds.resize(n0 + k, axis=0)
                     ds[n0 : n0 + k] = np.asarray(values).astype(ds.dtype, copy=False)
-        except BaseException:
-            self._abort()  # datasets may now differ in length: never publish this file
+        except BaseException as err:
+            self._abort(failed_write=isinstance(err, OutputError))  # datasets may differ in length: never publish
             raise
         self.n_clusters = n0 + k
+
+
+#: HDF5 files (and their datasets) whose writing failed: never closed (see ``ClusterWriter._abort``).
+_ABANDONED: list[tuple[h5py.File, dict[str, h5py.Dataset]]] = []
+
+
+def abandoned_files() -> int:
+    """How many HDF5 files this process left open after a failed write: if any, the process must end with
+    ``os._exit`` (after flushing its output), since finalizing them crashes the HDF5 library."""
+    return len(_ABANDONED)
+
+
+def _detach_from_disk(f: h5py.File) -> None:
+    """Point the operating-system file of ``f`` (sec2 driver) at /dev/null, so that closing it writes nothing."""
+    fd = f.id.get_vfd_handle()
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
+@contextlib.contextmanager
+def _write_failures(path: Path) -> Iterator[None]:
+    """Turn the HDF5 library's report of a failed write (a full disk, a file-size limit), an ``OSError`` or a
+    ``RuntimeError`` whose text carries the errno, into the one-line :class:`OutputError` naming ``path``."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        text = str(exc)
+        if "write failed" not in text and "Can't write" not in text:
+            raise
+        found = re.search(r"errno = (\d+)", text)
+        code = exc.errno if isinstance(exc, OSError) and exc.errno else int(found.group(1)) if found else errno.EIO
+        raise unwritable(path, OSError(code, os.strerror(code))) from None
 
 
 # -- reading -------------------------------------------------------------------------------------------------
@@ -308,17 +368,23 @@ class ClusterFile:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        if not self.path.exists():
+        problem = why_not_a_file(self.path)
+        if problem == "not found":
             raise InputFileError(
                 f"cluster file {self.path} not found; check the path or create it with `calohls simulate`"
             )
-        if self.path.is_dir():
-            raise InputFileError(f"cluster file {self.path} is a directory; give the path of an HDF5 file")
+        if problem is not None:
+            raise InputFileError(f"cluster file {self.path} {problem}; give the path of an HDF5 file")
         if self.path.stat().st_size == 0:
             raise InputFileError(f"cluster file {self.path} is empty (0 bytes); re-create it, or give another file")
         try:
             self._file = h5py.File(self.path, "r", rdcc_nbytes=_CHUNK_CACHE_BYTES)
         except (OSError, RuntimeError, ValueError) as exc:
+            if "unable to lock file" in str(exc):
+                raise InputFileError(
+                    f"cluster file {self.path} is locked: another process is writing it (or died while writing it); "
+                    "wait for that process to finish, or, if none is running, set HDF5_USE_FILE_LOCKING=FALSE"
+                ) from None
             raise _unreadable(self.path, exc) from None
         try:
             with _reading(self.path):
@@ -443,8 +509,15 @@ class ClusterFile:
             if k < 1:
                 raise ConfigError(f"max_cells={max_cells} must be at least 1")
             cells, cell_id = ds["cells"][start:stop, :k], ds["cell_id"][start:stop, :k]
-            n_cells = np.minimum(ds["n_cells"][start:stop], k).astype(np.int32)
+            stored = ds["n_cells"][start:stop]
             scalars = {k: ds[k][start:stop] for k in SCALAR_FIELDS}
+        if stored.size and stored.max() > self.max_cells:  # more cells than the file stores: corrupt, not clipped
+            first = int(np.flatnonzero(stored > self.max_cells)[0])
+            raise DataError(
+                f"{self.path}: cluster {start + first} has n_cells={int(stored[first])}, more than the "
+                f"{self.max_cells} cells per cluster the file stores; re-create the file"
+            )
+        n_cells = np.minimum(stored, k).astype(np.int32)
         try:
             return ClusterBatch(cells=cells, cell_id=cell_id, n_cells=n_cells, scalars=scalars)
         except DataError as exc:

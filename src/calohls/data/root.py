@@ -59,7 +59,7 @@ from calohls.config import load_config
 from calohls.data.schema import CELL_FIELDS, SCALAR_FIELDS, ClusterBatch
 from calohls.data.selection import ClusterSelection
 from calohls.errors import ConfigError, DataError, InputFileError, NonFiniteError, SchemaError
-from calohls.files import atomic_output, reading, unreadable
+from calohls.files import atomic_output, reading, unreadable, why_not_a_file
 
 __all__ = [
     "BATCH_BYTES",
@@ -320,10 +320,11 @@ def _reading(path: Path) -> contextlib.AbstractContextManager[None]:
 @contextlib.contextmanager
 def _open(path: str | os.PathLike[str]) -> Iterator[tuple[Path, Any]]:
     path = Path(path)
-    if not path.exists():
+    problem = why_not_a_file(path)
+    if problem == "not found":
         raise InputFileError(f"ROOT file {path} not found; check the path")
-    if path.is_dir():
-        raise InputFileError(f"ROOT file {path} is a directory; give the path of a .root file")
+    if problem is not None:
+        raise InputFileError(f"ROOT file {path} {problem}; give the path of a .root file")
     with _reading(path):
         file = uproot.open(path)
     try:

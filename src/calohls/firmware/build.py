@@ -24,6 +24,8 @@ import contextlib
 import json
 import logging
 import os
+import re
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +41,7 @@ from calohls.errors import (
     ConversionError,
     DataError,
     FileExistsRefusedError,
+    HLSError,
     InputFileError,
     NonFiniteError,
 )
@@ -111,6 +114,26 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
     start = time.perf_counter()
     yield
     timings[name] = round(time.perf_counter() - start, 3)
+
+
+@contextlib.contextmanager
+def _logs_kept(staging: Path, out_dir: Path) -> Iterator[None]:
+    """Keep the build logs a failed build names: the temporary folder they are in is removed with the failure, so
+    each is copied beside the output (``<output>.<file>``, e.g. ``fw.verilator.log``) and the message names the
+    copy."""
+    try:
+        yield
+    except HLSError as err:
+        message = str(err)
+        prefixes = "|".join(re.escape(str(p)) for p in {staging.resolve(), staging.absolute(), staging})
+        for found in sorted(set(re.findall(rf"(?:{prefixes})/[^\s;,()']+", message)), key=len, reverse=True):
+            log_file = Path(found)
+            if log_file.is_file():
+                kept = out_dir.with_name(f"{out_dir.name}.{log_file.name}")
+                with contextlib.suppress(OSError):
+                    shutil.copyfile(log_file, kept)
+                    message = message.replace(found, str(kept))
+        raise HLSError(message) from None
 
 
 def _check_tools(synth: bool) -> dict[str, str]:
@@ -236,7 +259,7 @@ def build_firmware(
     timings: dict[str, float] = {}
     start = time.perf_counter()
     options = {"clock_period": clock_period, "part": part}
-    with atomic_folder(out_dir, overwrite=overwrite) as staging:
+    with atomic_folder(out_dir, overwrite=overwrite) as staging, _logs_kept(staging, out_dir):
         with _timed(timings, "keras_predict"):
             y_keras = np.asarray(model.predict(x, batch_size=4096, verbose=0))
         checks = {"hls": _check_hls(model, x, y_keras, staging / "hls", options, timings)}

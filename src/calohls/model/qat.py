@@ -210,6 +210,10 @@ def float_start(run_dir: str | Path, config: QATConfig, data_path: Path) -> Any:
         )
     if run.data_path.resolve() != data_path.resolve():
         log.warning("init_from run %s was trained on %s, not on %s", run_dir, run.data_path, data_path)
+    elif data_path.is_file():  # the same path: it must still hold the same clusters (not a file put in its place)
+        from calohls.data.fingerprint import check_data
+
+        check_data(run_dir, run.info, data_path)
     return run
 
 

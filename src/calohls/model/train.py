@@ -33,7 +33,16 @@ from typing import Any
 import numpy as np
 
 from calohls.config import TrainConfig, dump_config
-from calohls.data.features import FEATURES, FeatureScaler, cell_features, em_label, energy_from_target, target
+from calohls.data.features import (
+    FEATURES,
+    FeatureScaler,
+    cell_features,
+    check_em_scale,
+    em_label,
+    energy_from_target,
+    target,
+)
+from calohls.data.fingerprint import check_config, check_data, check_inputs_fit, run_fingerprints
 from calohls.data.hdf5 import open_clusters
 from calohls.data.schema import ClusterBatch
 from calohls.errors import CalohlsError, DataError, FileExistsRefusedError, InputFileError
@@ -127,6 +136,7 @@ def load_training_data(
         log.warning("%d clusters without positive e_true left out of %s", dropped, path)
     if not xs or sum(len(y) for y in ys) == 0:
         raise DataError(f"{path} holds no cluster with positive e_true; nothing to train on")
+    check_em_scale(path, np.concatenate(scalars["e_em"]))
     return TrainingData(
         x=np.concatenate(xs),
         y=np.concatenate(ys),
@@ -350,6 +360,7 @@ def write_run_files(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": versions(),
         "data": {"path": str(data_path.resolve()), "clusters": int(data.y.size)},
+        **run_fingerprints(data_path, (staging / "config.yaml").read_text()),
         "model": {"name": model.name, "parameters": _network_parameters(model)},
         "sizes": {k: int(v.size) for k, v in prepared.split.items()},
         **extra,
@@ -483,6 +494,7 @@ def check_run_data(run_dir: str | Path, info: dict[str, Any]) -> Path:
                              f"{info.get('stage', 'train')}`")  # fmt: skip
     if not Path(path).is_file():
         raise InputFileError(f"the cluster file {path} that {run_dir} was trained on is gone; put it back at that path")
+    check_data(run_dir, info, path)
     return Path(path)
 
 
@@ -528,7 +540,8 @@ def open_run(run_dir: str | Path, stage: str | tuple[str, ...] = RUN_STAGES) -> 
 
         schema = QATConfig
     try:
-        config = load_config(schema, yaml.safe_load((run_dir / "config.yaml").read_text()))
+        config_text = (run_dir / "config.yaml").read_text()
+        config = load_config(schema, yaml.safe_load(config_text))
     except (OSError, yaml.YAMLError, CalohlsError) as exc:
         reason = " ".join(str(exc).split())[:200]
         raise InputFileError(f"{run_dir / 'config.yaml'} is missing or corrupt ({reason}); re-run "
@@ -542,5 +555,7 @@ def open_run(run_dir: str | Path, stage: str | tuple[str, ...] = RUN_STAGES) -> 
         raise InputFileError(
             f"{run_dir} is incomplete or corrupt ({reason}); re-run `calohls {info['stage']}`"
         ) from None
+    check_config(run_dir, info, config_text)
     scaler = FeatureScaler.load(run_dir / "features.json")
+    check_inputs_fit(run_dir, model.input_shape, scaler, config.model.max_cells)
     return TrainedRun(run_dir, info, config, model, scaler, ResponseCorrection.load(run_dir / "correction.json"), split)

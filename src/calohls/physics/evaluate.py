@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from calohls.data.features import check_em_scale
 from calohls.data.hdf5 import open_clusters
 from calohls.data.schema import ClusterBatch
 from calohls.errors import DataError, FileExistsRefusedError, InputFileError
@@ -267,6 +268,7 @@ def evaluate_run(
     Returns:
         The :class:`Evaluation`; draw its figures with :func:`calohls.plots.evaluation.draw_evaluation`.
     """
+    from calohls.data.fingerprint import check_data
     from calohls.model.train import RUN_STAGES, load_run, open_run
 
     begin = time.perf_counter()
@@ -283,6 +285,8 @@ def evaluate_run(
         raise DataError(f"{run_dir} has no test clusters; train with a larger data set")
 
     test_batch = read_clusters_at(data_path, test)
+    check_em_scale(data_path, test_batch["e_em"])
+    check_data(run_dir, info, data_path)  # readable, but is it the run's file (not replaced, not a wrong --data)?
     rng = np.random.default_rng(seed)
     fit_index = train if train.size <= FIT_CLUSTERS else rng.choice(train, FIT_CLUSTERS, replace=False)
     calibrations, fits = _fit_methods(read_clusters_at(data_path, np.sort(fit_index)), seed)

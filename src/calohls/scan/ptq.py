@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -236,7 +237,10 @@ def run_ptq(
         info = load_run(run_dir, "train")  # fails early, with one line, for anything that is not a training run
         check_run_data(Path(run_dir), info)
         runs_info[_run_name(Path(run_dir), set(runs_info))] = {"path": str(Path(run_dir).resolve())}
-    stamp = {"config": yaml.safe_load(dump_config(config)), "runs": {k: v["path"] for k, v in runs_info.items()}}
+    # the runs by their path relative to the output: a study (or any folder holding runs and sweep) copied or moved
+    # elsewhere is the same sweep and resumes
+    runs = {k: os.path.relpath(v["path"], out_dir.resolve()) for k, v in runs_info.items()}
+    stamp = {"config": yaml.safe_load(dump_config(config)), "runs": runs}
     _check_output(out_dir, stamp, overwrite)
     if out_dir.exists() and overwrite:
         shutil.rmtree(out_dir)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from calohls.config import shorten
 from calohls.errors import DataError
 from calohls.files import writing
 
@@ -36,7 +37,7 @@ class ResultStore:
     def _load(self) -> None:
         raw = self.path.read_bytes()
         good_end = 0
-        for line in raw.splitlines(keepends=True):
+        for number, line in enumerate(raw.splitlines(keepends=True), start=1):
             if not line.endswith(b"\n"):
                 break  # an incomplete last line: that point was not finished
             try:
@@ -46,6 +47,12 @@ class ResultStore:
                     f"{self.path} has a corrupt line after {len(self._records)} records; move the file away to start"
                     " the scan afresh"
                 ) from None
+            if not isinstance(record, dict) or not isinstance(record.get("key"), str):
+                raise DataError(
+                    f"{self.path} line {number} is not a result record (a JSON object with a string 'key'): "
+                    f"{shorten(line.decode(errors='replace').strip())}; remove that line, or move the file away to "
+                    "start afresh"
+                )
             self._records[record["key"]] = record
             good_end += len(line)
         if good_end < len(raw):

@@ -22,12 +22,15 @@ finished tasks are kept once, the PTQ sweep continues point by point.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +38,14 @@ import yaml
 
 from calohls import __version__
 from calohls.config import StudyConfig, dump_config
-from calohls.errors import ConfigError, DataError, FileExistsRefusedError, InputFileError
-from calohls.files import check_parent, write_text_atomic, writing
+from calohls.errors import BusyError, ConfigError, DataError, FileExistsRefusedError, InputFileError
+from calohls.files import check_parent, why_not_a_file, write_text_atomic, writing
 from calohls.scan.executors import run_points
 from calohls.scan.store import ResultStore
 from calohls.scan.study_tasks import Task, run_task
 from calohls.versions import versions
 
-__all__ = ["STUDY_KIND", "run_study"]
+__all__ = ["STUDY_KIND", "run_study", "study_lock"]
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +80,74 @@ def _check_inputs(config: StudyConfig) -> None:
     if config.data is None:
         return
     path = Path(config.data)
-    if not path.is_file():
-        raise InputFileError(f"data file {path} not found; fix `data:` in the study config or leave it out")
+    problem = why_not_a_file(path)
+    if problem is not None:
+        raise InputFileError(f"data file {path} {problem}; fix `data:` in the study config or leave it out")
     from calohls.data.hdf5 import open_clusters
 
     with open_clusters(path) as f:
         if f.n_clusters == 0:
             raise DataError(f"data file {path} holds no cluster; give a file with clusters or leave `data:` out")
+
+
+#: Study folders this process holds the lock of, with the open lock files (the lock is taken once per process).
+_HELD: dict[Path, Any] = {}
+
+
+@contextlib.contextmanager
+def study_lock(out_dir: Path) -> Iterator[None]:
+    """Hold the lock of the study folder ``out_dir`` while the block runs: a second scan or run of the same folder
+    is refused at once, with the process that holds it.
+
+    The lock is ``.<name>.lock`` beside the folder (it exists before the folder and outlives a replaced one), locked
+    with ``flock``: the kernel frees it when its holder ends, however it ends, so the lock of a killed process is
+    taken over. The file holds the holder's PID for the message and is removed on release.
+
+    Raises:
+        BusyError: another process holds the lock.
+    """
+    out_dir = Path(out_dir).absolute()
+    if out_dir in _HELD:  # the pipeline holds it around run_study, which takes it again
+        yield
+        return
+    path = out_dir.parent / f".{out_dir.name}.lock"
+    check_parent(out_dir)
+    with writing(out_dir):
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        handle = _take_lock(path, out_dir)
+    _HELD[out_dir] = handle
+    try:
+        yield
+    finally:
+        del _HELD[out_dir]
+        with contextlib.suppress(OSError):
+            path.unlink()
+        handle.close()
+
+
+def _take_lock(path: Path, out_dir: Path) -> Any:
+    """The open, locked lock file ``path`` (retried if its holder removed it between our open and lock)."""
+    for _ in range(10):
+        handle = path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            handle.close()
+            raise BusyError(
+                f"study folder {out_dir} is in use by process {holder or '?'} (another calohls scan or run); wait "
+                "for it to finish or stop it, or choose another -o",
+                pid=int(holder) if holder.isdigit() else None,
+            ) from None
+        if path.exists() and os.path.samestat(os.fstat(handle.fileno()), path.stat()):
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            return handle
+        handle.close()  # we locked a file its holder had just removed: take the new one
+    raise BusyError(f"cannot take the lock {path} of study folder {out_dir}; try again")
 
 
 def _open_folder(out_dir: Path, config: StudyConfig, overwrite: bool) -> dict[str, Any]:
@@ -148,7 +212,16 @@ def _data(config: StudyConfig, out_dir: Path, store: ResultStore, progress: Prog
             store.append({"key": key, "kind": "data", "path": str(path), "seconds": time.perf_counter() - start})
     if progress:
         progress("simulate", 1, 1)
-    return path, key.split("@")[1]
+    return path, _content_digest(path)
+
+
+def _content_digest(path: Path) -> str:
+    """The digest that identifies the study's simulated data in its tasks: of the clusters in the file, not of the
+    options that made it, so that results are never filed under data they were not computed on (a study of other
+    options that wrote the same file), while the same clusters simulated again are the same data."""
+    from calohls.data.fingerprint import clusters_digest
+
+    return clusters_digest(path)
 
 
 def _run(tasks: list[Task], store: ResultStore, config: StudyConfig, stage: str, progress: Progress | None) -> None:
@@ -361,6 +434,12 @@ def run_study(
     """
     out_dir = Path(out_dir).absolute()  # workers on other machines share the folder, not our cwd
     _check_inputs(config)
+    with study_lock(out_dir):
+        return _run_study(config, out_dir, overwrite, progress)
+
+
+def _run_study(config: StudyConfig, out_dir: Path, overwrite: bool, progress: Progress | None) -> dict[str, Any]:
+    """:func:`run_study`, once the inputs are checked and the folder is locked."""
     _open_folder(out_dir, config, overwrite)
     store = ResultStore(out_dir / "tasks.jsonl")
     data, data_digest = _data(config, out_dir, store, progress)

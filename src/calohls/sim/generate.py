@@ -6,12 +6,17 @@ clusters depend only on the config — not on the number of worker processes or 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import functools
 import logging
 import math
 import multiprocessing
 import os
+import signal
 import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -206,18 +211,87 @@ def simulate(
         return
     # fork is cheap and works from unguarded scripts; spawn is safe once a multithreaded library (JAX) is loaded
     ctx = multiprocessing.get_context("spawn" if "jax" in sys.modules else "fork")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),))
+    try:
         pending: deque = deque()
         next_batch = 0
         while next_batch < n_batches or pending:
             while next_batch < n_batches and len(pending) < 2 * workers:
-                pending.append((next_batch, pool.submit(_simulate_compact, config, next_batch)))
+                with _sigint_blocked():  # a worker started now inherits the block until it ignores Ctrl-C
+                    pending.append((next_batch, pool.submit(_simulate_compact, config, next_batch)))
                 next_batch += 1
             b, fut = pending.popleft()
             batch = fut.result().padded(config.max_cells)
+            if getattr(signal.getsignal(signal.SIGINT), "interrupted", False):  # a Ctrl-C lost by the interpreter
+                raise KeyboardInterrupt
             if progress:
                 progress(min(config.batch_events, config.events - b * config.batch_events))
             yield batch
+    except BaseException:
+        _stop_workers(pool)  # Ctrl-C, a full disk, ...: the batches still running are of no use
+        raise
+    pool.shutdown()
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Block SIGINT in this thread while the block runs (child processes started in it inherit the block); a
+    Ctrl-C that came meanwhile is raised as ``KeyboardInterrupt`` at its end, from here rather than from wherever
+    the interpreter would run the signal handler next (inside a garbage-collector callback, it would be lost)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    interrupted = False
+    try:
+        yield
+    finally:
+        if signal.SIGINT in signal.sigpending():
+            signal.sigwait({signal.SIGINT})
+            interrupted = True
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    if interrupted:
+        raise KeyboardInterrupt
+
+
+#: prctl(2) option: the signal a process gets when its parent dies (Linux).
+_PR_SET_PDEATHSIG = 1
+
+
+def _worker_init(parent: int) -> None:
+    """Set up a worker process: Ctrl-C is the parent's to handle (the worker is stopped by it, without a
+    traceback of its own), and the worker dies with its parent, even one killed with SIGKILL."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        watched = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):  # not Linux
+        watched = False
+    if os.getppid() != parent:  # the parent died before the death signal was set
+        os._exit(1)
+    if not watched:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    """End this worker once its parent is gone (where the death signal of prctl is not available)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Kill the workers of ``pool`` now and drop the queued batches (shutting down would wait for them)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # no public handle on the processes
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.join(5)
 
 
 def simulate_to_file(
