@@ -34,6 +34,7 @@ import numpy as np
 
 from calohls.config import TrainConfig, dump_config
 from calohls.data.features import (
+    E_REF_FLOOR,
     FEATURES,
     FeatureScaler,
     cell_features,
@@ -181,6 +182,15 @@ class PreparedData:
 
         return self.x[index], {"output": self.data.y[index], EM_HEAD: em_label(self.data.scalars["particle"][index])}
 
+    def weights(self, name: str, power: float) -> np.ndarray | None:
+        """Per-cluster loss weights of ``name``: E_EM^power (E_EM floored at 0.1 GeV), normalised to a mean of 1
+        on the training clusters; None for power 0. A weight rising with energy makes the narrow high-energy
+        responses count in a loss that the wide low-energy ones would otherwise dominate."""
+        if power == 0:
+            return None
+        w = np.maximum(self.data.scalars["e_em"].astype(np.float64), E_REF_FLOOR) ** power
+        return (w[self.split[name]] / w[self.split["train"]].mean()).astype(np.float32)
+
     @property
     def output_mean(self) -> float:
         """Mean training target: the initial output bias of the network."""
@@ -318,7 +328,8 @@ def fit_model(
     try:
         fit = model.fit(
             *prepared.part("train", em=em),
-            validation_data=prepared.part("val", em=em),
+            sample_weight=prepared.weights("train", config.energy_weight),
+            validation_data=(*prepared.part("val", em=em), prepared.weights("val", config.energy_weight)),
             epochs=config.epochs,
             batch_size=config.batch_size,
             shuffle=True,
