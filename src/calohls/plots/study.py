@@ -76,10 +76,20 @@ def _pareto(points: list[dict[str, Any]], presets: list[str], config: Any, path:
     return save(fig, path)
 
 
-def _size(points: list[dict[str, Any]], presets: list[str], config: Any, path: Path) -> Path:
+def _size(
+    points: list[dict[str, Any]], presets: list[str], config: Any, path: Path, references: list[dict[str, Any]]
+) -> Path:
     fig, ax = new_figure()
     floats = sorted((p for p in points if p["kind"] == "float" and p.get("resolution")), key=lambda p: p["parameters"])
-    if floats:
+    floats = list({p["preset"]: p for p in reversed(floats)}.values())[::-1]  # one point per size: its first seed
+    if references:  # the float reference of each size: mean over its seeds ± bootstrap and seed spread
+        ax.errorbar([r["parameters"] for r in references], [r["resolution"] for r in references],
+                    yerr=[r["uncertainty"] for r in references], fmt="k-o", capsize=2,
+                    label=f"float (mean of {min(r['seeds'] for r in references)}+ seeds)")  # fmt: skip
+        floats = [
+            {**f, "resolution": r["resolution"]} for f in floats for r in references if r["preset"] == f["preset"]
+        ]
+    elif floats:
         ax.errorbar([p["parameters"] for p in floats], [p["resolution"] for p in floats], yerr=_err(floats), fmt="k-o",
                     capsize=2, label="float")  # fmt: skip
     for kind, marker in _KIND_MARKER.items():
@@ -132,14 +142,16 @@ def _ebops(points: list[dict[str, Any]], presets: list[str], path: Path) -> Path
     return save(fig, path)
 
 
-def draw_study(points: list[dict[str, Any]], config: Any, out_dir: str | Path) -> list[Path]:
+def draw_study(
+    points: list[dict[str, Any]], config: Any, out_dir: str | Path, references: list[dict[str, Any]] | None = None
+) -> list[Path]:
     """Draw and save the study's figures into ``out_dir``; returns the files written."""
     out_dir = Path(out_dir)
     presets = list(config.presets)
     with style_context():
         written = [
             _pareto(points, presets, config, out_dir / "pareto_lut.png"),
-            _size(points, presets, config, out_dir / "resolution_vs_size.png"),
+            _size(points, presets, config, out_dir / "resolution_vs_size.png", references or []),
         ]
         ebops = _ebops(points, presets, out_dir / "ebops_vs_lut.png")
     return written + ([ebops] if ebops else [])

@@ -486,7 +486,7 @@ def summarize_study(
     write_text_atomic(scan_dir / "answer.json", json.dumps(result, indent=1, allow_nan=False))
     from calohls.plots.study import draw_learning_curve, draw_study
 
-    draw_study(points, config, scan_dir)
+    draw_study(points, config, scan_dir, result["float_references"])
     if curves:
         draw_learning_curve(curves, scan_dir / "learning_curve.png")
     return result
