@@ -242,6 +242,13 @@ class QATConfig(TrainConfig):
         description="checkpoint kept as the run's model: the best validation loss ('loss'), or the fewest EBOPs "
         "whose validation loss is within max_loss_increase of the best ('ebops')",
     )
+    energy_weight: float = Field(
+        0.0,
+        ge=0,
+        le=2,
+        description="loss weight ∝ E_EM^energy_weight; 0 (plain MSE, against which the EBOPs weights beta are "
+        "tuned): a weighted loss magnifies the quantization error of the high-energy clusters",
+    )
     init_from: Path | None = Field(
         None,
         description="float run folder (calohls train) whose weights and feature scaling start the QAT; it must "

@@ -16,11 +16,12 @@ from click.testing import CliRunner
 
 from calohls.cli import main
 from calohls.config import FirmwareConfig, QATConfig, load_config
+from calohls.data.features import FEATURES
 from calohls.errors import ConfigError, ConversionError, DataError, FileExistsRefusedError, ToolMissingError
 from calohls.firmware import tools
 from calohls.firmware.build import build_firmware, firmware_from_run
 
-N_CELLS, N_FEATURES = 8, 17
+N_CELLS, N_FEATURES = 8, len(FEATURES)
 
 
 def inputs(n: int, *, seed: int = 0, extreme: bool = True) -> np.ndarray:
@@ -158,7 +159,8 @@ def test_bad_options_fail_before_any_work(model, tmp_path, options, error, messa
 
 def test_bad_inputs_fail_before_any_work(model, tmp_path):
     with pytest.raises(
-        DataError, match=r"x has shape \(10, 4, 17\); the model takes n ≥ 1 clusters of shape \(8, 17\)"
+        DataError,
+        match=rf"x has shape \(10, 4, {N_FEATURES}\); the model takes n ≥ 1 clusters of shape \(8, {N_FEATURES}\)",
     ):
         build_firmware(model, np.zeros((10, 4, N_FEATURES)), tmp_path / "fw")
     assert not (tmp_path / "fw").exists()

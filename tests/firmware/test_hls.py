@@ -176,7 +176,9 @@ def test_csim_is_close_to_keras(compiled, model):
     assert np.std(y_keras) > 0.05  # the check below is not trivially met
     assert np.max(np.abs(y - y_keras)) < 1e-2
     assert (Path(compiled.config.get_output_dir()) / "build.log").is_file()
-    with pytest.raises(DataError, match=r"x has shape \(3, 8\); the model takes arrays of shape \(n, 8, 17\)"):
+    with pytest.raises(
+        DataError, match=rf"x has shape \(3, 8\); the model takes arrays of shape \(n, 8, {len(FEATURES)}\)"
+    ):
         csim_predict(compiled, np.zeros((3, 8)))
 
 

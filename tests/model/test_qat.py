@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
+from tests.conftest import TINY_TRAIN
 
 from calohls.cli import main
-from calohls.config import ModelConfig, QATConfig, load_config
+from calohls.config import ModelConfig, QATConfig, TrainConfig, load_config
 from calohls.data.features import FEATURES, cell_features
 from calohls.data.hdf5 import read_clusters
 from calohls.errors import ConfigError, FileExistsRefusedError, InputFileError
 from calohls.model.qat import build_qat_deepsets, pareto_front, select_checkpoint, train_qat
-from calohls.model.train import load_run, open_run, split_events
+from calohls.model.train import load_run, open_run, split_events, train
 from calohls.physics.evaluate import evaluate_run
 
 #: A tiny QAT run: Φ 4, F 4 on 16 cells, 2000 clusters, a few epochs. Its betas keep the EBOPs term well below the
@@ -53,7 +54,7 @@ def test_run_folder_is_complete(qat_run):
     info = load_run(qat_run, "qat")
     assert info["stage"] == "qat"
     assert info["versions"]["hgq2"] == "0.2.0"
-    assert info["model"]["parameters"] == 17 * 4 + 4 * 4 + 4 + 4 + 1  # weights and biases only
+    assert info["model"]["parameters"] == len(FEATURES) * 4 + 4 * 4 + 4 + 4 + 1  # weights and biases only
     assert 0 < info["weights_nonzero"] <= info["model"]["parameters"]
     config = yaml.safe_load((qat_run / "config.yaml").read_text())
     assert config["model"] == {"preset": "small", "phi": [4], "f": [4], "max_cells": 16, "activation": "relu"}
@@ -183,7 +184,10 @@ def test_load_run_stage_mismatch_is_one_line(qat_run, tmp_path):
         open_run(tmp_path)
 
 
-def test_init_from_float_starts_where_float_training_ended(trained_run, sim_file, tmp_path):
+def test_init_from_float_starts_where_float_training_ended(sim_file, tmp_path):
+    # a float run on the plain MSE, the loss QAT fine-tunes on, so that the two losses compare
+    trained_run = tmp_path / "float"
+    train(sim_file, trained_run, TrainConfig.model_validate({**TINY_TRAIN, "energy_weight": 0}))
     options = {"model": {"preset": "tiny", "max_cells": 16}, "epochs": 1, "batch_size": 128, "seed": 3,
                "beta_start": 1e-9, "beta_end": 1e-9}  # fmt: skip
     warm = train_qat(sim_file, tmp_path / "warm", QATConfig.model_validate({**options, "init_from": trained_run}))

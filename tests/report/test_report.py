@@ -17,6 +17,7 @@ from calohls.errors import FileExistsRefusedError, InputFileError
 from calohls.physics.evaluate import evaluate_run
 from calohls.plots.evaluation import draw_evaluation
 from calohls.report import collect_study, write_report
+from calohls.report.render import value_with_error
 from calohls.scan.ptq import run_ptq
 
 #: A tiny PTQ sweep (three points) of the test run.
@@ -161,8 +162,9 @@ def test_sections_hold_the_stage_results(study, report):
     for finding in ptq["findings"]:
         assert _escaped(finding) in html
     metrics = json.loads((study / "runs" / "tiny" / "eval" / "metrics.json").read_text())
-    median = metrics["tables"]["all"]["deepsets"]["median"]
-    assert f"{next(m for m in median if m is not None):.3f}" in html
+    table = metrics["tables"]["all"]["deepsets"]
+    first = next(i for i, m in enumerate(table["median"]) if m is not None)
+    assert value_with_error(table["median"][first], table["median_err"][first]) in html
     clusters = json.loads((study / "runs" / "tiny" / "run.json").read_text())["data"]["clusters"]
     assert f"<th>clusters in the data</th><td>{clusters:,}</td>" in html
     # the Pareto checkpoints, the selected one highlighted
