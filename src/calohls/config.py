@@ -299,7 +299,13 @@ class FirmwareConfig(_Strict):
         None, gt=0, description="most combinational delay per pipeline stage in ns (default: the clock period)"
     )
     clusters: int = Field(10_000, ge=1, description="test clusters checked bit for bit (Keras, C-simulation, RTL)")
-    synth: bool = Field(True, description="run Yosys synth_xilinx for LUT/FF/CARRY/DSP counts")
+    synth: bool = Field(True, description="run Yosys synth_xilinx for LUT/FF/CARRY/DSP counts and the timing estimate")
+    lut_budget: int | None = Field(
+        None,
+        ge=1,
+        description="LUTs the calibration instances may use together in the L0 system view (clusters per bunch "
+        "crossing); none: 34,560 (2 % of a VU13P), in a study its lut_budget",
+    )
 
 
 #: Named study sizes for ``calohls run``: the built-in default fits a laptop; ``full`` reproduces the whole study.

@@ -19,6 +19,8 @@ from calohls.config import FirmwareConfig, QATConfig, load_config
 from calohls.errors import ConfigError, ConversionError, DataError, FileExistsRefusedError, ToolMissingError
 from calohls.firmware import tools
 from calohls.firmware.build import build_firmware, firmware_from_run
+from calohls.firmware.l0 import L0View
+from calohls.firmware.timing import TimingEstimate
 
 N_CELLS, N_FEATURES = 8, 17
 
@@ -119,7 +121,38 @@ def test_firmware_json_records_resources_latency_and_options(firmware, model):
 def test_config_yaml_holds_the_resolved_options(firmware):
     out, _ = firmware
     config = load_config(FirmwareConfig, yaml.safe_load((out / "config.yaml").read_text()))
-    assert config == FirmwareConfig(clock_period=2.5, latency_cutoff=2.5, clusters=1500, synth=True)
+    assert config == FirmwareConfig(clock_period=2.5, latency_cutoff=2.5, clusters=1500, synth=True, lut_budget=34_560)
+
+
+def test_firmware_json_records_timing_and_the_l0_view(firmware):
+    out, result = firmware
+    info = _info(out)
+    timing = TimingEstimate.from_json(info["timing"])
+    assert timing == result.timing
+    assert len(timing.stages) == info["latency"]["cycles"]
+    assert info["timing"]["timing_met"] is (timing.period_ns <= 2.5)
+    period = max(2.5, timing.period_ns)
+    assert info["latency"]["ns_estimate"] == pytest.approx(info["latency"]["cycles"] * period, abs=1e-3)
+    assert result.latency_estimate_ns == pytest.approx(info["latency"]["ns_estimate"], abs=1e-3)
+    l0 = L0View.from_json(info["l0"])
+    assert l0 == result.l0
+    assert l0.lut_per_instance == info["resources"]["LUT"]
+    assert l0.clusters_per_bx_per_instance == int(25.0 / period + 1e-9)
+    assert l0.instances == 34_560 // info["resources"]["LUT"]
+    assert l0.clusters_per_bx == l0.instances * l0.clusters_per_bx_per_instance
+
+
+def test_firmware_folder_names_no_absolute_path(firmware):
+    """The folder was built under a temporary name: its scripts and project files name their files relative to
+    themselves, so that the folder (or a copy) rebuilds with the commands firmware.json records."""
+    out, _ = firmware
+    info = _info(out)
+    assert info["rebuild"]["yosys"] == "cd rtl && yosys -s synth.ys"
+    for name in ("rtl/synth.ys", "rtl/sim/build.sh", "hls/hls4ml_config.yml", "hls/build_lib.sh"):
+        text = (out / name).read_text()
+        assert ".partial" not in text
+        assert str(out.parent) not in text
+    assert "OutputDir: .\n" in (out / "hls/hls4ml_config.yml").read_text()
 
 
 def test_existing_folder_is_refused_before_any_work(firmware, model):

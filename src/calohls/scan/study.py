@@ -286,7 +286,10 @@ def _firmware_candidates(qat_tasks: list[Task], store: ResultStore) -> list[tupl
 def _firmware_task(config: StudyConfig, out_dir: Path, task: Task, checkpoint: dict[str, Any]) -> Task:
     """The firmware of one Pareto checkpoint of a QAT run."""
     name = f"{Path(task.out).name}_e{checkpoint['epoch']}"
-    text = dump_config(config.firmware)
+    firmware = config.firmware
+    if firmware.lut_budget is None:  # the L0 system view replicates the design within the study's budget
+        firmware = firmware.model_copy(update={"lut_budget": config.lut_budget})
+    text = dump_config(firmware)
     labels = {"preset": task.labels["preset"], "beta": task.labels["beta"], "run": task.out}
     return Task(
         f"firmware:{name}",
