@@ -220,13 +220,18 @@ def test_cli_builds_checked_firmware_of_a_qat_run(qat_run, tmp_path):
     assert "bit-exact on 100 clusters: C simulation 0 and RTL 0 differ" in result.stdout
     assert f"wrote {out}" in result.stdout
     info = _info(out)
+    # without synthesis: no timing estimate, the L0 view at the target clock (3 ns: 8 clusters per crossing)
+    assert info["timing"] is None
+    assert info["l0"]["clock_source"] == "target (no estimate)"
+    assert info["l0"]["clusters_per_bx_per_instance"] == 8
+    assert "8 clusters per bunch crossing per instance at 333.3 MHz" in result.stdout
     assert info["bit_exact"] is True
     assert info["clusters_checked"] == 100
     assert info["resources"] is None
     assert info["source"]["run"] == str(qat_run.resolve())
     assert info["clock_period"] == 3.0
     config = yaml.safe_load((out / "config.yaml").read_text())
-    assert config == {"clock_period": 3.0, "latency_cutoff": 3.0, "clusters": 100, "synth": False}
+    assert config == {"clock_period": 3.0, "latency_cutoff": 3.0, "clusters": 100, "synth": False, "lut_budget": 34_560}
 
 
 @pytest.mark.usefixtures("_restore_logging")

@@ -6,7 +6,8 @@ each pipeline stage in the Yosys netlist, and its delay under a documented Ultra
 output (clock-to-Q) and ends at a flip-flop's D input (setup); between them it passes LUTs (``LUT1``–``LUT6``,
 ``INV``), wide multiplexers (``MUXF7``/``MUXF8``) and carry elements (``CARRY4``/``CARRY8``), each with a cell
 delay, and the nets between them, each with a net delay. A path belongs to stage *i* when it ends at a flip-flop
-fed by ``stage<i>.model_out`` (da4ml instantiates the stages as ``stage0``, ``stage1``, … between its registers).
+fed by ``stage<i>.model_out`` (da4ml instantiates the stages as ``stage0``, ``stage1``, … between its registers;
+alkaid, its successor, as ``_inst_logic<i>``).
 Per stage, the path of largest delay is reported with its counts of LUT levels, carry elements and multiplexers.
 
 Delay model (:data:`ULTRASCALE_PLUS`, ns, UltraScale+ -2 or slower)
@@ -158,7 +159,8 @@ class TimingEstimate:
 _LUT = re.compile(r"^(LUT[1-6]|INV)$")
 _MUX = re.compile(r"^MUXF[789]$")
 _CARRY = re.compile(r"^CARRY(4|8)$")
-_STAGE_OUT = re.compile(r"^stage(\d+)\.model_out$")
+#: The output of stage i: da4ml 0.6 instantiates the stages as ``stage<i>``, its successor alkaid as ``_inst_logic<i>``.
+_STAGE_OUT = re.compile(r"^(?:stage|_inst_logic)(\d+)\.model_out$")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 from calohls.config import StudyConfig
 from calohls.files import write_text_atomic
-from calohls.scan.designs import pareto_front
+from calohls.scan.designs import TIMING_KEYS, pareto_front
 
 __all__ = ["design_points", "summarize_study"]
 
@@ -47,7 +47,17 @@ def design_points(records: dict[str, list[dict[str, Any] | None]]) -> list[dict[
             p["resolution_bins"] = (source.get("bins") or {}).get("resolution")
             fw = firmware.get(p["key"])
             if fw:
-                for k in ("lut", "ff", "dsp", "latency_cycles", "latency_ns", "lut_source", "bit_exact", "ii"):
+                for k in (
+                    "lut",
+                    "ff",
+                    "dsp",
+                    "latency_cycles",
+                    "latency_ns",
+                    "lut_source",
+                    "bit_exact",
+                    "ii",
+                    *TIMING_KEYS,
+                ):
                     p[k] = fw.get(k)
                 p["firmware"] = fw["firmware"]
                 p["clusters_checked"] = fw.get("clusters_checked")
