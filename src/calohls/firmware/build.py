@@ -6,11 +6,14 @@
    its C simulation is run on the given clusters and compared with Keras;
 2. ``rtl/``: da4ml's pipelined Verilog (:mod:`calohls.firmware.rtl`); its Verilator simulation is run on the same
    clusters and compared with Keras;
-3. Yosys ``synth_xilinx`` counts of that Verilog (``rtl/yosys.log``), unless ``synth=False``;
+3. Yosys ``synth_xilinx`` counts of that Verilog (``rtl/yosys.log``) and the per-stage timing estimate of its
+   netlist (:mod:`calohls.firmware.timing`), unless ``synth=False``;
 
-then ``firmware.json`` (what was checked and found, resources, latency, II, timings, versions) and ``config.yaml``
-(the resolved :class:`~calohls.config.FirmwareConfig`). The folder is assembled under a temporary name and renamed
-into place at the end; an existing one is replaced only with ``overwrite``.
+then ``firmware.json`` (what was checked and found, resources, latency, II, timing estimate, the L0 system view of
+:mod:`calohls.firmware.l0`, timings, versions, and :data:`REBUILD_COMMANDS`) and ``config.yaml`` (the resolved
+:class:`~calohls.config.FirmwareConfig`). Every script in the folder names its files relative to itself, so the
+folder, or a copy of it, rebuilds with the commands of :data:`REBUILD_COMMANDS`. The folder is assembled under a
+temporary name and renamed into place at the end; an existing one is replaced only with ``overwrite``.
 
 "Differing" counts clusters whose output is not equal bit for bit to the Keras model's float32 output. Keras
 evaluates HGQ2's quantizers in float32, which is exact while the scaled inputs stay below 2^24 (|x| up to ~10^4 to

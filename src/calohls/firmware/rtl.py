@@ -12,9 +12,12 @@ Clock and pipeline
 combinational delay one pipeline stage may hold. da4ml measures delay in its own unit: with its default hardware
 model (``HWConfig(1, -1, -1)``) every addition, subtraction, ReLU or mux is one *adder level*, whatever its width.
 calohls converts with :data:`ADDER_DELAY_NS` ns per level (an UltraScale+ estimate: a LUT, a short carry chain
-and local routing), so 2.5 ns stages hold 5 levels. A cutoff longer than the clock period cannot meet timing, and
-one shorter than a level cannot hold an adder: both raise :class:`~calohls.errors.ConfigError`, as does a clock
-period or cutoff that is not a positive finite number.
+and local routing), so 2.5 ns stages hold 5 levels. That figure is optimistic: the netlist timing estimate
+(:mod:`calohls.firmware.timing`) finds about 1 ns per adder level once the synthesised LUTs, carry chains and
+routed nets are counted, as does alkaid's own delay model (1.09 ns + 0.025 ns per bit per adder). A shorter
+``latency_cutoff`` (e.g. 1.0 ns: two adder levels per stage) is the lever: more, shorter stages, more registers.
+A cutoff longer than the clock period cannot meet timing, and one shorter than a level cannot hold an adder: both
+raise :class:`~calohls.errors.ConfigError`, as does a clock period or cutoff that is not a positive finite number.
 
 da4ml registers the input, every stage's output and the network output (``model_out``). The latency in cycles is
 the number of stages: from the clock edge that registers a cluster to the one that registers its output. The
