@@ -286,11 +286,11 @@ def _firmware_candidates(qat_tasks: list[Task], store: ResultStore) -> list[tupl
 def _firmware_task(config: StudyConfig, out_dir: Path, task: Task, checkpoint: dict[str, Any]) -> Task:
     """The firmware of one Pareto checkpoint of a QAT run."""
     name = f"{Path(task.out).name}_e{checkpoint['epoch']}"
-    firmware = config.firmware
-    if firmware.lut_budget is None:  # the L0 system view replicates the design within the study's budget
-        firmware = firmware.model_copy(update={"lut_budget": config.lut_budget})
-    text = dump_config(firmware)
+    text = dump_config(config.firmware)
     labels = {"preset": task.labels["preset"], "beta": task.labels["beta"], "run": task.out}
+    # the L0 system view replicates the design within the study's budget; a label, not part of the digest: another
+    # budget needs no new firmware
+    labels["l0_lut_budget"] = config.firmware.lut_budget or config.lut_budget
     return Task(
         f"firmware:{name}",
         "firmware",

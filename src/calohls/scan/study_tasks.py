@@ -155,6 +155,8 @@ def _firmware(task: Task) -> dict[str, Any]:
     from calohls.firmware.build import firmware_from_run
 
     config = load_config(FirmwareConfig, yaml.safe_load(task.config))
+    if config.lut_budget is None and task.labels.get("l0_lut_budget"):
+        config = config.model_copy(update={"lut_budget": task.labels["l0_lut_budget"]})
     result = firmware_from_run(task.labels["run"], task.out, config, overwrite=True, epoch=task.labels.get("epoch"))
     return {
         "firmware": task.out,
