@@ -207,18 +207,25 @@ def _yosys_one(opts: Options, preset: str) -> dict[str, Any]:
         "estimate": _estimate(est),
         "lut_ratio": synth["LUT"] / est["LUT"] if est["LUT"] else None,
         "ff_ratio": synth["FF"] / est["FF"] if est["FF"] else None,
+        "timing": synth["timing"].to_json(),
     }
+
+
+def _stage_depths(timing: dict[str, Any]) -> str:
+    return ", ".join(f"{s['lut_levels']}+{s['carry_cells']}" for s in timing["stages"])
 
 
 @benchmark()
 def yosys(opts: Options) -> dict[str, Any]:
     """Yosys ``synth_xilinx`` (xcup) of the rtl_check design: seconds, LUT/FF/CARRY/DSP and their ratio to da4ml's
-    estimate."""
+    estimate, and the per-stage timing estimate of its netlist."""
     rows = {preset: _yosys_one(opts, preset) for preset in _presets(opts)}
     summary = [
         f"{p} at {r['max_cells']} cells: {r['seconds']:.1f} s; {r['LUT']:,} LUT, {r['FF']:,} FF, {r['CARRY']:,} CARRY, "
         f"{r['DSP']} DSP; Yosys / da4ml estimate: LUT ×{r['lut_ratio']:.2f} (estimate {r['estimate']['LUT']:,}), "
-        f"FF ×{r['ff_ratio']:.2f} (estimate {r['estimate']['FF']:,})"
+        f"FF ×{r['ff_ratio']:.2f} (estimate {r['estimate']['FF']:,}); estimated period "
+        f"{r['timing']['period_estimate_ns']:.2f} ns ({r['timing']['fmax_estimate_mhz']:.0f} MHz), stages (LUT levels, "
+        f"CARRY4): {_stage_depths(r['timing'])}"
         for p, r in rows.items()
     ]
     return {"designs": rows, "summary": summary}

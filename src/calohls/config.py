@@ -347,7 +347,13 @@ class FirmwareConfig(_Strict):
         None, gt=0, description="most combinational delay per pipeline stage in ns (default: the clock period)"
     )
     clusters: int = Field(10_000, ge=1, description="test clusters checked bit for bit (Keras, C-simulation, RTL)")
-    synth: bool = Field(True, description="run Yosys synth_xilinx for LUT/FF/CARRY/DSP counts")
+    synth: bool = Field(True, description="run Yosys synth_xilinx for LUT/FF/CARRY/DSP counts and the timing estimate")
+    lut_budget: int | None = Field(
+        None,
+        ge=1,
+        description="LUTs the calibration instances may use together in the L0 system view (clusters per bunch "
+        "crossing); none: 34,560 (2 % of a VU13P), in a study its lut_budget",
+    )
 
 
 #: Named study sizes for ``calohls run``: the built-in default fits a laptop; ``full`` reproduces the whole study.
@@ -385,7 +391,7 @@ class StudyConfig(_Strict):
     max_cells: int = Field(32, ge=1, le=1024, description="cells per cluster of every design (FPGA inputs)")
     train: TrainConfig = Field(default_factory=TrainConfig, description="float training")
     qat: QATConfig = Field(default_factory=QATConfig, description="quantization-aware training")
-    betas: tuple[float, ...] = Field((5e-7, 2e-6), description="EBOPs weights beta_end of the QAT runs")
+    betas: tuple[float, ...] = Field((2e-6, 8e-6), description="EBOPs weights beta_end of the QAT runs")
     qat_checkpoints: int = Field(
         6, ge=1, description="Pareto checkpoints of each QAT run judged as designs (spread in EBOPs; the selected one)"
     )

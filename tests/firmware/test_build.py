@@ -20,6 +20,8 @@ from calohls.data.features import FEATURES
 from calohls.errors import ConfigError, ConversionError, DataError, FileExistsRefusedError, ToolMissingError
 from calohls.firmware import tools
 from calohls.firmware.build import build_firmware, firmware_from_run
+from calohls.firmware.l0 import L0View
+from calohls.firmware.timing import TimingEstimate
 
 N_CELLS, N_FEATURES = 8, len(FEATURES)
 
@@ -120,7 +122,38 @@ def test_firmware_json_records_resources_latency_and_options(firmware, model):
 def test_config_yaml_holds_the_resolved_options(firmware):
     out, _ = firmware
     config = load_config(FirmwareConfig, yaml.safe_load((out / "config.yaml").read_text()))
-    assert config == FirmwareConfig(clock_period=2.5, latency_cutoff=2.5, clusters=1500, synth=True)
+    assert config == FirmwareConfig(clock_period=2.5, latency_cutoff=2.5, clusters=1500, synth=True, lut_budget=34_560)
+
+
+def test_firmware_json_records_timing_and_the_l0_view(firmware):
+    out, result = firmware
+    info = _info(out)
+    timing = TimingEstimate.from_json(info["timing"])
+    assert timing == result.timing
+    assert len(timing.stages) == info["latency"]["cycles"]
+    assert info["timing"]["timing_met"] is (timing.period_ns <= 2.5)
+    period = max(2.5, timing.period_ns)
+    assert info["latency"]["ns_estimate"] == pytest.approx(info["latency"]["cycles"] * period, abs=1e-3)
+    assert result.latency_estimate_ns == pytest.approx(info["latency"]["ns_estimate"], abs=1e-3)
+    l0 = L0View.from_json(info["l0"])
+    assert l0 == result.l0
+    assert l0.lut_per_instance == info["resources"]["LUT"]
+    assert l0.clusters_per_bx_per_instance == int(25.0 / period + 1e-9)
+    assert l0.instances == 34_560 // info["resources"]["LUT"]
+    assert l0.clusters_per_bx == l0.instances * l0.clusters_per_bx_per_instance
+
+
+def test_firmware_folder_names_no_absolute_path(firmware):
+    """The folder was built under a temporary name: its scripts and project files name their files relative to
+    themselves, so that the folder (or a copy) rebuilds with the commands firmware.json records."""
+    out, _ = firmware
+    info = _info(out)
+    assert info["rebuild"]["yosys"] == "cd rtl && yosys -s synth.ys"
+    for name in ("rtl/synth.ys", "rtl/sim/build.sh", "hls/hls4ml_config.yml", "hls/build_lib.sh"):
+        text = (out / name).read_text()
+        assert ".partial" not in text
+        assert str(out.parent) not in text
+    assert "OutputDir: .\n" in (out / "hls/hls4ml_config.yml").read_text()
 
 
 def test_existing_folder_is_refused_before_any_work(firmware, model):
@@ -189,13 +222,18 @@ def test_cli_builds_checked_firmware_of_a_qat_run(qat_run, tmp_path):
     assert "bit-exact on 100 clusters: C simulation 0 and RTL 0 differ" in result.stdout
     assert f"wrote {out}" in result.stdout
     info = _info(out)
+    # without synthesis: no timing estimate, the L0 view at the target clock (3 ns: 8 clusters per crossing)
+    assert info["timing"] is None
+    assert info["l0"]["clock_source"] == "target (no estimate)"
+    assert info["l0"]["clusters_per_bx_per_instance"] == 8
+    assert "8 clusters per bunch crossing per instance at 333.3 MHz" in result.stdout
     assert info["bit_exact"] is True
     assert info["clusters_checked"] == 100
     assert info["resources"] is None
     assert info["source"]["run"] == str(qat_run.resolve())
     assert info["clock_period"] == 3.0
     config = yaml.safe_load((out / "config.yaml").read_text())
-    assert config == {"clock_period": 3.0, "latency_cutoff": 3.0, "clusters": 100, "synth": False}
+    assert config == {"clock_period": 3.0, "latency_cutoff": 3.0, "clusters": 100, "synth": False, "lut_budget": 34_560}
 
 
 @pytest.mark.usefixtures("_restore_logging")

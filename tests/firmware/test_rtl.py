@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import subprocess
 
 import keras
 import numpy as np
@@ -19,6 +21,7 @@ from calohls.errors import ConfigError, ConversionError, DataError, HLSError, No
 from calohls.firmware import tools
 from calohls.firmware.rtl import (
     ADDER_DELAY_NS,
+    _cell_counts,
     compile_rtl,
     estimate,
     pipeline_options,
@@ -28,6 +31,7 @@ from calohls.firmware.rtl import (
     trace_quantized,
     write_rtl,
 )
+from calohls.firmware.timing import ULTRASCALE_PLUS, TimingEstimate
 from calohls.model.deepsets import build_deepsets
 
 N_CELLS, N_FEATURES = 8, 17
@@ -216,6 +220,39 @@ def test_yosys_counts(synthesis, design):
     assert 0.5 < synthesis["FF"] / design.estimate["FF"] < 2.0
     assert "synth_xilinx -top deepsets -family xcup" in (design.path / "synth.ys").read_text()
     assert "Number of cells" in (design.path / "yosys.log").read_text()
+
+
+def test_yosys_script_reruns_from_a_copied_folder(synthesis, design, tmp_path):
+    """synth.ys names its files relative to the design folder: a copy elsewhere gives the same counts."""
+    script = (design.path / "synth.ys").read_text()
+    assert str(design.path.resolve()) not in script
+    assert "read_verilog -sv src/deepsets.v src/deepsets_stage0.v" in script
+    copy = tmp_path / "elsewhere" / "rtl"
+    shutil.copytree(design.path, copy)
+    done = subprocess.run(
+        ["yosys", "-q", "-l", "rerun.log", "-s", "synth.ys"], cwd=copy, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert _cell_counts((copy / "rerun.log").read_text(), "deepsets") == synthesis["cells"]
+    assert (copy / "netlist.json").is_file()  # the script writes the netlist; synthesize() reads it, then removes it
+    assert not (design.path / "netlist.json").exists()
+    assert (design.path / "sim" / "build.sh").read_text().startswith("#!/bin/sh")
+
+
+def test_timing_estimate_of_every_stage(synthesis, design):
+    timing = synthesis["timing"]
+    assert isinstance(timing, TimingEstimate)
+    assert [s.stage for s in timing.stages] == list(range(design.stages))
+    for stage in timing.stages:
+        assert stage.lut_levels >= 1
+        assert stage.carry_cells >= 1  # every stage adds
+        least = ULTRASCALE_PLUS.clock_to_q + stage.lut_levels * (ULTRASCALE_PLUS.lut + ULTRASCALE_PLUS.local_net)
+        assert stage.delay_ns > least
+    assert timing.period_ns == max(s.delay_ns for s in timing.stages)
+    assert timing.target_period_ns == design.clock_period
+    assert timing.met == (timing.period_ns <= 2.5)
+    # five da4ml adder levels per stage are more than one LUT level each in the netlist
+    assert max(s.lut_levels for s in timing.stages) > 5
 
 
 # -- options ---------------------------------------------------------------------------------------------------

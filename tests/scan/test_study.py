@@ -95,6 +95,14 @@ def test_points_cover_every_design_with_its_numbers(study):
     assert built["dsp"] == 0
     assert built["latency_ns"] > 0
     assert built["ii"] == 1
+    # the timing estimate sets the latency where it misses the clock, and the L0 view is in the study's budget
+    period = max(2.5, built["period_estimate_ns"])
+    assert built["latency_ns"] == pytest.approx(built["latency_cycles"] * period, abs=1e-3)
+    assert built["latency_target_ns"] == built["latency_cycles"] * 2.5
+    assert built["timing_met"] is (built["period_estimate_ns"] <= 2.5)
+    assert built["instances"] == 34_560 // built["lut"]
+    assert built["clusters_per_bx"] == built["instances"] * built["clusters_per_bx_per_instance"] > 0
+    assert (out / "scan" / "l0_clusters_per_bx.png").is_file()
     for key in ("ptq:tiny:ap_fixed<12,10>", "ptq:tiny:ap_fixed<16,10>"):
         assert points[key]["lut"] > 0
         assert points[key]["mpe"] >= 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -72,9 +73,27 @@ def firmware_command(
         rows.append((key, f"{synth} (Yosys), {result.estimate[key]:,} (da4ml estimate)"))
     if result.resources:
         rows += [(key, f"{result.resources[key]:,}") for key in ("CARRY", "DSP", "BRAM")]
+    rows += _system_rows(result)
     for name, value in rows:
         click.echo(f"  {name:<8} {value}")
     click.echo(f"wrote {output}")
     if not result.bit_exact:
         click.echo(f"error: the firmware differs from the model; see {output / 'firmware.json'}", err=True)
         click.get_current_context().exit(1)
+
+
+def _system_rows(result: Any) -> list[tuple[str, str]]:
+    """The timing estimate (per stage: LUT levels, carry elements, ns) and the L0 system view."""
+    rows = []
+    timing = result.timing
+    if timing is not None:
+        met = "meets" if timing.met else "MISSES"
+        rows.append(("timing", f"estimated {timing.period_ns:.2f} ns = {timing.fmax_mhz:.0f} MHz, {met} the "
+                     f"{timing.target_period_ns:g} ns clock; latency {result.latency_estimate_ns:.1f} ns"))  # fmt: skip
+        stages = ", ".join(f"{s.lut_levels} LUT + {s.carry_cells} CARRY = {s.delay_ns:.2f} ns" for s in timing.stages)
+        rows.append(("stages", stages))
+    l0 = result.l0
+    rows.append(("L0", f"{l0.clusters_per_bx_per_instance} clusters per bunch crossing per instance at "
+                 f"{l0.clock_mhz:g} MHz; {l0.instances} instances in {l0.lut_budget:,} LUT: {l0.clusters_per_bx} "
+                 "per crossing"))  # fmt: skip
+    return rows

@@ -6,11 +6,14 @@
    its C simulation is run on the given clusters and compared with Keras;
 2. ``rtl/``: da4ml's pipelined Verilog (:mod:`calohls.firmware.rtl`); its Verilator simulation is run on the same
    clusters and compared with Keras;
-3. Yosys ``synth_xilinx`` counts of that Verilog (``rtl/yosys.log``), unless ``synth=False``;
+3. Yosys ``synth_xilinx`` counts of that Verilog (``rtl/yosys.log``) and the per-stage timing estimate of its
+   netlist (:mod:`calohls.firmware.timing`), unless ``synth=False``;
 
-then ``firmware.json`` (what was checked and found, resources, latency, II, timings, versions) and ``config.yaml``
-(the resolved :class:`~calohls.config.FirmwareConfig`). The folder is assembled under a temporary name and renamed
-into place at the end; an existing one is replaced only with ``overwrite``.
+then ``firmware.json`` (what was checked and found, resources, latency, II, timing estimate, the L0 system view of
+:mod:`calohls.firmware.l0`, timings, versions, and :data:`REBUILD_COMMANDS`) and ``config.yaml`` (the resolved
+:class:`~calohls.config.FirmwareConfig`). Every script in the folder names its files relative to itself, so the
+folder, or a copy of it, rebuilds with the commands of :data:`REBUILD_COMMANDS`. The folder is assembled under a
+temporary name and renamed into place at the end; an existing one is replaced only with ``overwrite``.
 
 "Differing" counts clusters whose output is not equal bit for bit to the Keras model's float32 output. Keras
 evaluates HGQ2's quantizers in float32, which is exact while the scaled inputs stay below 2^24 (|x| up to ~10^4 to
@@ -46,6 +49,7 @@ from calohls.errors import (
     NonFiniteError,
 )
 from calohls.files import atomic_folder, check_parent
+from calohls.firmware.l0 import DEFAULT_LUT_BUDGET, L0View, l0_view
 from calohls.firmware.rtl import (
     DEFAULT_CLOCK_PERIOD,
     DEFAULT_PART,
@@ -59,6 +63,7 @@ from calohls.firmware.rtl import (
     synthesize,
     write_rtl,
 )
+from calohls.firmware.timing import TimingEstimate
 from calohls.firmware.tools import find_build_tools, find_verilator, find_yosys, yosys_version
 from calohls.versions import versions
 
@@ -70,6 +75,14 @@ __all__ = ["FIRMWARE_KIND", "FirmwareResult", "build_firmware", "firmware_from_r
 log = logging.getLogger(__name__)
 
 FIRMWARE_KIND = "calohls-firmware"
+
+#: How a copied firmware folder is rebuilt, each step from the folder itself (recorded in ``firmware.json``).
+REBUILD_COMMANDS = {
+    "yosys": "cd rtl && yosys -s synth.ys",
+    "verilator": "sh rtl/sim/build.sh",
+    "hls_csim": "cd hls && bash build_lib.sh",
+    "hls_synthesis": "cd hls && vitis_hls -f build_prj.tcl",
+}
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,14 @@ class FirmwareResult:
     latency_ns: float
     ii: int
     timings: dict[str, float]
+    timing: TimingEstimate | None  # per-stage timing estimate; None without synthesis
+    l0: L0View  # clusters per bunch crossing
+
+    @property
+    def latency_estimate_ns(self) -> float:
+        """The latency at the target clock, or at the estimated period where that is longer."""
+        period = self.timing.effective_period_ns if self.timing is not None else self.latency_ns / self.latency_cycles
+        return self.latency_cycles * period
 
 
 def _inputs(model: keras.Model, x: np.ndarray) -> np.ndarray:
@@ -149,11 +170,12 @@ def _check_hls(
     model: keras.Model, x: np.ndarray, y_keras: np.ndarray, folder: Path, options: dict[str, Any], timings: dict
 ) -> tuple[int, float]:
     """Convert and compile the hls4ml project in ``folder``; its C simulation compared with Keras."""
-    from calohls.firmware.hls import compile_model, convert_quantized, csim_predict
+    from calohls.firmware.hls import compile_model, convert_quantized, csim_predict, relative_project_paths
 
     with _timed(timings, "hls_compile"):
         hls_model = convert_quantized(model, folder, part=options["part"], clock_period=options["clock_period"])
         compile_model(hls_model)
+    relative_project_paths(folder, folder)
     with _timed(timings, "hls_predict"):
         return _differing(y_keras, csim_predict(hls_model, x))
 
@@ -175,11 +197,14 @@ def _firmware_info(
     design: RTLDesign,
     checks: dict[str, tuple[int, float]],
     synthesis: dict[str, Any] | None,
+    system: tuple[TimingEstimate | None, L0View],
     **fields: Any,
 ) -> dict[str, Any]:
     """The content of ``firmware.json``."""
     differing = {name: n for name, (n, _) in checks.items()}
     synth = synthesis is not None
+    timing, l0 = system
+    period = timing.effective_period_ns if timing is not None else design.clock_period
     return {
         "kind": FIRMWARE_KIND,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -192,11 +217,17 @@ def _firmware_info(
         "resources": {k: synthesis[k] for k in ("LUT", "FF", "CARRY", "DSP", "BRAM")} if synth else None,
         "cells": synthesis["cells"] if synth else None,
         "estimate": dict(design.estimate),
-        "latency": {"cycles": design.latency_cycles, "ns": design.latency_ns},
+        "latency": {
+            "cycles": design.latency_cycles,
+            "ns": design.latency_ns,
+            "ns_estimate": round(design.latency_cycles * period, 3),
+        },
         "ii": design.ii,
         "clock_period": design.clock_period,
         "latency_cutoff": design.latency_cutoff,
         "latency_levels": design.estimate["latency_levels"],
+        "timing": timing.to_json() if timing is not None else None,
+        "l0": l0.to_json(),
         "family": synthesis["family"] if synth else None,
         "part": design.part,
         **fields,
@@ -205,9 +236,40 @@ def _firmware_info(
             "hls_build_log": "hls/build.log",
             "rtl": "rtl",
             "verilator_log": "rtl/sim/verilator.log",
+            "yosys_script": "rtl/synth.ys" if synth else None,
             "yosys_log": "rtl/yosys.log" if synth else None,
         },
+        "rebuild": REBUILD_COMMANDS,
     }
+
+
+def _system(
+    design: RTLDesign, synthesis: dict[str, Any] | None, lut_budget: int
+) -> tuple[TimingEstimate | None, L0View]:
+    """The timing estimate (with synthesis) and the L0 view of a design."""
+    timing = synthesis["timing"] if synthesis is not None else None
+    lut = synthesis["LUT"] if synthesis is not None else design.estimate["LUT"]
+    period = timing.period_ns if timing is not None else None
+    return timing, l0_view(max(int(lut), 1), design.ii, design.clock_period, period, lut_budget)
+
+
+def _build(
+    model: keras.Model, x: np.ndarray, staging: Path, options: dict[str, Any], synth_family: str | None
+) -> tuple[RTLDesign, dict[str, tuple[int, float]], dict[str, Any] | None, dict[str, float]]:
+    """The checks of :func:`build_firmware` in ``staging``: hls4ml and Verilator against Keras, then Yosys."""
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    with _timed(timings, "keras_predict"):
+        y_keras = np.asarray(model.predict(x, batch_size=4096, verbose=0))
+    hls_options = {k: options[k] for k in ("clock_period", "part")}
+    checks = {"hls": _check_hls(model, x, y_keras, staging / "hls", hls_options, timings)}
+    design, checks["rtl"] = _check_rtl(model, x, y_keras, staging / "rtl", options, timings)
+    synthesis = None
+    if synth_family is not None:
+        with _timed(timings, "synth"):
+            synthesis = synthesize(design, family=synth_family)
+    timings["total"] = round(time.perf_counter() - start, 3)
+    return design, checks, synthesis, timings
 
 
 def build_firmware(
@@ -220,6 +282,7 @@ def build_firmware(
     synth: bool = True,
     family: str = "xcup",
     part: str = DEFAULT_PART,
+    lut_budget: int = DEFAULT_LUT_BUDGET,
     overwrite: bool = False,
     source: dict[str, Any] | None = None,
 ) -> FirmwareResult:
@@ -232,9 +295,10 @@ def build_firmware(
         clock_period: Target clock period in ns.
         latency_cutoff: Most combinational delay per pipeline stage in ns (default: the clock period); see
             :func:`calohls.firmware.rtl.pipeline_options`.
-        synth: Run Yosys for resource counts.
+        synth: Run Yosys for resource counts and the timing estimate.
         family: Yosys ``synth_xilinx`` family (``xcup``: UltraScale+).
         part: FPGA part of the hls4ml project and of the RTL constraints.
+        lut_budget: LUTs of the L0 system view (:mod:`calohls.firmware.l0`).
         overwrite: Replace an existing ``out_dir``.
         source: What the model is (e.g. ``{"run": path}``), recorded in ``firmware.json``.
 
@@ -256,36 +320,31 @@ def build_firmware(
         raise FileExistsRefusedError(out_dir)
     x = _inputs(model, x)
     tools = _check_tools(synth)
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-    options = {"clock_period": clock_period, "part": part}
+    options = {"clock_period": clock_period, "part": part, "latency_cutoff": latency_cutoff}
     with atomic_folder(out_dir, overwrite=overwrite) as staging, _logs_kept(staging, out_dir):
-        with _timed(timings, "keras_predict"):
-            y_keras = np.asarray(model.predict(x, batch_size=4096, verbose=0))
-        checks = {"hls": _check_hls(model, x, y_keras, staging / "hls", options, timings)}
-        rtl_options = {**options, "latency_cutoff": latency_cutoff}
-        design, checks["rtl"] = _check_rtl(model, x, y_keras, staging / "rtl", rtl_options, timings)
-        synthesis = None
-        if synth:
-            with _timed(timings, "synth"):
-                synthesis = synthesize(design, family=family)
-        timings["total"] = round(time.perf_counter() - start, 3)
+        design, checks, synthesis, timings = _build(model, x, staging, options, family if synth else None)
+        system = _system(design, synthesis, lut_budget)
         info = _firmware_info(
             model,
             design,
             checks,
             synthesis,
+            system,
             source=source,
             clusters_checked=len(x),
             timings=timings,
             versions={**versions(), **tools},
         )
         (staging / "firmware.json").write_text(json.dumps(info, indent=1))
-        config = FirmwareConfig(clock_period=clock_period, latency_cutoff=latency_cutoff, clusters=len(x), synth=synth)
+        config = FirmwareConfig(
+            clock_period=clock_period,
+            latency_cutoff=latency_cutoff,
+            clusters=len(x),
+            synth=synth,
+            lut_budget=lut_budget,
+        )
         (staging / "config.yaml").write_text(dump_config(config))
-    if not info["bit_exact"]:
-        log.warning("firmware in %s is not bit-exact to Keras: %s clusters differ", out_dir, info["differing"])
-    log.info("firmware of %s written to %s in %.0f s", model.name, out_dir, timings["total"])
+    _log_result(out_dir, model, info)
     return FirmwareResult(
         out_dir,
         len(x),
@@ -297,7 +356,23 @@ def build_firmware(
         design.latency_ns,
         design.ii,
         timings,
+        *system,
     )
+
+
+def _log_result(out_dir: Path, model: keras.Model, info: dict[str, Any]) -> None:
+    if not info["bit_exact"]:
+        log.warning("firmware in %s is not bit-exact to Keras: %s clusters differ", out_dir, info["differing"])
+    timing = info["timing"]
+    if timing is not None and not timing["timing_met"]:
+        log.warning(
+            "firmware in %s: estimated period %.2f ns misses the %.2f ns clock (fmax %.0f MHz)",
+            out_dir,
+            timing["period_estimate_ns"],
+            timing["target_period_ns"],
+            timing["fmax_estimate_mhz"],
+        )
+    log.info("firmware of %s written to %s in %.0f s", model.name, out_dir, info["timings"]["total"])
 
 
 def firmware_from_run(
@@ -367,6 +442,7 @@ def firmware_from_run(
         latency_cutoff=config.latency_cutoff,
         synth=config.synth,
         family=family,
+        lut_budget=config.lut_budget or DEFAULT_LUT_BUDGET,
         overwrite=overwrite,
         source=source,
     )

@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import os
 import re
 import weakref
 import xml.etree.ElementTree as ET
@@ -75,6 +76,7 @@ __all__ = [
     "keras_trace",
     "layer_types",
     "parse_report",
+    "relative_project_paths",
     "trace",
     "write_project",
 ]
@@ -625,3 +627,18 @@ def parse_report(path: str | Path) -> dict[str, Any]:
             "DSP": _number(vivado_raw.get("DSP48E"), int),
         }
     return report
+
+
+def relative_project_paths(folder: str | os.PathLike[str], built_in: str | os.PathLike[str]) -> None:
+    """Make the hls4ml project in ``folder``, written in ``built_in`` (e.g. a temporary folder), name its own files
+    relative to itself: ``hls4ml_config.yml`` records the Keras model and output folder with absolute paths.
+    (``build_lib.sh`` and ``build_prj.tcl`` already find their files from their own folder.)"""
+    config = Path(folder) / "hls4ml_config.yml"
+    if not config.is_file():
+        return
+    built = str(Path(built_in).absolute())
+    text = config.read_text()
+    text = text.replace(f"'{built}/keras_model.keras'", "'keras_model.keras'").replace(
+        f"OutputDir: {built}\n", "OutputDir: .\n"
+    )
+    config.write_text(text)

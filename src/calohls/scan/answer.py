@@ -12,7 +12,7 @@ from typing import Any
 
 from calohls.config import StudyConfig
 from calohls.files import write_text_atomic
-from calohls.scan.designs import pareto_front
+from calohls.scan.designs import TIMING_KEYS, pareto_front
 
 __all__ = ["design_points", "summarize_study"]
 
@@ -50,7 +50,17 @@ def design_points(records: dict[str, list[dict[str, Any] | None]]) -> list[dict[
             p["bins"] = source.get("bins")
             fw = firmware.get(p["key"])
             if fw:
-                for k in ("lut", "ff", "dsp", "latency_cycles", "latency_ns", "lut_source", "bit_exact", "ii"):
+                for k in (
+                    "lut",
+                    "ff",
+                    "dsp",
+                    "latency_cycles",
+                    "latency_ns",
+                    "lut_source",
+                    "bit_exact",
+                    "ii",
+                    *TIMING_KEYS,
+                ):
                     p[k] = fw.get(k)
                 p["firmware"] = fw["firmware"]
                 p["clusters_checked"] = fw.get("clusters_checked")
@@ -340,6 +350,9 @@ def _target(points: list[dict[str, Any]], config: StudyConfig, refs: list[FloatR
         "latency_ns": best.get("latency_ns"),
         "ii": best.get("ii"),
         "misses": misses(best),
+        "timing_met": best.get("timing_met"),
+        "period_estimate_ns": best.get("period_estimate_ns"),
+        "clusters_per_bx": best.get("clusters_per_bx"),
     }
 
 
@@ -458,6 +471,13 @@ def answer(
         "at equal LUT cost."
     )
     target = _target(points, config, refs)
+    if target.get("period_estimate_ns") is not None:
+        met = "meets" if target["timing_met"] else "misses"
+        details.append(
+            f"Timing of {target['design']} (Yosys netlist, UltraScale+ delay model): estimated period "
+            f"{target['period_estimate_ns']:.2f} ns {met} the {config.firmware.clock_period:g} ns clock; "
+            f"{target.get('clusters_per_bx')} clusters per bunch crossing within {config.lut_budget:,} LUT."
+        )
     return {
         "answer": _headline(best, per_preset, refs, clauses, config),
         "details": details,

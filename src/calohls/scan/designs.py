@@ -14,7 +14,11 @@ clusters by the same numbers:
 * ``bins``: per bin ``edges`` (n + 1), ``centres``, ``median``, ``median_err``, ``resolution``, ``resolution_err``
   (68 % bootstrap half-widths; None where a bin has no value), for closure and significance per bin;
 * ``lut``, ``ff``, ``dsp``, ``latency_ns``: from Yosys when the design was synthesised, else da4ml's estimate
-  (``lut_source`` says which).
+  (``lut_source`` says which); for firmware, ``latency_ns`` is the stages × the target period, or × the estimated
+  period where that is longer (:mod:`calohls.firmware.timing`);
+* :data:`TIMING_KEYS` (firmware only): the timing estimate (``period_estimate_ns``, ``fmax_estimate_mhz``,
+  ``timing_met``, ``latency_target_ns``) and the L0 system view (``clusters_per_bx_per_instance``, ``instances``
+  within the LUT budget, ``clusters_per_bx``; :mod:`calohls.firmware.l0`).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import numpy as np
 
 from calohls.physics.response import INTERVAL, binned_response, log_bins
 
-__all__ = ["BINS", "cost_fields", "pareto_front", "resolution_summary"]
+__all__ = ["BINS", "TIMING_KEYS", "cost_fields", "pareto_front", "resolution_summary"]
 
 #: Energy bins of the study's summary numbers (GeV).
 BINS = log_bins(0.5, 500.0, 3)
@@ -79,6 +83,18 @@ def cost_fields(info: dict[str, Any]) -> dict[str, Any]:
     """``lut``, ``ff``, ``dsp`` and latency of a design from a Yosys count or a da4ml estimate (an estimate has no
     DSP count)."""
     return {k: info.get(name) for k, name in _COST_KEYS.items()}
+
+
+#: The fields of a firmware record a design point takes besides its costs: timing estimate and L0 system view.
+TIMING_KEYS = (
+    "latency_target_ns",
+    "period_estimate_ns",
+    "fmax_estimate_mhz",
+    "timing_met",
+    "clusters_per_bx_per_instance",
+    "instances",
+    "clusters_per_bx",
+)
 
 
 _COST_KEYS = {"lut": "LUT", "ff": "FF", "dsp": "DSP", "latency_cycles": "latency_cycles", "latency_ns": "latency_ns"}

@@ -386,6 +386,9 @@ def _firmware_task(config: StudyConfig, out_dir: Path, task: Task, checkpoint: d
     name = f"{Path(task.out).name}_e{checkpoint['epoch']}"
     text = dump_config(config.firmware)
     labels = {"preset": task.labels["preset"], "beta": task.labels["beta"], "run": task.out}
+    # the L0 system view replicates the design within the study's budget; a label, not part of the digest: another
+    # budget needs no new firmware
+    labels["l0_lut_budget"] = config.firmware.lut_budget or config.lut_budget
     return Task(
         f"firmware:{name}",
         "firmware",

@@ -160,6 +160,8 @@ def _firmware(task: Task) -> dict[str, Any]:
     from calohls.firmware.build import firmware_from_run
 
     config = load_config(FirmwareConfig, yaml.safe_load(task.config))
+    if config.lut_budget is None and task.labels.get("l0_lut_budget"):
+        config = config.model_copy(update={"lut_budget": task.labels["l0_lut_budget"]})
     result = firmware_from_run(task.labels["run"], task.out, config, overwrite=True, epoch=task.labels.get("epoch"))
     return {
         "firmware": task.out,
@@ -172,9 +174,26 @@ def _firmware(task: Task) -> dict[str, Any]:
             {
                 **(result.resources or result.estimate),
                 "latency_cycles": result.latency_cycles,
-                "latency_ns": result.latency_ns,
+                "latency_ns": result.latency_estimate_ns,
             }
         ),
+        **_timing_fields(result),
+    }
+
+
+def _timing_fields(result: Any) -> dict[str, Any]:
+    """The timing estimate and the L0 system view of a firmware design (``latency_ns`` above is the latency at the
+    target clock, or at the estimated period where that is longer; ``latency_target_ns`` at the target clock).
+    ``timing_met`` is None where timing was not estimated (no synthesis)."""
+    timing = result.timing
+    return {
+        "latency_target_ns": result.latency_ns,
+        "period_estimate_ns": None if timing is None else round(timing.period_ns, 3),
+        "fmax_estimate_mhz": None if timing is None else round(timing.fmax_mhz, 1),
+        "timing_met": None if timing is None else timing.met,
+        "clusters_per_bx_per_instance": result.l0.clusters_per_bx_per_instance,
+        "instances": result.l0.instances,
+        "clusters_per_bx": result.l0.clusters_per_bx,
     }
 
 
