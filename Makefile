@@ -23,7 +23,7 @@ run: | $(STAMP)
 test: | $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --dist loadfile
 
 bench: | $(STAMP)
 	$(BIN)/python benchmarks/run.py
