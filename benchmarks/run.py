@@ -47,6 +47,9 @@ import benchmarks  # noqa: E402
 from benchmarks import BENCHMARKS, Options, load_average  # noqa: E402
 
 DEFAULT_OUT = HERE / "results.json"
+#: Quick runs are smoke tests on small samples: their figures go to their own (untracked) file, never beside the
+#: full-size records that the README quotes.
+QUICK_OUT = HERE / "results-quick.json"
 
 
 #: Modules whose benchmarks run first, in this order (the others follow by name). The simulation comes first: its
@@ -210,7 +213,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         shown = DEFAULT_OUT.relative_to(Path.cwd())
     except ValueError:
         shown = DEFAULT_OUT
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results file (default: {shown})")
+    parser.add_argument(
+        "--out", type=Path, default=None, help=f"results file (default: {shown}; with --quick {QUICK_OUT.name})"
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="short smoke run on small samples")
     mode.add_argument("--full", action="store_true", help="also the larger, slow cases (e.g. more model sizes)")
@@ -245,7 +250,14 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
 
-    out: Path = args.out
+    out: Path = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
+    if args.quick and out.resolve() == DEFAULT_OUT.resolve():
+        print(
+            f"error: --quick figures do not go into {DEFAULT_OUT.name}, which holds full-size records only; "
+            f"leave out --out (they go to {QUICK_OUT.name}) or choose another file",
+            file=sys.stderr,
+        )
+        return 2
     read_results(out)  # refuse an unreadable results file before spending time on the benchmarks
     command = command_line()
     opts = Options(quick=args.quick, workers=args.workers, scratch=Path(), full=args.full)
