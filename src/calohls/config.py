@@ -10,9 +10,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from calohls.data.schema import PARTICLES
 from calohls.errors import ConfigError
 from calohls.files import why_not_a_file
+from calohls.particles import PARTICLES
 
 __all__ = [
     "PRESETS",

@@ -15,13 +15,12 @@ while hls4ml keeps its lossless 'auto' types for the Dense/pointwise accumulator
 
 Outputs in the output folder: ``results.jsonl`` (one line per finished point, appended at once; a killed sweep
 resumes and recomputes nothing finished), ``ptq.yaml`` (the resolved options and runs), ``inputs/`` (the test inputs
-and float outputs of each run), ``summary.json`` (the findings) and the figures.
+and float outputs of each run); :mod:`calohls.stages.ptq` adds ``summary.json`` (the findings) and the figures.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import re
@@ -43,7 +42,7 @@ from calohls.quant.metrics import layer_differences, mean_percent_error
 from calohls.scan.executors import run_points
 from calohls.scan.store import ResultStore
 
-__all__ = ["Point", "evaluate_point", "prepare_inputs", "run_ptq", "sweep_points"]
+__all__ = ["PTQSweep", "Point", "evaluate_point", "prepare_inputs", "run_ptq", "sweep_points"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +62,15 @@ class Point:
     label: str
     engine: str
     trace_clusters: int
+
+
+@dataclass(frozen=True)
+class PTQSweep:
+    """The finished sweep: one record per point (as in ``results.jsonl``) and, per run name, its folder and the
+    metadata of its inputs (parameters, float resolution, weighted layers)."""
+
+    records: list[dict[str, Any]]
+    runs: dict[str, dict[str, Any]]
 
 
 def _points_of_sweep(config: PTQConfig, sweep: str, layer_names: list[str]) -> list[tuple[int, str, dict, str]]:
@@ -224,8 +232,9 @@ def run_ptq(
     *,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
-) -> dict[str, Any]:
-    """Run (or resume) the sweeps of ``config`` for every run; returns the summary (also in ``summary.json``).
+) -> PTQSweep:
+    """Run (or resume) the sweeps of ``config`` for every run; returns every point's record and the runs.
+    :func:`calohls.stages.ptq.run_ptq` also writes the findings (``summary.json``) and draws the figures.
 
     ``progress(done, total)`` is called as points finish.
     """
@@ -268,14 +277,7 @@ def run_ptq(
         if progress:
             progress(done, len(points))
 
-    from calohls.scan.ptq_summary import summarize_ptq
-
-    summary = summarize_ptq(list(store), runs_info, config)
-    write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=1))
-    from calohls.plots.ptq import draw_ptq
-
-    draw_ptq(list(store), runs_info, out_dir)
-    return summary
+    return PTQSweep(list(store), runs_info)
 
 
 def _check_output(out_dir: Path, stamp: dict[str, Any], overwrite: bool) -> None:
