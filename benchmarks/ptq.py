@@ -39,7 +39,7 @@ def _trained_run(opts: Options, preset: str, events: int) -> Path:
 def emulator_vs_csim(opts: Options) -> dict[str, Any]:
     """Fraction of bit-identical outputs and speed ratio (emulator vs convert + compile + C-simulation)."""
     from calohls.firmware.hls import Precision, compile_model, convert, csim_predict
-    from calohls.model.train import open_run
+    from calohls.model.run_folder import open_run
     from calohls.physics.evaluate import read_clusters_at
     from calohls.quant.emulate import Emulator
 

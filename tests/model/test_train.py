@@ -11,7 +11,9 @@ from tests.conftest import TINY_TRAIN
 from calohls.config import TrainConfig
 from calohls.data.hdf5 import read_clusters
 from calohls.errors import DataError, FileExistsRefusedError, InputFileError, SchemaError
-from calohls.model.train import load_run, open_run, split_events, train
+from calohls.model.prepare import split_events
+from calohls.model.run_folder import load_run, open_run
+from calohls.model.train import train
 
 
 def test_run_folder_contents(trained_run):

@@ -269,7 +269,7 @@ def evaluate_run(
         The :class:`Evaluation`; draw its figures with :func:`calohls.plots.evaluation.draw_evaluation`.
     """
     from calohls.data.fingerprint import check_data
-    from calohls.model.train import RUN_STAGES, load_run, open_run
+    from calohls.model.run_folder import RUN_STAGES, load_run, open_run
 
     begin = time.perf_counter()
     run_dir = Path(run_dir)

@@ -122,7 +122,7 @@ def sweep_points(config: PTQConfig, runs: dict[str, tuple[Path, Path, list[str]]
 def prepare_inputs(run_dir: Path, clusters: int, path: Path) -> dict[str, Any]:
     """Scaled inputs, truth and float outputs of (up to) ``clusters`` test clusters of a run, saved to ``path``."""
     from calohls.data.features import cell_features
-    from calohls.model.train import open_run
+    from calohls.model.run_folder import open_run
     from calohls.physics.evaluate import read_clusters_at
 
     run = open_run(run_dir)
@@ -158,7 +158,7 @@ def _resources(run_dir: str, inputs: str, trace_clusters: int) -> dict[str, Any]
     """Model, inputs and float references of a run, loaded once per worker process."""
     from calohls.data.features import energy_from_target
     from calohls.firmware.hls import keras_trace
-    from calohls.model.train import open_run
+    from calohls.model.run_folder import open_run
 
     run = open_run(run_dir)
     with np.load(inputs) as z:
@@ -238,7 +238,7 @@ def run_ptq(
 
     ``progress(done, total)`` is called as points finish.
     """
-    from calohls.model.train import check_run_data, load_run
+    from calohls.model.run_folder import check_run_data, load_run
 
     out_dir = Path(out_dir)
     runs_info: dict[str, dict[str, Any]] = {}

@@ -124,7 +124,7 @@ def _ptq(task: Task) -> dict[str, Any]:
     from calohls.data.features import energy_from_target
     from calohls.firmware.hls import Precision, convert
     from calohls.firmware.ptq_rtl import ptq_estimate
-    from calohls.model.train import open_run
+    from calohls.model.run_folder import open_run
     from calohls.quant.emulate import Emulator
     from calohls.quant.metrics import mean_percent_error
     from calohls.scan.designs import resolution_summary
