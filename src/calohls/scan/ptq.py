@@ -3,15 +3,8 @@
 For every run and every sweep point, the float model is converted with hls4ml at that precision and evaluated on the
 run's test clusters — by the bit-exact numpy emulator (default) or by hls4ml's C-simulation — against the float
 Keras model: MPE of the output in energy units, the mean signed difference, the physics resolution after
-quantization, and per-layer differences between the hls4ml and Keras outputs. Sweeps:
-
-* ``int-bits``: ``ap_fixed<W,I>`` everywhere, I swept at fixed W;
-* ``total-bits``: ``ap_fixed<W,I>`` everywhere, W swept at fixed I;
-* ``weights``: weights and biases at ``ap_fixed<W,I_w>``, W swept, while every result and accumulator is
-  ``data_precision`` (``ap_fixed<32,14>`` by default).
-
-"Everywhere" is hls4ml's default precision: weights, biases, activation outputs and the pooling accumulator take it,
-while hls4ml keeps its lossless 'auto' types for the Dense/pointwise accumulators and pre-activation results.
+quantization, and per-layer differences between the hls4ml and Keras outputs. The sweeps (``int-bits``,
+``total-bits``, ``weights``) are declared in :data:`calohls.quant.sweeps.SWEEPS`.
 
 Outputs in the output folder: ``results.jsonl`` (one line per finished point, appended at once; a killed sweep
 resumes and recomputes nothing finished), ``ptq.yaml`` (the resolved options and runs), ``inputs/`` (the test inputs
@@ -39,6 +32,7 @@ from calohls.config import PTQConfig, dump_config
 from calohls.errors import ConfigError, FileExistsRefusedError
 from calohls.files import atomic_output, check_parent, write_text_atomic, writing
 from calohls.quant.metrics import layer_differences, mean_percent_error
+from calohls.quant.sweeps import SWEEPS
 from calohls.scan.executors import run_points
 from calohls.scan.store import ResultStore
 
@@ -73,33 +67,12 @@ class PTQSweep:
     runs: dict[str, dict[str, Any]]
 
 
-def _points_of_sweep(config: PTQConfig, sweep: str, layer_names: list[str]) -> list[tuple[int, str, dict, str]]:
-    """(value, default precision, per-layer overrides, label) of each point of one sweep."""
-    if sweep == "int-bits":
-        w = config.total_bits
-        return [
-            (i, f"ap_fixed<{w},{i}>", {}, f"ap_fixed<{w},{i}>")
-            for i in range(config.int_bits[0], config.int_bits[1] + 1)
-        ]
-    if sweep == "total-bits":
-        i = config.integer_bits
-        lo, hi = config.total_bits_range
-        return [(w, f"ap_fixed<{w},{i}>", {}, f"ap_fixed<{w},{i}>") for w in range(lo, hi + 1)]
-    data = config.data_precision
-    out = []
-    for w in range(config.weight_bits[0], config.weight_bits[1] + 1):
-        wt = f"ap_fixed<{w},{config.weight_integer_bits}>"
-        layers = {name: {"weight": wt, "bias": wt, "result": data, "accum": data} for name in layer_names}
-        out.append((w, data, layers, f"weights {wt}, data {data}"))
-    return out
-
-
 def sweep_points(config: PTQConfig, runs: dict[str, tuple[Path, Path, list[str]]]) -> list[Point]:
     """Every point of every sweep for every run (``runs``: name → (run folder, inputs file, weighted layers))."""
     points = []
     for name, (run_dir, inputs, layer_names) in runs.items():
         for sweep in config.sweeps:
-            for value, default, layers, label in _points_of_sweep(config, sweep, layer_names):
+            for value, default, layers, label in SWEEPS[sweep].points(config, layer_names):
                 frozen = tuple((k, tuple(sorted(v.items()))) for k, v in sorted(layers.items()))
                 points.append(
                     Point(

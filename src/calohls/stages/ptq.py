@@ -31,5 +31,5 @@ def run_ptq(
     result = sweep.run_ptq(run_dirs, out_dir, config, overwrite=overwrite, progress=progress)
     summary = summarize_ptq(result.records, result.runs, config)
     write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=1))
-    draw_ptq(result.records, result.runs, out_dir)
+    draw_ptq(result.records, result.runs, out_dir, config)
     return summary
