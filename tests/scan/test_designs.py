@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from calohls.config import StudyConfig
-from calohls.scan.answer import answer, design_points
+from calohls.scan.answer import StudyAnswer, answer, design_points
 from calohls.scan.designs import BINS, pareto_front, resolution_summary
 
 
@@ -211,3 +213,13 @@ def test_a_float_reference_cut_off_while_improving_is_flagged():
     result = answer(design_points(records), StudyConfig(presets=("tiny", "medium"))).to_json()
     assert _clause(result, "float references converged")["holds"] is False
     assert any("medium stopped at its epoch cap" in line for line in result["details"])
+
+
+def test_the_answer_reads_back_from_its_json():
+    config = StudyConfig(presets=("tiny", "medium"))
+    for result in (answer(design_points(_records()), config), answer([], config)):
+        text = json.dumps(result.to_json(), indent=1, allow_nan=False)
+        again = StudyAnswer.from_json(json.loads(text))
+        assert again == result
+        assert json.dumps(again.to_json(), indent=1, allow_nan=False) == text
+    assert StudyAnswer.from_json(answer([], config).to_json()).target.design is None
