@@ -117,7 +117,7 @@ def _estimate(estimate: dict[str, Any]) -> dict[str, Any]:
 # -- 1. the RTL check ------------------------------------------------------------------------------------------------
 def _rtl_check_one(opts: Options, preset: str, clusters: int) -> dict[str, Any]:
     from calohls.firmware.build import build_firmware
-    from calohls.model.train import open_run
+    from calohls.model.run_folder import open_run
 
     run_dir, qat_s = _qat_run(opts, preset)
     run = open_run(run_dir, "qat")
@@ -187,7 +187,7 @@ def rtl_check(opts: Options) -> dict[str, Any]:
 # -- 2. Yosys --------------------------------------------------------------------------------------------------------
 def _yosys_one(opts: Options, preset: str) -> dict[str, Any]:
     from calohls.firmware.rtl import synthesize, write_rtl
-    from calohls.model.train import open_run
+    from calohls.model.run_folder import open_run
 
     run_dir, _ = _qat_run(opts, preset)
     model = open_run(run_dir, "qat").model
@@ -240,7 +240,7 @@ def ptq_estimate(opts: Options) -> dict[str, Any]:
     A first call on the tiny model (imports, compilation of the emulator's kernels) is timed apart as the warm-up.
     """
     from calohls.firmware.ptq_rtl import ptq_estimate as estimate
-    from calohls.model.train import open_run
+    from calohls.model.run_folder import open_run
 
     models = {preset: open_run(_float_run(opts, preset), "train").model for preset in PTQ_PRESETS}
     start = time.perf_counter()

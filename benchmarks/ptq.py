@@ -39,7 +39,7 @@ def _trained_run(opts: Options, preset: str, events: int) -> Path:
 def emulator_vs_csim(opts: Options) -> dict[str, Any]:
     """Fraction of bit-identical outputs and speed ratio (emulator vs convert + compile + C-simulation)."""
     from calohls.firmware.hls import Precision, compile_model, convert, csim_predict
-    from calohls.model.train import open_run
+    from calohls.model.run_folder import open_run
     from calohls.physics.evaluate import read_clusters_at
     from calohls.quant.emulate import Emulator
 
@@ -91,7 +91,7 @@ def emulator_vs_csim(opts: Options) -> dict[str, Any]:
 def poster_sweep(opts: Options) -> dict[str, Any]:
     """Three model sizes × integer bits 2–16 (W=18) and total bits 8–32 (I=6) on ≥ 20k test clusters, emulated."""
     from calohls.config import PTQConfig
-    from calohls.scan.ptq import run_ptq
+    from calohls.stages.ptq import run_ptq
 
     events = 20_000 if opts.quick else 160_000  # ≈ 21k test clusters for the full run
     runs = [_trained_run(opts, preset, events) for preset in ("small", "medium", "large")]

@@ -78,7 +78,7 @@ def _fit_rate(model: Any, prepared: Any, config: TrainConfig) -> dict[str, Any]:
 def _float_rows(data: Path, presets: tuple[str, ...], epochs: int) -> tuple[dict[str, Any], float]:
     from calohls.data.features import FEATURES
     from calohls.model.deepsets import build_deepsets
-    from calohls.model.train import prepare_training
+    from calohls.model.prepare import prepare_training
 
     base = TrainConfig.model_validate({"epochs": epochs, "model": {"max_cells": 64}})
     start = time.perf_counter()
@@ -94,8 +94,8 @@ def _float_rows(data: Path, presets: tuple[str, ...], epochs: int) -> tuple[dict
 
 def _qat_rows(data: Path, presets: tuple[str, ...], epochs: int) -> dict[str, Any]:
     from calohls.data.features import FEATURES
+    from calohls.model.prepare import prepare_training
     from calohls.model.qat import build_qat_deepsets
-    from calohls.model.train import prepare_training
 
     prepared = prepare_training(data, QATConfig.model_validate({"epochs": epochs, "model": {"max_cells": 32}}))
     rows = {}

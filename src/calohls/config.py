@@ -10,9 +10,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from calohls.data.schema import PARTICLES
 from calohls.errors import ConfigError
 from calohls.files import why_not_a_file
+from calohls.particles import PARTICLES
+from calohls.quant.sweeps import SWEEP_NAMES, SweepName
 
 __all__ = [
     "PRESETS",
@@ -281,14 +282,15 @@ class QATConfig(TrainConfig):
         return max(1, round(self.beta_ramp * self.epochs))
 
 
-#: PTQ sweeps: integer bits at fixed total, total bits at fixed integer bits, weights/biases at wide data types.
-SWEEPS = ("int-bits", "total-bits", "weights")
+#: PTQ sweeps (:data:`calohls.quant.sweeps.SWEEPS`): integer bits at fixed total, total bits at fixed integer bits,
+#: weights/biases at wide data types.
+SWEEPS = SWEEP_NAMES
 
 
 class PTQConfig(_Strict):
     """Options of ``calohls ptq``: post-training quantization sweeps of trained runs."""
 
-    sweeps: tuple[Literal["int-bits", "total-bits", "weights"], ...] = Field(SWEEPS, description="sweeps to run")
+    sweeps: tuple[SweepName, ...] = Field(SWEEPS, description="sweeps to run")
     engine: Literal["emulate", "csim"] = Field("emulate", description="bit-exact numpy emulator or hls4ml C-sim")
     clusters: int = Field(20_000, ge=10, description="test clusters of each run to evaluate on (at most)")
     trace_clusters: int = Field(2_000, ge=10, description="clusters for the per-layer differences")

@@ -3,22 +3,40 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from calohls.config import StudyConfig
-from calohls.scan.study import Progress, run_study, study_lock
+from calohls.scan.answer import StudyAnswer
+from calohls.stages.study import Progress, run_study, study_lock
 
-__all__ = ["run_pipeline"]
+__all__ = ["PipelineResult", "run_pipeline"]
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """What :func:`run_pipeline` made: the study's answer, the report's path and the wall time in seconds."""
+
+    answer: StudyAnswer
+    report: Path
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"answer": self.answer.to_json(), "report": str(self.report), "seconds": self.seconds}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PipelineResult:
+        return cls(StudyAnswer.from_json(data["answer"]), Path(data["report"]), float(data["seconds"]))
 
 
 def run_pipeline(
     config: StudyConfig, out_dir: str | Path, *, overwrite: bool = False, progress: Progress | None = None
-) -> dict[str, Any]:
+) -> PipelineResult:
     """Run (or resume) the study in ``out_dir`` and write ``out_dir/report.html``.
 
     ``overwrite`` replaces an ``out_dir`` that holds something other than a study (see
-    :func:`~calohls.scan.study.run_study`). Returns the answer, the report's path and the wall time.
+    :func:`~calohls.stages.study.run_study`).
     """
     from calohls.report import write_report
 
@@ -31,4 +49,4 @@ def run_pipeline(
         report = write_report(out_dir, out_dir / "report.html", overwrite=True)
         if progress:
             progress("report", 1, 1)
-    return {"answer": answer, "report": report, "seconds": time.perf_counter() - start}
+    return PipelineResult(answer, Path(report), time.perf_counter() - start)

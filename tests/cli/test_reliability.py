@@ -628,7 +628,7 @@ def test_full_disk_during_simulate_gives_1_and_one_line(tmp_path: Path) -> None:
 
 def test_second_study_in_a_locked_folder_is_refused(inputs: Inputs, tmp_path: Path) -> None:
     """A study folder in use (its lock held, here by this process): one line naming the holder's PID."""
-    from calohls.scan.study import study_lock
+    from calohls.stages.study import study_lock
 
     config = tmp_path / "s.yaml"
     config.write_text(yaml.safe_dump({**STUDY_BASE, "data": str(inputs.good)}))
@@ -642,7 +642,7 @@ def test_second_study_in_a_locked_folder_is_refused(inputs: Inputs, tmp_path: Pa
 
 
 def test_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
-    from calohls.scan.study import study_lock
+    from calohls.stages.study import study_lock
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     lock = tmp_path / ".study.lock"
@@ -728,8 +728,8 @@ def test_study_data_is_keyed_by_its_clusters(tmp_path: Path) -> None:
     digest (the file's bytes differ: its creation time), another seed another one."""
     from calohls.config import SimConfig
     from calohls.data.fingerprint import clusters_digest
-    from calohls.scan.study import file_digest
     from calohls.sim.generate import simulate_to_file
+    from calohls.stages.study import file_digest
 
     paths = {}
     for name, seed in (("a", 1), ("again", 1), ("other", 2)):

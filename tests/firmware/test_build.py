@@ -63,7 +63,7 @@ def qat_run(sim_file, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(qat_run):
-    from calohls.model.train import open_run
+    from calohls.model.run_folder import open_run
 
     return open_run(qat_run).model
 

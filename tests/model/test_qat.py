@@ -14,8 +14,10 @@ from calohls.config import ModelConfig, QATConfig, TrainConfig, load_config
 from calohls.data.features import FEATURES, cell_features
 from calohls.data.hdf5 import read_clusters
 from calohls.errors import ConfigError, FileExistsRefusedError, InputFileError
+from calohls.model.prepare import split_events
 from calohls.model.qat import build_qat_deepsets, pareto_front, select_checkpoint, train_qat
-from calohls.model.train import load_run, open_run, split_events, train
+from calohls.model.run_folder import load_run, open_run
+from calohls.model.train import train
 from calohls.physics.evaluate import evaluate_run
 
 #: A tiny QAT run: Φ 4, F 4 on 16 cells, 2000 clusters, a few epochs. Its betas keep the EBOPs term well below the

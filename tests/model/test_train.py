@@ -11,7 +11,9 @@ from tests.conftest import TINY_TRAIN
 from calohls.config import TrainConfig
 from calohls.data.hdf5 import read_clusters
 from calohls.errors import DataError, FileExistsRefusedError, InputFileError, SchemaError
-from calohls.model.train import load_run, open_run, split_events, train
+from calohls.model.prepare import split_events
+from calohls.model.run_folder import load_run, open_run
+from calohls.model.train import train
 
 
 def test_run_folder_contents(trained_run):
@@ -149,3 +151,13 @@ def test_load_run_rejects_other_folders(tmp_path, trained_run):
         load_run(tmp_path)
     with pytest.raises(InputFileError, match="stage 'train', not 'qat'"):
         load_run(trained_run, "qat")
+
+
+def test_every_epoch_is_reported_to_on_epoch(sim_file, tmp_path):
+    config = TrainConfig.model_validate({**TINY_TRAIN, "epochs": 2, "max_clusters": 2000})
+    heard = []
+    result = train(sim_file, tmp_path / "run", config, on_epoch=heard.append)
+    assert [e.epoch for e in heard] == list(range(1, result.epochs + 1))
+    assert all(e.epochs == 2 and {"loss", "val_loss"} <= set(e.logs) for e in heard)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [e.logs["val_loss"] for e in heard] == pytest.approx([r["val_loss"] for r in history])

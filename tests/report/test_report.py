@@ -18,7 +18,7 @@ from calohls.physics.evaluate import evaluate_run
 from calohls.plots.evaluation import draw_evaluation
 from calohls.report import collect_study, write_report
 from calohls.report.render import value_with_error
-from calohls.scan.ptq import run_ptq
+from calohls.stages.ptq import run_ptq
 
 #: A tiny PTQ sweep (three points) of the test run.
 SMALL_PTQ = {"sweeps": ("int-bits",), "total_bits": 12, "int_bits": (4, 6), "clusters": 300, "trace_clusters": 60,

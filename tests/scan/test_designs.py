@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from calohls.config import StudyConfig
-from calohls.scan.answer import answer, design_points
+from calohls.scan.answer import StudyAnswer, answer, design_points
 from calohls.scan.designs import BINS, pareto_front, resolution_summary
 
 
@@ -105,14 +107,14 @@ def test_design_points_merge_firmware_and_flag_the_front():
 
 def test_answer_names_the_best_design_and_qat_vs_ptq():
     config = StudyConfig(presets=("tiny", "medium"))
-    result = answer(design_points(_records()), config)
+    result = answer(design_points(_records()), config).to_json()
     assert result["best"]["key"] == "qat:medium:1e-07"
     assert result["answer"].startswith("Yes")
     assert result["qat_vs_ptq"] == {"ptq_points": 2, "ptq_beaten_by_qat": 2, "front_qat": 2, "front_ptq": 0,
                                     "qat_beats_ptq": True}  # fmt: skip
     assert result["target"]["met"]
     assert result["target"]["design"] == "qat:medium:1e-07"
-    tight = answer(design_points(_records()), StudyConfig(presets=("tiny", "medium"), lut_budget=10_000))
+    tight = answer(design_points(_records()), StudyConfig(presets=("tiny", "medium"), lut_budget=10_000)).to_json()
     assert tight["best"]["key"] == "qat:tiny:1e-06"
     assert tight["answer"].startswith("No")
     assert not tight["target"]["met"]
@@ -139,7 +141,7 @@ def test_every_pareto_checkpoint_of_a_qat_run_is_a_design():
     assert (selected["beta"], selected["beta_epoch"]) == (1e-6, 2e-7)  # the run's beta; the one at that epoch
     assert (selected["lut"], selected.get("lut_source")) == (7000, None)
     assert "checkpoints" not in small
-    details = answer(list(by_key.values()), StudyConfig(presets=("tiny", "medium")))["details"]
+    details = answer(list(by_key.values()), StudyConfig(presets=("tiny", "medium"))).to_json()["details"]
     assert any(line.startswith("Best tiny design") and "tiny QAT β=1e-06, epoch 20" in line for line in details)
 
 
@@ -155,7 +157,7 @@ def test_float_sizes_within_their_uncertainty_are_not_distinguishable():
         _record("float", "medium", 0.297, params=5000, resolution_err=0.004),
         _record("float", "medium", 0.301, params=5000, resolution_err=0.004, seed_index=1),
     ]
-    result = answer(design_points(records), StudyConfig(presets=("tiny", "medium")))
+    result = answer(design_points(records), StudyConfig(presets=("tiny", "medium"))).to_json()
     refs = {r["preset"]: r for r in result["float_references"]}
     assert refs["tiny"]["seeds"] == 2
     assert refs["tiny"]["resolution"] == pytest.approx(0.303)
@@ -167,7 +169,7 @@ def test_float_sizes_within_their_uncertainty_are_not_distinguishable():
     assert "bigger is better in float" not in result["answer"]
     # far apart: bigger is better, and the clause says so
     records["float"][2:] = [_record("float", "medium", 0.20, params=5000, resolution_err=0.004)]
-    result = answer(design_points(records), StudyConfig(presets=("tiny", "medium")))
+    result = answer(design_points(records), StudyConfig(presets=("tiny", "medium"))).to_json()
     assert _clause(result, "bigger is better in float")["holds"] is True
     assert "bigger is better in float" in result["answer"]
 
@@ -177,7 +179,7 @@ def test_integer_bits_and_lut_clauses_follow_the_numbers():
         "tiny": {"bits_for_mpe_below_1pct": 9, "layer_bits_needed": {"ksum": 9}},
         "medium": {"bits_for_mpe_below_1pct": 8, "layer_bits_needed": {"ksum": 8}},
     }}}  # fmt: skip
-    result = answer(design_points(_records()), StudyConfig(presets=("tiny", "medium")), ptq)
+    result = answer(design_points(_records()), StudyConfig(presets=("tiny", "medium")), ptq).to_json()
     bits = _clause(result, "larger models need more integer bits")
     assert bits["holds"] is False
     assert "do not need more integer bits" in bits["text"]
@@ -187,7 +189,7 @@ def test_integer_bits_and_lut_clauses_follow_the_numbers():
     assert luts["holds"] is True
     assert "tiny 8,000, medium 90,000" in luts["text"]
     ptq["sweeps"]["int-bits"]["medium"]["bits_for_mpe_below_1pct"] = 11
-    result = answer(design_points(_records()), StudyConfig(presets=("tiny", "medium")), ptq)
+    result = answer(design_points(_records()), StudyConfig(presets=("tiny", "medium")), ptq).to_json()
     assert _clause(result, "larger models need more integer bits")["holds"] is True
     assert "larger models need more integer bits" in result["answer"]
 
@@ -196,18 +198,28 @@ def test_a_design_that_does_not_close_misses_the_target_and_names_the_bin():
     records = _records()
     bins = {"edges": [1.0, 2.0, 4.0, 8.0], "median": [0.80, 1.01, 0.95], "resolution": [0.3, 0.2, 0.1]}
     records["qat"][1]["bins"] = bins
-    result = answer(design_points(records), StudyConfig(presets=("tiny", "medium")))
+    result = answer(design_points(records), StudyConfig(presets=("tiny", "medium"))).to_json()
     target = result["target"]
     assert not target["met"]
     assert any("median 0.950 at 4–8 GeV" in m for m in target["misses"])
     assert not any("1–2 GeV" in m for m in target["misses"])  # below closure_min_energy
-    loose = answer(design_points(records), StudyConfig(presets=("tiny", "medium"), closure_tolerance=0.06))
+    loose = answer(design_points(records), StudyConfig(presets=("tiny", "medium"), closure_tolerance=0.06)).to_json()
     assert loose["target"]["met"]
 
 
 def test_a_float_reference_cut_off_while_improving_is_flagged():
     records = _records()
     records["float"][1]["converged"] = False
-    result = answer(design_points(records), StudyConfig(presets=("tiny", "medium")))
+    result = answer(design_points(records), StudyConfig(presets=("tiny", "medium"))).to_json()
     assert _clause(result, "float references converged")["holds"] is False
     assert any("medium stopped at its epoch cap" in line for line in result["details"])
+
+
+def test_the_answer_reads_back_from_its_json():
+    config = StudyConfig(presets=("tiny", "medium"))
+    for result in (answer(design_points(_records()), config), answer([], config)):
+        text = json.dumps(result.to_json(), indent=1, allow_nan=False)
+        again = StudyAnswer.from_json(json.loads(text))
+        assert again == result
+        assert json.dumps(again.to_json(), indent=1, allow_nan=False) == text
+    assert StudyAnswer.from_json(answer([], config).to_json()).target.design is None

@@ -13,6 +13,7 @@ from calohls.config import PTQConfig
 from calohls.errors import FileExistsRefusedError, InputFileError
 from calohls.scan import ptq
 from calohls.scan.store import ResultStore
+from calohls.stages import ptq as ptq_stage
 
 SMALL = {"sweeps": ("int-bits",), "total_bits": 12, "int_bits": (4, 6), "clusters": 300, "trace_clusters": 60,
          "workers": 1}  # fmt: skip
@@ -21,7 +22,7 @@ SMALL = {"sweeps": ("int-bits",), "total_bits": 12, "int_bits": (4, 6), "cluster
 @pytest.fixture(scope="module")
 def swept(trained_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("ptq") / "out"
-    summary = ptq.run_ptq([trained_run], out, PTQConfig.model_validate(SMALL))
+    summary = ptq_stage.run_ptq([trained_run], out, PTQConfig.model_validate(SMALL))
     return out, summary
 
 
@@ -46,19 +47,19 @@ def test_rerun_computes_nothing_finished(swept, trained_run, monkeypatch):
     out, _ = swept
     calls = []
     monkeypatch.setattr(ptq, "evaluate_point", lambda p: calls.append(p) or pytest.fail("recomputed"))
-    ptq.run_ptq([trained_run], out, PTQConfig.model_validate(SMALL))
+    ptq_stage.run_ptq([trained_run], out, PTQConfig.model_validate(SMALL))
     assert calls == []
 
 
 def test_other_options_are_refused_without_overwrite(swept, trained_run):
     out, _ = swept
     with pytest.raises(FileExistsRefusedError, match="--overwrite"):
-        ptq.run_ptq([trained_run], out, PTQConfig.model_validate({**SMALL, "total_bits": 14}))
+        ptq_stage.run_ptq([trained_run], out, PTQConfig.model_validate({**SMALL, "total_bits": 14}))
 
 
 def test_not_a_run(tmp_path):
     with pytest.raises(InputFileError, match="not a calohls run folder"):
-        ptq.run_ptq([tmp_path], tmp_path / "out", PTQConfig.model_validate(SMALL))
+        ptq_stage.run_ptq([tmp_path], tmp_path / "out", PTQConfig.model_validate(SMALL))
 
 
 def test_emulator_and_csim_give_the_same_records(trained_run, tmp_path):
@@ -66,7 +67,7 @@ def test_emulator_and_csim_give_the_same_records(trained_run, tmp_path):
     config = {**SMALL, "int_bits": (5, 5), "clusters": 200}
     records = {}
     for engine in ("emulate", "csim"):
-        ptq.run_ptq([trained_run], tmp_path / engine, PTQConfig.model_validate({**config, "engine": engine}))
+        ptq_stage.run_ptq([trained_run], tmp_path / engine, PTQConfig.model_validate({**config, "engine": engine}))
         records[engine] = next(iter(ResultStore(tmp_path / engine / "results.jsonl")))
     for key in ("mpe", "mean_signed_difference", "identical_fraction", "median_response", "resolution", "layers"):
         assert records["emulate"][key] == records["csim"][key], key

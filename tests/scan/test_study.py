@@ -11,7 +11,7 @@ from calohls.config import StudyConfig
 from calohls.errors import FileExistsRefusedError
 from calohls.scan.qat_designs import thin_front
 from calohls.scan.store import ResultStore
-from calohls.scan.study import _built_firmware, _firmware_tasks, _model_tasks, run_study
+from calohls.stages.study import _built_firmware, _firmware_tasks, _model_tasks, run_study
 
 #: A study small enough for CI: one tiny size, 8 cells, a few epochs, a few hundred clusters everywhere.
 TINY_STUDY = {
@@ -37,7 +37,7 @@ def _tiny(sim_file, **changes) -> StudyConfig:
 @pytest.fixture(scope="module")
 def study(sim_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("study") / "s"
-    answer = run_study(_tiny(sim_file), out)
+    answer = run_study(_tiny(sim_file), out).to_json()
     return out, answer
 
 

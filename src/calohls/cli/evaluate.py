@@ -60,12 +60,11 @@ def evaluate_command(
       calohls evaluate runs/medium
     """
     from calohls.files import refuse_inputs_inside
-    from calohls.physics.evaluate import evaluate_run
-    from calohls.plots.evaluation import draw_evaluation
+    from calohls.stages.evaluate import evaluate_and_draw
 
     refuse_inputs_inside(run_dir / "eval", (data,), overwrite)
 
-    result = evaluate_run(
+    result = evaluate_and_draw(
         run_dir,
         data=data,
         per_decade=per_decade,
@@ -74,7 +73,6 @@ def evaluate_command(
         bootstrap=bootstrap,
         seed=seed,
     )
-    draw_evaluation(result, run_dir / "eval")
     if as_json:
         click.echo((run_dir / "eval" / "metrics.json").read_text())
         return

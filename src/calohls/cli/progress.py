@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import Progress, ProgressColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 
-__all__ = ["progress_bar"]
+if TYPE_CHECKING:
+    from calohls.model.train import EpochEnd, OnEpoch
+
+__all__ = ["epoch_bar", "progress_bar"]
 
 
 def progress_bar(*columns: str | ProgressColumn, hide: bool = False, **kwargs: Any) -> Progress:
@@ -18,3 +23,30 @@ def progress_bar(*columns: str | ProgressColumn, hide: bool = False, **kwargs: A
     """
     console = Console(stderr=True)
     return Progress(*columns, console=console, disable=hide or not console.is_interactive, **kwargs)
+
+
+@contextlib.contextmanager
+def epoch_bar(epochs: int, label: str, *, hide: bool = False) -> Iterator[OnEpoch]:
+    """One progress bar over the epochs of a training; yields the ``on_epoch`` callback that advances it.
+
+    The status shows the loss and validation loss, and the EBOPs when the logs carry them (QAT).
+    """
+    bar = progress_bar(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("epochs  {task.fields[status]}"),
+        TimeElapsedColumn(),
+        hide=hide,
+    )
+    task = bar.add_task(label, total=epochs, status="")
+
+    def on_epoch(end: EpochEnd) -> None:
+        logs = end.logs
+        status = f"loss {logs.get('loss', float('nan')):.4f}  val {logs.get('val_loss', float('nan')):.4f}"
+        if "ebops" in logs:
+            status += f"  EBOPs {logs['ebops']:,.0f}"
+        bar.update(task, completed=end.epoch, status=status)
+
+    with bar:
+        yield on_epoch

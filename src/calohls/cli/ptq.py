@@ -67,7 +67,7 @@ def ptq_command(
         scheduler=scheduler,
     )
     refuse_inputs_inside(output, (*runs, config_path), overwrite)
-    from calohls.scan.ptq import run_ptq
+    from calohls.stages.ptq import run_ptq
 
     with progress_bar(
         TextColumn("ptq"),

@@ -96,9 +96,11 @@ def qat_command(
         init_from=init_from,
     )
     refuse_inputs_inside(run_dir, (data, config_path, config.init_from), overwrite)
+    from calohls.cli.progress import epoch_bar
     from calohls.model.qat import train_qat
 
-    result = train_qat(data, run_dir, config, overwrite=overwrite, hide_progress=hide_progress)
+    with epoch_bar(config.epochs, "QAT", hide=hide_progress) as on_epoch:
+        result = train_qat(data, run_dir, config, overwrite=overwrite, on_epoch=on_epoch)
     click.echo(
         f"QAT {config.model.phi_widths}→{config.model.f_widths} on {result.n_train:,} clusters "
         f"({result.n_val:,} validation, {result.n_test:,} test) in {result.seconds:.0f} s, {result.epochs} epochs: "

@@ -51,5 +51,5 @@ def run_command(
 
     with stage_progress(hide_progress) as progress:
         result = run_pipeline(config, output, overwrite=overwrite, progress=progress)
-    print_answer(result["answer"])
-    click.echo(f"wrote {result['report']} ({result['seconds']:.0f} s)")
+    print_answer(result.answer)
+    click.echo(f"wrote {result.report} ({result.seconds:.0f} s)")

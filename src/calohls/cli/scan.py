@@ -6,11 +6,15 @@ import contextlib
 import shlex
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from calohls.config import StudyConfig, load_config
 from calohls.files import refuse_inputs_inside
+
+if TYPE_CHECKING:
+    from calohls.scan.answer import StudyAnswer
 
 __all__ = ["replaces_folder", "scan_command", "stage_progress"]
 
@@ -58,14 +62,14 @@ def replaces_folder(output: Path, overwrite: bool) -> bool:
     return overwrite and not (output / "study.json").is_file()
 
 
-def print_answer(answer: dict) -> None:
+def print_answer(answer: StudyAnswer) -> None:
     """The study's answer and its details, as plain lines on stdout."""
-    click.echo(answer["answer"])
-    for line in answer["details"]:
+    click.echo(answer.answer)
+    for line in answer.details:
         click.echo(f"  {line}")
-    target = answer["target"]
-    state = "met" if target["met"] else "not met (closest: " + "; ".join(target["misses"]) + ")"
-    click.echo(f"  Design target: {state}, design {target['design']}.")
+    target = answer.target
+    state = "met" if target.met else "not met (closest: " + "; ".join(target.misses) + ")"
+    click.echo(f"  Design target: {state}, design {target.design}.")
 
 
 @click.command("scan", short_help="The size × precision study: float, PTQ, QAT, firmware and the Pareto front.")
@@ -99,7 +103,7 @@ def scan_command(
     """
     config = load_config(StudyConfig, study, data=str(data) if data else None, workers=workers, scheduler=scheduler)
     refuse_inputs_inside(output, (study, config.data), replaces_folder(output, overwrite))
-    from calohls.scan.study import run_study
+    from calohls.stages.study import run_study
 
     with stage_progress(hide_progress) as progress:
         answer = run_study(config, output, overwrite=overwrite, progress=progress)

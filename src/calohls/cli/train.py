@@ -69,9 +69,11 @@ def train_command(
         max_clusters=max_clusters,
     )
     refuse_inputs_inside(run_dir, (data, config_path), overwrite)
+    from calohls.cli.progress import epoch_bar
     from calohls.model.train import train
 
-    result = train(data, run_dir, config, overwrite=overwrite, hide_progress=hide_progress)
+    with epoch_bar(config.epochs, "training", hide=hide_progress) as on_epoch:
+        result = train(data, run_dir, config, overwrite=overwrite, on_epoch=on_epoch)
     click.echo(
         f"trained {config.model.phi_widths}→{config.model.f_widths} on {result.n_train:,} clusters "
         f"({result.n_val:,} validation, {result.n_test:,} test) in {result.seconds:.0f} s: best epoch "

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from calohls.errors import DataError, NonFiniteError
+from calohls.particles import PARTICLES
 
 __all__ = [
     "CELL_FIELDS",
@@ -47,9 +48,6 @@ SAMPLINGS: dict[str, int] = {
     "TileBar1": 13,
     "TileBar2": 14,
 }
-
-#: Particle names accepted on the command line and their PDG ids.
-PARTICLES: dict[str, int] = {"pi+": 211, "pi-": -211, "pi0": 111, "gamma": 22}
 
 #: Per-cell fields of ``cells[..., F]``: EM-scale energy, true (calibration-hit) energy, cell centre η and φ,
 #: ATLAS sampling number (see :data:`SAMPLINGS`), cell centre radius, cell sizes Δη and Δφ, total noise σ of the cell.

@@ -402,7 +402,7 @@ def firmware_from_run(
         before the model is loaded.
     """
     from calohls.data.features import cell_features
-    from calohls.model.train import RUN_STAGES, check_run_data, load_run, open_run
+    from calohls.model.run_folder import RUN_STAGES, check_run_data, load_run, open_run
     from calohls.physics.evaluate import read_clusters_at
 
     config = config or FirmwareConfig()

@@ -42,7 +42,9 @@ from calohls.config import ModelConfig, QATConfig
 from calohls.data.features import FEATURES
 from calohls.errors import ConfigError, FileExistsRefusedError
 from calohls.files import atomic_folder, check_parent
-from calohls.model.train import PreparedData, fit_model, history_callback, prepare_training, write_run_files
+from calohls.model.prepare import PreparedData, prepare_training
+from calohls.model.run_folder import write_run_files
+from calohls.model.train import OnEpoch, fit_model, history_callback
 
 __all__ = [
     "QATResult",
@@ -178,7 +180,7 @@ def select_checkpoint(front: Sequence[dict[str, Any]], select: str, max_loss_inc
 
 
 def float_start(run_dir: str | Path, config: QATConfig, data_path: Path) -> Any:
-    """The float run (a :class:`~calohls.model.train.TrainedRun`) whose weights and feature scaling start a QAT of
+    """The float run (a :class:`~calohls.model.run_folder.TrainedRun`) whose weights and feature scaling start a QAT of
     ``config``, checked to fit it.
 
     QAT that starts from the trained float network only has to learn the bit widths and adapt the weights to them,
@@ -188,7 +190,7 @@ def float_start(run_dir: str | Path, config: QATConfig, data_path: Path) -> Any:
         ConfigError: the run is of another size, cell count, activation or target.
         InputFileError: ``run_dir`` is no float run folder (missing, incomplete, or of another stage).
     """
-    from calohls.model.train import open_run
+    from calohls.model.run_folder import open_run
 
     run = open_run(run_dir, "train")
     ours, theirs = config.model, run.config.model
@@ -320,15 +322,52 @@ def _weights_nonzero(model: Any) -> int:
     return count
 
 
+def _compiled_model(config: QATConfig, prepared: PreparedData, init: Any) -> tuple[Any, PreparedData]:
+    """The HGQ2 network, compiled; started from the float run ``init`` (its weights, and the feature scaling they
+    expect) where one is given."""
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
+    model = build_qat_deepsets(
+        config.model, len(FEATURES), seed=config.seed, output_mean=prepared.output_mean, beta0=config.beta_start
+    )
+    if init is not None:
+        copy_weights(init.model, model)
+        prepared = dataclasses.replace(prepared, scaler=init.scaler, x=init.scaler.transform(prepared.data.x))
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss="mse",
+        metrics=[keras.metrics.MeanSquaredError(name="mse")],
+    )
+    return model, prepared
+
+
+def _run_info(config: QATConfig, model: Any, front: list[dict], chosen: dict, epochs: int, fit_s: float) -> dict:
+    """The QAT keys of ``run.json`` (after the keys every run has)."""
+    return {
+        "epochs": epochs,
+        "best_epoch": chosen["epoch"],
+        "best_val_loss": chosen["val_loss"],
+        "ebops": chosen["ebops"],
+        "weights_nonzero": _weights_nonzero(model),
+        "selected": {k: chosen[k] for k in ("epoch", "val_loss", "ebops", "beta")}
+        | {"rule": config.select, "max_loss_increase": config.max_loss_increase},
+        "pareto_points": len(front),
+        "beta": {"start": config.beta_start, "end": config.beta_end, "ramp_epochs": config.ramp_epochs},
+        "seconds_per_epoch": fit_s / epochs,
+    }
+
+
 def train_qat(
     data_path: str | Path,
     run_dir: str | Path,
     config: QATConfig,
     *,
     overwrite: bool = False,
-    hide_progress: bool = True,
+    on_epoch: OnEpoch | None = None,
 ) -> QATResult:
-    """Quantization-aware training of a DeepSets calibration on ``data_path`` into the run folder ``run_dir``.
+    """Quantization-aware training of a DeepSets calibration on ``data_path`` into the run folder ``run_dir``;
+    ``on_epoch`` hears the end of every epoch (:class:`~calohls.model.train.EpochEnd`, with the EBOPs).
 
     The split, the feature scaling, the correction and the run files are those of float training (the same data and
     seed give the same test clusters). Besides them the folder holds ``pareto/`` (the Pareto checkpoints, activation
@@ -341,34 +380,19 @@ def train_qat(
         OutputError: a parent of ``run_dir`` is a file (checked before any work).
         DataError: Too few clusters for a batch, or none for validation.
     """
-    import keras
-
     run_dir, data_path = Path(run_dir), Path(data_path)
     check_parent(run_dir)  # refuse before any work: an output below a file, or one that exists
     if run_dir.exists() and not overwrite:
         raise FileExistsRefusedError(run_dir)
     start = time.perf_counter()
     init = None if config.init_from is None else float_start(config.init_from, config, data_path)
-    prepared = prepare_training(data_path, config)
-
-    keras.utils.set_random_seed(config.seed)
-    model = build_qat_deepsets(
-        config.model, len(FEATURES), seed=config.seed, output_mean=prepared.output_mean, beta0=config.beta_start
-    )
-    if init is not None:  # the float weights, and the feature scaling they expect
-        copy_weights(init.model, model)
-        prepared = dataclasses.replace(prepared, scaler=init.scaler, x=init.scaler.transform(prepared.data.x))
-    model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss="mse",
-        metrics=[keras.metrics.MeanSquaredError(name="mse")],
-    )
+    model, prepared = _compiled_model(config, prepare_training(data_path, config), init)
 
     with atomic_folder(run_dir, overwrite=overwrite) as staging:
         pareto_dir = staging / "pareto"
         callbacks = _callbacks(config, pareto_dir, staging / "history.json")
         fit_start = time.perf_counter()
-        history = fit_model(model, prepared, config, callbacks, hide_progress=hide_progress, label="QAT")
+        history = fit_model(model, prepared, config, callbacks, on_epoch=on_epoch)
         epochs = len(history["loss"])
         fit_seconds = time.perf_counter() - fit_start
 
@@ -376,28 +400,11 @@ def train_qat(
         (staging / "pareto.json").write_text(json.dumps(front, indent=1))
         shutil.copyfile(staging / chosen["file"], staging / "model.keras")
         model.load_weights(staging / "model.keras")
-
+        extra = _run_info(config, model, front, chosen, epochs, fit_seconds)
         info = write_run_files(
-            staging,
-            stage="qat",
-            config=config,
-            data_path=data_path,
-            prepared=prepared,
-            model=model,
-            start=start,
-            extra={
-                "epochs": epochs,
-                "best_epoch": chosen["epoch"],
-                "best_val_loss": chosen["val_loss"],
-                "ebops": chosen["ebops"],
-                "weights_nonzero": _weights_nonzero(model),
-                "selected": {k: chosen[k] for k in ("epoch", "val_loss", "ebops", "beta")}
-                | {"rule": config.select, "max_loss_increase": config.max_loss_increase},
-                "pareto_points": len(front),
-                "beta": {"start": config.beta_start, "end": config.beta_end, "ramp_epochs": config.ramp_epochs},
-                "seconds_per_epoch": fit_seconds / epochs,
-            },
-        )
+            staging, stage="qat", config=config, data_path=data_path, prepared=prepared, model=model, start=start,
+            extra=extra,
+        )  # fmt: skip
     log.info(
         "QAT of %s in %.0f s: %d epochs, selected epoch %d (validation loss %.5f, %d EBOPs) of %d Pareto points",
         model.name, info["seconds"], epochs, chosen["epoch"], chosen["val_loss"], chosen["ebops"], len(front),

@@ -5,8 +5,8 @@ the resolution IQR/median, each with its 68 % bootstrap interval, for every meth
 :data:`~calohls.physics.methods.METHODS` — the EM scale (default calibration), the LCW-like cell weighting, a
 gradient-boosted-tree regression on cluster moments and the particle-type oracle, all fitted on the run's training
 clusters, and the DeepSets prediction — for all clusters, π0 and π± separately. :func:`evaluate_run` computes and
-writes ``eval/`` in the run folder (``metrics.json``, ``lcw.json``) and returns the :class:`Evaluation`; the caller
-draws the figures from it (:func:`calohls.plots.evaluation.draw_evaluation`).
+writes ``eval/`` in the run folder (``metrics.json``, ``lcw.json``) and returns the :class:`Evaluation`; the stage
+above draws the figures from it (:func:`calohls.stages.evaluate.evaluate_and_draw`).
 
 The checks (:func:`evaluation_checks`) are the conditions a calibration must meet to improve on the default
 (issue 10): per group, DeepSets better than LCW-like in every bin above 1 GeV; medians within ±2 % above 2 GeV;
@@ -266,10 +266,10 @@ def evaluate_run(
         seed: Seed of the fit subsample, the tree regression and the bootstrap.
 
     Returns:
-        The :class:`Evaluation`; draw its figures with :func:`calohls.plots.evaluation.draw_evaluation`.
+        The :class:`Evaluation`; :func:`calohls.stages.evaluate.evaluate_and_draw` also draws its figures.
     """
     from calohls.data.fingerprint import check_data
-    from calohls.model.train import RUN_STAGES, load_run, open_run
+    from calohls.model.run_folder import RUN_STAGES, load_run, open_run
 
     begin = time.perf_counter()
     run_dir = Path(run_dir)

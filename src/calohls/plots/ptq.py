@@ -8,34 +8,27 @@ from typing import Any
 
 import numpy as np
 
+from calohls.config import PTQConfig
 from calohls.plots.style import experiment_label, new_figure, save, style_context
+from calohls.quant.sweeps import SWEEPS
 from calohls.scan.ptq_summary import group_records
 
-__all__ = ["SWEEP_AXIS", "draw_ptq"]
-
-#: x-axis label of each sweep.
-SWEEP_AXIS = {
-    "int-bits": "integer bits I of ap_fixed<W,I>",
-    "total-bits": "total bits W of ap_fixed<W,I>",
-    "weights": "total bits of the weights and biases",
-}
+__all__ = ["draw_ptq"]
 
 
 _MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "h")
 
 
-def draw_ptq(records: list[dict[str, Any]], runs: dict[str, dict[str, Any]], out_dir: str | Path) -> list[Path]:
-    """Draw and save the sweep figures into ``out_dir``; returns the files written."""
+def draw_ptq(
+    records: list[dict[str, Any]], runs: dict[str, dict[str, Any]], out_dir: str | Path, config: PTQConfig
+) -> list[Path]:
+    """Draw and save the sweep figures of ``config``'s sweeps into ``out_dir``; returns the files written."""
     out_dir = Path(out_dir)
     order = sorted(runs, key=lambda name: runs[name].get("parameters", 0))
     written = []
     with style_context():
         for sweep, by_run in group_records(records).items():
-            first = next(iter(by_run.values()))[0]
-            fixed = {
-                "int-bits": first["label"].replace(f",{first['value']}>", ",I>"),
-                "total-bits": first["label"].replace(f"<{first['value']},", "<W,"),
-            }.get(sweep, first["label"].split(", ")[-1])
+            axis, fixed = SWEEPS[sweep].axis, SWEEPS[sweep].fixed(config)
             for quantity, ylabel, log in (
                 ("mpe", "MPE of the output vs Keras [%]", True),
                 ("resolution", "resolution IQR(16–84%)/median", False),
@@ -51,7 +44,7 @@ def draw_ptq(records: list[dict[str, Any]], runs: dict[str, dict[str, Any]], out
                     line = ax.plot(x, np.maximum(y, 1e-4) if log else y, marker="o", label=label)[0]
                     if quantity == "resolution" and "float_resolution" in runs[name]:
                         ax.axhline(runs[name]["float_resolution"], color=line.get_color(), ls=":", lw=1)
-                ax.set_xlabel(SWEEP_AXIS.get(sweep, sweep))
+                ax.set_xlabel(axis)
                 ax.set_ylabel(ylabel)
                 if log:
                     ax.set_yscale("log")
@@ -73,7 +66,7 @@ def draw_ptq(records: list[dict[str, Any]], runs: dict[str, dict[str, Any]], out
                     style = "-" if layer.startswith(("phi", "ksum")) else "--"  # Φ and the sum solid, F dashed
                     ax.plot(x, np.maximum(rel, 1e-6), ls=style, marker=_MARKERS[i % len(_MARKERS)], label=layer)
                 ax.set_yscale("log")
-                ax.set_xlabel(SWEEP_AXIS.get(sweep, sweep))
+                ax.set_xlabel(axis)
                 ax.set_ylabel("mean |hls4ml − Keras| / mean |Keras|")
                 ax.axhline(0.01, color="grey", ls="--", lw=1)
                 ax.legend(loc="upper right", ncol=2, fontsize="small", title=name)

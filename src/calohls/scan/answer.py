@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import statistics
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from calohls.config import StudyConfig
-from calohls.files import write_text_atomic
 from calohls.scan.designs import TIMING_KEYS, pareto_front
 
-__all__ = ["design_points", "summarize_study"]
+__all__ = ["StudyAnswer", "StudyFindings", "Target", "answer", "design_points", "study_findings"]
 
 
 def _variants(record: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -123,6 +120,11 @@ class FloatReference:
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "runs": list(self.runs), "uncertainty": self.uncertainty}
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FloatReference:
+        fields = {k: v for k, v in data.items() if k != "uncertainty"}  # derived
+        return cls(**{**fields, "runs": tuple(fields["runs"])})
+
     def text(self) -> str:
         return f"{self.preset} {self.resolution:.3f} ± {self.uncertainty:.3f}"
 
@@ -188,6 +190,10 @@ class Clause:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Clause:
+        return cls(**data)
 
 
 def _float_clause(refs: list[FloatReference]) -> Clause:
@@ -302,7 +308,41 @@ def _closure_misses(p: dict[str, Any], config: StudyConfig) -> list[str]:
     return out
 
 
-def _target(points: list[dict[str, Any]], config: StudyConfig, refs: list[FloatReference]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Target:
+    """The design target's verdict on the closest QAT design: ``met``, the design's key (None: no QAT design),
+    what it misses, and its numbers (None where not measured)."""
+
+    met: bool
+    design: str | None
+    misses: tuple[str, ...]
+    max_cells: int | None = None
+    resolution: float | None = None
+    resolution_err: float | None = None
+    float_resolution: float | None = None
+    median_worst: float | None = None
+    lut: float | None = None
+    dsp: float | None = None
+    latency_ns: float | None = None
+    ii: int | None = None
+    timing_met: bool | None = None
+    period_estimate_ns: float | None = None
+    clusters_per_bx: float | None = None
+
+    _ORDER = ("met", "design", "max_cells", "resolution", "resolution_err", "float_resolution", "median_worst", "lut",
+              "dsp", "latency_ns", "ii", "misses", "timing_met", "period_estimate_ns", "clusters_per_bx")  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        if self.design is None:  # no QAT design: nothing to measure
+            return {"met": self.met, "design": None, "misses": list(self.misses)}
+        return {k: list(self.misses) if k == "misses" else getattr(self, k) for k in self._ORDER}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Target:
+        return cls(**{**{k: data.get(k) for k in cls._ORDER}, "misses": tuple(data.get("misses") or ())})
+
+
+def _target(points: list[dict[str, Any]], config: StudyConfig, refs: list[FloatReference]) -> Target:
     """The design target: a QAT design within tolerance of its float model, closing in every bin above
     ``closure_min_energy``, in budget, 0 DSP, II 1, counted by Yosys."""
     float_res = {r.preset: r.resolution for r in refs}
@@ -334,44 +374,62 @@ def _target(points: list[dict[str, Any]], config: StudyConfig, refs: list[FloatR
 
     qat = [p for p in points if p["kind"] == "qat"]
     if not qat:
-        return {"met": False, "design": None, "misses": ["no QAT design"]}
+        return Target(met=False, design=None, misses=("no QAT design",))
     scored = sorted(qat, key=lambda p: (len(misses(p)), p.get("resolution") or math.inf))
     best = scored[0]
-    return {
-        "met": not misses(best),
-        "design": best["key"],
-        "max_cells": config.max_cells,
-        "resolution": best.get("resolution"),
-        "resolution_err": _err(best),
-        "float_resolution": float_res.get(best["preset"]),
-        "median_worst": best.get("median_worst"),
-        "lut": best.get("lut"),
-        "dsp": best.get("dsp"),
-        "latency_ns": best.get("latency_ns"),
-        "ii": best.get("ii"),
-        "misses": misses(best),
-        "timing_met": best.get("timing_met"),
-        "period_estimate_ns": best.get("period_estimate_ns"),
-        "clusters_per_bx": best.get("clusters_per_bx"),
-    }
+    return Target(
+        met=not misses(best),
+        design=best["key"],
+        max_cells=config.max_cells,
+        resolution=best.get("resolution"),
+        resolution_err=_err(best),
+        float_resolution=float_res.get(best["preset"]),
+        median_worst=best.get("median_worst"),
+        lut=best.get("lut"),
+        dsp=best.get("dsp"),
+        latency_ns=best.get("latency_ns"),
+        ii=best.get("ii"),
+        misses=tuple(misses(best)),
+        timing_met=best.get("timing_met"),
+        period_estimate_ns=best.get("period_estimate_ns"),
+        clusters_per_bx=best.get("clusters_per_bx"),
+    )
 
 
-def _qat_vs_ptq(points: list[dict[str, Any]]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class QATvsPTQ:
+    """How the QAT designs compare with the PTQ designs at equal LUT cost."""
+
+    ptq_points: int
+    ptq_beaten_by_qat: int
+    front_qat: int
+    front_ptq: int
+    qat_beats_ptq: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> QATvsPTQ:
+        return cls(**data)
+
+
+def _qat_vs_ptq(points: list[dict[str, Any]]) -> QATvsPTQ:
     """How often a QAT design is at least as good as a PTQ design for no more LUTs."""
     qat = [p for p in points if p["kind"] == "qat" and p.get("lut") is not None and p.get("resolution") is not None]
     ptq = [p for p in points if p["kind"] == "ptq" and p.get("lut") is not None and p.get("resolution") is not None]
     beaten = [p for p in ptq if any(q["lut"] <= p["lut"] and q["resolution"] <= p["resolution"] for q in qat)]
     front = [p for p in points if p.get("pareto")]
-    return {
-        "ptq_points": len(ptq),
-        "ptq_beaten_by_qat": len(beaten),
-        "front_qat": sum(p["kind"] == "qat" for p in front),
-        "front_ptq": sum(p["kind"] == "ptq" for p in front),
-        "qat_beats_ptq": bool(ptq)
+    return QATvsPTQ(
+        ptq_points=len(ptq),
+        ptq_beaten_by_qat=len(beaten),
+        front_qat=sum(p["kind"] == "qat" for p in front),
+        front_ptq=sum(p["kind"] == "ptq" for p in front),
+        qat_beats_ptq=bool(ptq)
         and bool(qat)
         and len(beaten) * 2 >= len(ptq)
         and any(p["kind"] == "qat" for p in front),
-    }
+    )
 
 
 def _best_by_size(fitting: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -437,12 +495,49 @@ def _headline(
             f"{_fmt(best)}{suffix}.")  # fmt: skip
 
 
+@dataclass(frozen=True)
+class StudyAnswer:
+    """The study's answer (``scan/answer.json``): the headline, the details in words, the clauses with the numbers
+    behind them, the float reference of each size, QAT vs PTQ, the design target and the best design in budget."""
+
+    answer: str
+    details: tuple[str, ...]
+    clauses: tuple[Clause, ...]
+    float_references: tuple[FloatReference, ...]
+    qat_vs_ptq: QATvsPTQ
+    target: Target
+    best: dict[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "answer": self.answer,
+            "details": list(self.details),
+            "clauses": [c.to_json() for c in self.clauses],
+            "float_references": [r.to_json() for r in self.float_references],
+            "qat_vs_ptq": self.qat_vs_ptq.to_json(),
+            "target": self.target.to_json(),
+            "best": self.best,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StudyAnswer:
+        return cls(
+            answer=data["answer"],
+            details=tuple(data["details"]),
+            clauses=tuple(Clause.from_json(c) for c in data["clauses"]),
+            float_references=tuple(FloatReference.from_json(r) for r in data["float_references"]),
+            qat_vs_ptq=QATvsPTQ.from_json(data["qat_vs_ptq"]),
+            target=Target.from_json(data["target"]),
+            best=data["best"],
+        )
+
+
 def answer(
     points: list[dict[str, Any]],
     config: StudyConfig,
     ptq_summary: dict[str, Any] | None = None,
     curves: dict[str, list[dict[str, Any]]] | None = None,
-) -> dict[str, Any]:
+) -> StudyAnswer:
     """The findings in words, each computed from the study's numbers, with the numbers behind them."""
     refs = float_references(points)
     fitting = [p for p in points if _fits(p, config)]
@@ -465,48 +560,51 @@ def answer(
             details.append(f"No {preset} design fits within {budget}.")
     versus = _qat_vs_ptq(points)
     details.append(
-        f"QAT vs PTQ: {versus['ptq_beaten_by_qat']} of {versus['ptq_points']} PTQ designs are matched or beaten by "
-        f"a QAT design with no more LUTs; the Pareto front holds {versus['front_qat']} QAT and "
-        f"{versus['front_ptq']} PTQ designs — QAT {'beats' if versus['qat_beats_ptq'] else 'does not beat'} PTQ "
+        f"QAT vs PTQ: {versus.ptq_beaten_by_qat} of {versus.ptq_points} PTQ designs are matched or beaten by "
+        f"a QAT design with no more LUTs; the Pareto front holds {versus.front_qat} QAT and "
+        f"{versus.front_ptq} PTQ designs — QAT {'beats' if versus.qat_beats_ptq else 'does not beat'} PTQ "
         "at equal LUT cost."
     )
     target = _target(points, config, refs)
-    if target.get("period_estimate_ns") is not None:
-        met = "meets" if target["timing_met"] else "misses"
+    if target.period_estimate_ns is not None:
+        met = "meets" if target.timing_met else "misses"
         details.append(
-            f"Timing of {target['design']} (Yosys netlist, UltraScale+ delay model): estimated period "
-            f"{target['period_estimate_ns']:.2f} ns {met} the {config.firmware.clock_period:g} ns clock; "
-            f"{target.get('clusters_per_bx')} clusters per bunch crossing within {config.lut_budget:,} LUT."
+            f"Timing of {target.design} (Yosys netlist, UltraScale+ delay model): estimated period "
+            f"{target.period_estimate_ns:.2f} ns {met} the {config.firmware.clock_period:g} ns clock; "
+            f"{target.clusters_per_bx} clusters per bunch crossing within {config.lut_budget:,} LUT."
         )
-    return {
-        "answer": _headline(best, per_preset, refs, clauses, config),
-        "details": details,
-        "clauses": [c.to_json() for c in clauses.values() if c is not None],
-        "float_references": [r.to_json() for r in refs],
-        "qat_vs_ptq": versus,
-        "target": target,
-        "best": best,
-    }
+    return StudyAnswer(
+        answer=_headline(best, per_preset, refs, clauses, config),
+        details=tuple(details),
+        clauses=tuple(c for c in clauses.values() if c is not None),
+        float_references=tuple(refs),
+        qat_vs_ptq=versus,
+        target=target,
+        best=best,
+    )
 
 
-def summarize_study(
+@dataclass(frozen=True)
+class StudyFindings:
+    """Everything the study's numbers say: the design points (with their Pareto flags), the learning curves and
+    the answer. :mod:`calohls.stages.study` writes them to ``scan/`` and draws them."""
+
+    points: list[dict[str, Any]]
+    curves: dict[str, list[dict[str, Any]]]
+    answer: StudyAnswer
+
+    @property
+    def front(self) -> list[dict[str, Any]]:
+        """The design points on the Pareto front."""
+        return [p for p in self.points if p["pareto"]]
+
+
+def study_findings(
     records: dict[str, list[dict[str, Any] | None]],
     config: StudyConfig,
-    scan_dir: Path,
     ptq_summary: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Write ``points.jsonl``, ``pareto.json``, ``answer.json`` and the figures; return the answer."""
-    scan_dir.mkdir(parents=True, exist_ok=True)
+) -> StudyFindings:
+    """The design points, learning curves and answer of the study's task records."""
     points = design_points(records)
-    write_text_atomic(scan_dir / "points.jsonl", "".join(json.dumps(p, allow_nan=False) + "\n" for p in points))
-    front = [p for p in points if p["pareto"]]
-    write_text_atomic(scan_dir / "pareto.json", json.dumps(front, indent=1, allow_nan=False))
     curves = learning_curves(records.get("learning_curve") or [])
-    result = answer(points, config, ptq_summary, curves)
-    write_text_atomic(scan_dir / "answer.json", json.dumps(result, indent=1, allow_nan=False))
-    from calohls.plots.study import draw_learning_curve, draw_study
-
-    draw_study(points, config, scan_dir, result["float_references"])
-    if curves:
-        draw_learning_curve(curves, scan_dir / "learning_curve.png")
-    return result
+    return StudyFindings(points, curves, answer(points, config, ptq_summary, curves))

@@ -3,25 +3,17 @@
 For every run and every sweep point, the float model is converted with hls4ml at that precision and evaluated on the
 run's test clusters — by the bit-exact numpy emulator (default) or by hls4ml's C-simulation — against the float
 Keras model: MPE of the output in energy units, the mean signed difference, the physics resolution after
-quantization, and per-layer differences between the hls4ml and Keras outputs. Sweeps:
-
-* ``int-bits``: ``ap_fixed<W,I>`` everywhere, I swept at fixed W;
-* ``total-bits``: ``ap_fixed<W,I>`` everywhere, W swept at fixed I;
-* ``weights``: weights and biases at ``ap_fixed<W,I_w>``, W swept, while every result and accumulator is
-  ``data_precision`` (``ap_fixed<32,14>`` by default).
-
-"Everywhere" is hls4ml's default precision: weights, biases, activation outputs and the pooling accumulator take it,
-while hls4ml keeps its lossless 'auto' types for the Dense/pointwise accumulators and pre-activation results.
+quantization, and per-layer differences between the hls4ml and Keras outputs. The sweeps (``int-bits``,
+``total-bits``, ``weights``) are declared in :data:`calohls.quant.sweeps.SWEEPS`.
 
 Outputs in the output folder: ``results.jsonl`` (one line per finished point, appended at once; a killed sweep
 resumes and recomputes nothing finished), ``ptq.yaml`` (the resolved options and runs), ``inputs/`` (the test inputs
-and float outputs of each run), ``summary.json`` (the findings) and the figures.
+and float outputs of each run); :mod:`calohls.stages.ptq` adds ``summary.json`` (the findings) and the figures.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import re
@@ -40,10 +32,11 @@ from calohls.config import PTQConfig, dump_config
 from calohls.errors import ConfigError, FileExistsRefusedError
 from calohls.files import atomic_output, check_parent, write_text_atomic, writing
 from calohls.quant.metrics import layer_differences, mean_percent_error
+from calohls.quant.sweeps import SWEEPS
 from calohls.scan.executors import run_points
 from calohls.scan.store import ResultStore
 
-__all__ = ["Point", "evaluate_point", "prepare_inputs", "run_ptq", "sweep_points"]
+__all__ = ["PTQSweep", "Point", "evaluate_point", "prepare_inputs", "run_ptq", "sweep_points"]
 
 log = logging.getLogger(__name__)
 
@@ -65,25 +58,13 @@ class Point:
     trace_clusters: int
 
 
-def _points_of_sweep(config: PTQConfig, sweep: str, layer_names: list[str]) -> list[tuple[int, str, dict, str]]:
-    """(value, default precision, per-layer overrides, label) of each point of one sweep."""
-    if sweep == "int-bits":
-        w = config.total_bits
-        return [
-            (i, f"ap_fixed<{w},{i}>", {}, f"ap_fixed<{w},{i}>")
-            for i in range(config.int_bits[0], config.int_bits[1] + 1)
-        ]
-    if sweep == "total-bits":
-        i = config.integer_bits
-        lo, hi = config.total_bits_range
-        return [(w, f"ap_fixed<{w},{i}>", {}, f"ap_fixed<{w},{i}>") for w in range(lo, hi + 1)]
-    data = config.data_precision
-    out = []
-    for w in range(config.weight_bits[0], config.weight_bits[1] + 1):
-        wt = f"ap_fixed<{w},{config.weight_integer_bits}>"
-        layers = {name: {"weight": wt, "bias": wt, "result": data, "accum": data} for name in layer_names}
-        out.append((w, data, layers, f"weights {wt}, data {data}"))
-    return out
+@dataclass(frozen=True)
+class PTQSweep:
+    """The finished sweep: one record per point (as in ``results.jsonl``) and, per run name, its folder and the
+    metadata of its inputs (parameters, float resolution, weighted layers)."""
+
+    records: list[dict[str, Any]]
+    runs: dict[str, dict[str, Any]]
 
 
 def sweep_points(config: PTQConfig, runs: dict[str, tuple[Path, Path, list[str]]]) -> list[Point]:
@@ -91,7 +72,7 @@ def sweep_points(config: PTQConfig, runs: dict[str, tuple[Path, Path, list[str]]
     points = []
     for name, (run_dir, inputs, layer_names) in runs.items():
         for sweep in config.sweeps:
-            for value, default, layers, label in _points_of_sweep(config, sweep, layer_names):
+            for value, default, layers, label in SWEEPS[sweep].points(config, layer_names):
                 frozen = tuple((k, tuple(sorted(v.items()))) for k, v in sorted(layers.items()))
                 points.append(
                     Point(
@@ -114,7 +95,7 @@ def sweep_points(config: PTQConfig, runs: dict[str, tuple[Path, Path, list[str]]
 def prepare_inputs(run_dir: Path, clusters: int, path: Path) -> dict[str, Any]:
     """Scaled inputs, truth and float outputs of (up to) ``clusters`` test clusters of a run, saved to ``path``."""
     from calohls.data.features import cell_features
-    from calohls.model.train import open_run
+    from calohls.model.run_folder import open_run
     from calohls.physics.evaluate import read_clusters_at
 
     run = open_run(run_dir)
@@ -150,7 +131,7 @@ def _resources(run_dir: str, inputs: str, trace_clusters: int) -> dict[str, Any]
     """Model, inputs and float references of a run, loaded once per worker process."""
     from calohls.data.features import energy_from_target
     from calohls.firmware.hls import keras_trace
-    from calohls.model.train import open_run
+    from calohls.model.run_folder import open_run
 
     run = open_run(run_dir)
     with np.load(inputs) as z:
@@ -224,12 +205,13 @@ def run_ptq(
     *,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
-) -> dict[str, Any]:
-    """Run (or resume) the sweeps of ``config`` for every run; returns the summary (also in ``summary.json``).
+) -> PTQSweep:
+    """Run (or resume) the sweeps of ``config`` for every run; returns every point's record and the runs.
+    :func:`calohls.stages.ptq.run_ptq` also writes the findings (``summary.json``) and draws the figures.
 
     ``progress(done, total)`` is called as points finish.
     """
-    from calohls.model.train import check_run_data, load_run
+    from calohls.model.run_folder import check_run_data, load_run
 
     out_dir = Path(out_dir)
     runs_info: dict[str, dict[str, Any]] = {}
@@ -268,14 +250,7 @@ def run_ptq(
         if progress:
             progress(done, len(points))
 
-    from calohls.scan.ptq_summary import summarize_ptq
-
-    summary = summarize_ptq(list(store), runs_info, config)
-    write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=1))
-    from calohls.plots.ptq import draw_ptq
-
-    draw_ptq(list(store), runs_info, out_dir)
-    return summary
+    return PTQSweep(list(store), runs_info)
 
 
 def _check_output(out_dir: Path, stamp: dict[str, Any], overwrite: bool) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from calohls.config import PTQConfig
+from calohls.quant.sweeps import SWEEPS
 
 __all__ = ["MPE_TOLERANCE", "group_records", "summarize_ptq"]
 
@@ -77,8 +78,8 @@ def summarize_ptq(records: list[dict[str, Any]], runs: dict[str, dict[str, Any]]
             }
         sweeps[sweep] = entry
         findings += _size_finding(sweep, entry)
-        if sweep == "int-bits":
-            findings += _sum_finding(entry)
+        if SWEEPS[sweep].integer_bits:
+            findings += _sum_finding(sweep, entry)
     return {
         "mpe_tolerance_percent": MPE_TOLERANCE,
         "layer_best_factor": LAYER_BEST_FACTOR,
@@ -115,7 +116,7 @@ def _size_finding(sweep: str, entry: dict[str, Any]) -> list[str]:
     ]
 
 
-def _sum_finding(entry: dict[str, Any]) -> list[str]:
+def _sum_finding(sweep: str, entry: dict[str, Any]) -> list[str]:
     """Does the sum over cells (ksum) need more integer bits than the other layers?"""
     out = []
     for name, e in entry.items():
@@ -125,7 +126,7 @@ def _sum_finding(entry: dict[str, Any]) -> list[str]:
         others = [v for k, v in need.items() if k.startswith("phi")]
         verdict = "holds" if not others or ksum > max(others) else "does not hold"
         out.append(
-            f"int-bits, {name}: 'the sum needs more integer bits' {verdict} here: ksum needs {ksum} integer bits, "
+            f"{sweep}, {name}: 'the sum needs more integer bits' {verdict} here: ksum needs {ksum} integer bits, "
             f"the per-cell Φ layers at most {max(others) if others else '–'}"
         )
     return out

@@ -40,7 +40,7 @@ def checkpoint_designs(
     """
     from calohls.firmware.rtl import estimate
     from calohls.model.correction import ResponseCorrection
-    from calohls.model.train import open_run, predict
+    from calohls.model.run_folder import open_run, predict
     from calohls.physics.evaluate import read_clusters_at
     from calohls.scan.designs import cost_fields, resolution_summary
 

@@ -40,12 +40,13 @@ from calohls import __version__
 from calohls.config import StudyConfig, dump_config
 from calohls.errors import BusyError, ConfigError, DataError, FileExistsRefusedError, InputFileError
 from calohls.files import check_parent, why_not_a_file, write_text_atomic, writing
+from calohls.scan.answer import StudyAnswer, StudyFindings, study_findings
 from calohls.scan.executors import run_points
 from calohls.scan.store import ResultStore
-from calohls.scan.study_tasks import Task, run_task
+from calohls.stages.study_tasks import Task, run_task
 from calohls.versions import versions
 
-__all__ = ["STUDY_KIND", "run_study", "study_lock"]
+__all__ = ["STUDY_KIND", "run_study", "study_lock", "write_findings"]
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +323,7 @@ def _model_tasks(
 
 def _ptq_sweep(config: StudyConfig, out_dir: Path, float_tasks: list[Task], progress: Progress | None) -> str:
     """The PTQ sweeps of the float runs (resumable point by point); the digest of their inputs."""
-    from calohls.scan.ptq import run_ptq
+    from calohls.stages.ptq import run_ptq
 
     ptq_dir = out_dir / "ptq"
     sweep_digest = digest(dump_config(config.ptq), [t.digest for t in float_tasks])
@@ -426,7 +427,7 @@ def _built_firmware(config: StudyConfig, out_dir: Path, qat_tasks: list[Task], s
 
 def run_study(
     config: StudyConfig, out_dir: str | Path, *, overwrite: bool = False, progress: Progress | None = None
-) -> dict[str, Any]:
+) -> StudyAnswer:
     """Run (or resume) the study of ``config`` in ``out_dir``; returns the answer (also in ``scan/answer.json``).
 
     Raises:
@@ -441,7 +442,7 @@ def run_study(
         return _run_study(config, out_dir, overwrite, progress)
 
 
-def _run_study(config: StudyConfig, out_dir: Path, overwrite: bool, progress: Progress | None) -> dict[str, Any]:
+def _run_study(config: StudyConfig, out_dir: Path, overwrite: bool, progress: Progress | None) -> StudyAnswer:
     """:func:`run_study`, once the inputs are checked and the folder is locked."""
     _open_folder(out_dir, config, overwrite)
     store = ResultStore(out_dir / "tasks.jsonl")
@@ -460,8 +461,6 @@ def _run_study(config: StudyConfig, out_dir: Path, overwrite: bool, progress: Pr
     firmware_tasks = _firmware_tasks(config, out_dir, qat_tasks, store)
     _run(firmware_tasks, store, config, "firmware", progress)
 
-    from calohls.scan.answer import summarize_study
-
     records = {
         "float": [_stored(store, t) for t in float_tasks + seed_tasks],
         "learning_curve": [_stored(store, t) for t in curve_tasks + float_tasks],
@@ -471,4 +470,21 @@ def _run_study(config: StudyConfig, out_dir: Path, overwrite: bool, progress: Pr
     }
     summary_path = out_dir / "ptq" / "summary.json"
     ptq_summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-    return summarize_study(records, config, out_dir / "scan", ptq_summary)
+    findings = study_findings(records, config, ptq_summary)
+    write_findings(findings, config, out_dir / "scan")
+    return findings.answer
+
+
+def write_findings(findings: StudyFindings, config: StudyConfig, scan_dir: Path) -> None:
+    """Write ``points.jsonl``, ``pareto.json`` and ``answer.json`` into ``scan_dir``, then draw the figures."""
+    from calohls.plots.study import draw_learning_curve, draw_study
+
+    scan_dir.mkdir(parents=True, exist_ok=True)
+    points = findings.points
+    write_text_atomic(scan_dir / "points.jsonl", "".join(json.dumps(p, allow_nan=False) + "\n" for p in points))
+    write_text_atomic(scan_dir / "pareto.json", json.dumps(findings.front, indent=1, allow_nan=False))
+    answer = findings.answer.to_json()
+    write_text_atomic(scan_dir / "answer.json", json.dumps(answer, indent=1, allow_nan=False))
+    draw_study(points, config, scan_dir, answer["float_references"])
+    if findings.curves:
+        draw_learning_curve(findings.curves, scan_dir / "learning_curve.png")

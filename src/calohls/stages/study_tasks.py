@@ -70,12 +70,10 @@ def run_task(task: Task) -> dict[str, Any]:
 
 def _summary_of_run(run_dir: Path, eval_clusters: int) -> dict[str, Any]:
     """Evaluate a run folder (writes ``eval/``) and the study's summary numbers on its first test clusters."""
-    from calohls.physics.evaluate import evaluate_run
-    from calohls.plots.evaluation import draw_evaluation
     from calohls.scan.designs import resolution_summary
+    from calohls.stages.evaluate import evaluate_and_draw
 
-    evaluation = evaluate_run(run_dir, overwrite=True)
-    draw_evaluation(evaluation, run_dir / "eval")
+    evaluation = evaluate_and_draw(run_dir, overwrite=True)
     n = eval_clusters
     info = yaml.safe_load((run_dir / "run.json").read_text())
     return {
@@ -126,7 +124,7 @@ def _ptq(task: Task) -> dict[str, Any]:
     from calohls.data.features import energy_from_target
     from calohls.firmware.hls import Precision, convert
     from calohls.firmware.ptq_rtl import ptq_estimate
-    from calohls.model.train import open_run
+    from calohls.model.run_folder import open_run
     from calohls.quant.emulate import Emulator
     from calohls.quant.metrics import mean_percent_error
     from calohls.scan.designs import resolution_summary
