@@ -12,12 +12,26 @@ non-uniformity) multiplies the visible energy.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from calohls.sim.geometry import Window
 from calohls.sim.showers import CONSTANT_TERM, SAMPLING_TERM
 
 __all__ = ["measured_signal"]
+
+
+@numba.njit(cache=True, nogil=True)
+def _smear_kernel(z, vis, a2, noise2, scale):  # pragma: no cover - compiled
+    # z <- z * sqrt(max(vis, 0) * a2 + noise2) + vis * scale, in float32 as the numpy expression would round it
+    n_events, n_cells = z.shape
+    for e in range(n_events):
+        s = scale[e]
+        for c in range(n_cells):
+            v = vis[e, c]
+            spread = np.float32(max(v, np.float32(0.0)) * a2[c])
+            spread = np.sqrt(np.float32(spread + noise2[c]))
+            z[e, c] = np.float32(z[e, c] * spread) + np.float32(v * s)
 
 
 def measured_signal(vis: np.ndarray, window: Window, rng: np.random.Generator, *, noise: bool = True) -> np.ndarray:
@@ -28,11 +42,8 @@ def measured_signal(vis: np.ndarray, window: Window, rng: np.random.Generator, *
     n_events = vis.shape[0]
     a2 = (SAMPLING_TERM[window.cell_layer] ** 2).astype(np.float32)
     noise2 = (window.cell_sigma**2 if noise else np.zeros(window.n_cells)).astype(np.float32)
-    spread = np.maximum(vis, 0.0)
-    spread *= a2
-    spread += noise2
-    np.sqrt(spread, out=spread)
     out = rng.standard_normal(vis.shape, dtype=np.float32)
-    out *= spread
-    out += vis * (1.0 + CONSTANT_TERM * rng.standard_normal(n_events)).astype(np.float32)[:, None]
+    scale = (1.0 + CONSTANT_TERM * rng.standard_normal(n_events)).astype(np.float32)
+    # one pass over the cells (the arrays are far larger than the caches)
+    _smear_kernel(out, np.ascontiguousarray(vis, np.float32), a2, noise2, scale)
     return out
