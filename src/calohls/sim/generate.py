@@ -21,18 +21,25 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
 from calohls.config import SimConfig, dump_config
-from calohls.data.schema import CELL_FIELDS, PARTICLES, SCALAR_FIELDS, ClusterBatch
+from calohls.data.schema import CELL_FIELDS, PARTICLES, SCALAR_FIELDS, ClusterBatch, RaggedClusters
 from calohls.sim.geometry import Window, window_for, wrap_phi
 from calohls.sim.pileup import measured_signal
 from calohls.sim.showers import N_SLOTS, ShowerSlots, deposit, em_showers, pi0_decay, pion_showers
 from calohls.sim.topo import padded_table, topo_cluster
 
-__all__ = ["CompactClusters", "Particles", "draw_particles", "simulate", "simulate_batch", "simulate_to_file"]
+__all__ = [
+    "Particles",
+    "draw_particles",
+    "simulate",
+    "simulate_batch",
+    "simulate_ragged",
+    "simulate_ragged_batches",
+    "simulate_to_file",
+]
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +90,11 @@ def _table(mu: float) -> np.ndarray:
 
 def simulate_batch(config: SimConfig, batch_index: int) -> ClusterBatch:
     """Simulate batch ``batch_index`` of the run described by ``config`` and return its clusters."""
-    return _simulate_compact(config, batch_index).padded(config.max_cells)
+    return simulate_ragged(config, batch_index).padded(config.max_cells)
 
 
-def _simulate_compact(config: SimConfig, batch_index: int) -> CompactClusters:
+def simulate_ragged(config: SimConfig, batch_index: int) -> RaggedClusters:
+    """:func:`simulate_batch` without the padding (at most ``config.max_cells`` cells per cluster)."""
     first = batch_index * config.batch_events
     n = min(config.batch_events, config.events - first)
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, batch_index]))
@@ -100,28 +108,7 @@ def _simulate_compact(config: SimConfig, batch_index: int) -> CompactClusters:
     return _compact_clusters(config, window, particles, first, corner, measured, dep, found)
 
 
-class CompactClusters(NamedTuple):
-    """Clusters without padding (cheap to pass between processes): the stored cells of all clusters in a row."""
-
-    values: np.ndarray  # [M, F] per-cell fields, cluster after cluster
-    cell_id: np.ndarray  # [M]
-    n_cells: np.ndarray  # [K] stored cells per cluster
-    scalars: dict[str, np.ndarray]
-
-    def padded(self, max_cells: int) -> ClusterBatch:
-        """The padded cluster record."""
-        n = self.n_cells.size
-        start = np.concatenate([[0], np.cumsum(self.n_cells)[:-1]])
-        row = np.repeat(np.arange(n), self.n_cells)
-        flat = row * max_cells + (np.arange(row.size) - start[row])
-        cells = np.zeros((n * max_cells, len(CELL_FIELDS)), np.float32)
-        cells[flat] = self.values
-        cell_id = np.full(n * max_cells, -1, np.int64)
-        cell_id[flat] = self.cell_id
-        return ClusterBatch(cells.reshape(n, max_cells, -1), cell_id.reshape(n, max_cells), self.n_cells, self.scalars)
-
-
-def _compact_clusters(config, window, particles, first, corner, measured, dep, found) -> CompactClusters:
+def _compact_clusters(config, window, particles, first, corner, measured, dep, found) -> RaggedClusters:
     """The record fields of the clusters found in a batch."""
     eta_low, phi_low, phi_low_index = corner
     k, ev, cell = found.cluster, found.event, found.cell
@@ -178,8 +165,8 @@ def _compact_clusters(config, window, particles, first, corner, measured, dep, f
         "event": first + cluster_event,
         "cluster_index": cluster_index,
     }
-    return CompactClusters(
-        values=values,
+    return RaggedClusters(
+        cells=values,
         cell_id=window.global_ids(ce, eta_low[cid], phi_low_index[cid]),
         n_cells=np.minimum(size, config.max_cells).astype(np.int32),
         scalars={name: np.asarray(scalars[name]).astype(dt) for name, dt in SCALAR_FIELDS.items()},
@@ -200,11 +187,19 @@ def simulate(
         workers: worker processes (default: one per CPU core, at most one per batch); 1 runs in this process.
         progress: called with the number of events of each finished batch.
     """
+    for batch in simulate_ragged_batches(config, workers=workers, progress=progress):
+        yield batch.padded(config.max_cells)
+
+
+def simulate_ragged_batches(
+    config: SimConfig, *, workers: int | None = None, progress: Callable[[int], None] | None = None
+) -> Iterator[RaggedClusters]:
+    """:func:`simulate` without the padding: what a cluster file stores."""
     n_batches = _n_batches(config)
     workers = min(workers or os.cpu_count() or 1, n_batches)
     if workers <= 1:
         for b in range(n_batches):
-            batch = simulate_batch(config, b)
+            batch = simulate_ragged(config, b)
             if progress:
                 progress(min(config.batch_events, config.events - b * config.batch_events))
             yield batch
@@ -218,10 +213,10 @@ def simulate(
         while next_batch < n_batches or pending:
             while next_batch < n_batches and len(pending) < 2 * workers:
                 with _sigint_blocked():  # a worker started now inherits the block until it ignores Ctrl-C
-                    pending.append((next_batch, pool.submit(_simulate_compact, config, next_batch)))
+                    pending.append((next_batch, pool.submit(simulate_ragged, config, next_batch)))
                 next_batch += 1
             b, fut = pending.popleft()
-            batch = fut.result().padded(config.max_cells)
+            batch = fut.result()
             if getattr(signal.getsignal(signal.SIGINT), "interrupted", False):  # a Ctrl-C lost by the interpreter
                 raise KeyboardInterrupt
             if progress:
@@ -307,7 +302,7 @@ def simulate_to_file(
 
     path = Path(path)
     with ClusterWriter(path, config.max_cells, overwrite=overwrite, config_yaml=dump_config(config)) as writer:
-        for batch in simulate(config, workers=workers, progress=progress):
-            writer.append(batch)
+        for batch in simulate_ragged_batches(config, workers=workers, progress=progress):
+            writer.append(batch)  # unpadded: the file stores the cells as they come
     log.info("wrote %s", path)
     return path

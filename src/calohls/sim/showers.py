@@ -242,36 +242,6 @@ def pion_showers(energy: np.ndarray, eta: np.ndarray, phi: np.ndarray, rng: np.r
     return out
 
 
-#: Beyond this many σ/√2 the error function is ±1 in float64 (erfc(6) ≈ 2e-17 is below half an ulp of 1).
-_ERF_SATURATED = 6.0
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _erf(x):  # pragma: no cover - compiled
-    if x >= _ERF_SATURATED:
-        return 1.0
-    if x <= -_ERF_SATURATED:
-        return -1.0
-    return math.erf(x)
-
-
-@numba.njit(cache=True, nogil=True)
-def _edge_profile(out, r, n, width, centre, z, weight):  # pragma: no cover - compiled
-    """``out[r, :n]``: share of a Gaussian (centre, 1/(z√2)) in each of ``n`` cells of ``width`` from 0, times
-    ``weight``; returns the first and one past the last non-zero cell."""
-    lo, hi = n, 0
-    prev = _erf((0.0 - centre) * z)
-    for i in range(n):
-        cur = _erf(((i + 1) * width - centre) * z)
-        v = 0.5 * (cur - prev) * weight
-        out[r, i] = v
-        if v != 0.0:
-            lo = min(lo, i)
-            hi = i + 1
-        prev = cur
-    return lo, hi
-
-
 @numba.njit(cache=True, nogil=True)
 def _deposit_kernel(dep, vis, centre_eta, centre_phi, sc, st, ft, n_eta, n_phi, deta, dphi, offsets, dep_out, vis_out):
     # pragma: no cover - compiled
@@ -293,22 +263,26 @@ def _deposit_kernel(dep, vis, centre_eta, centre_phi, sc, st, ft, n_eta, n_phi, 
                 if amount <= 0.0:
                     continue
                 ratio = vis[e, s, k] / amount
-                i_lo, i_hi, j_lo, j_hi = ne, 0, nphi, 0
                 for r in range(2):
                     sigma = sc[e, s, k] if r == 0 else st[e, s, k]
                     w = (1.0 - ft[e, s]) if r == 0 else ft[e, s]
                     z = inv_sqrt2 / sigma
-                    a, b = _edge_profile(pe, r, ne, deta[k], centre_eta[e, s, k], z, w * amount)
-                    i_lo, i_hi = min(i_lo, a), max(i_hi, b)
-                    a, b = _edge_profile(pp, r, nphi, dphi[k], centre_phi[e, s, k], z, 1.0)
-                    j_lo, j_hi = min(j_lo, a), max(j_hi, b)
-                # cells outside [i_lo, i_hi) x [j_lo, j_hi) get exactly zero from both Gaussians
-                for i in range(i_lo, i_hi):
+                    prev = math.erf((0.0 - centre_eta[e, s, k]) * z)
+                    for i in range(ne):
+                        cur = math.erf(((i + 1) * deta[k] - centre_eta[e, s, k]) * z)
+                        pe[r, i] = 0.5 * (cur - prev) * w * amount
+                        prev = cur
+                    prev = math.erf((0.0 - centre_phi[e, s, k]) * z)
+                    for j in range(nphi):
+                        cur = math.erf(((j + 1) * dphi[k] - centre_phi[e, s, k]) * z)
+                        pp[r, j] = 0.5 * (cur - prev)
+                        prev = cur
+                for i in range(ne):
                     a0, a1 = pe[0, i], pe[1, i]
                     if a0 == 0.0 and a1 == 0.0:
                         continue
                     row = base + i * nphi
-                    for j in range(j_lo, j_hi):
+                    for j in range(nphi):
                         v = a0 * pp[0, j] + a1 * pp[1, j]
                         dep_out[e, row + j] += v
                         vis_out[e, row + j] += v * ratio
