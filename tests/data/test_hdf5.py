@@ -122,7 +122,8 @@ def test_layout_on_disk_v2(h5_file):
         np.testing.assert_array_equal(cells["cell_id"][:], batch.cell_id[batch.mask])
         for ds in [*g.values(), *cells.values()]:
             assert ds.maxshape[0] is None, ds.name
-            assert ds.compression == "lzf", ds.name
+            raw = ds.name in ("/cells/e", "/cells/e_true")  # noise-like: not worth compressing
+            assert ds.compression == (None if raw else "lzf"), ds.name
             assert ds.chunks is not None
 
 

@@ -23,7 +23,8 @@ request)::
 
 Version 2 stores only the real cells (about half of 256 padded slots are used in simulated files) and one field per
 dataset, which compresses better and faster than interleaved fields. Every dataset is resizable along its first axis
-(``maxshape`` None) and chunked along it. Version 2 compresses with lzf (see ``_V2_COMPRESSION``), version 1 with
+(``maxshape`` None) and chunked along it. Version 2 compresses with lzf all but the cell energies (``/cells/e``,
+``/cells/e_true``: noise-like, stored as they are; see ``_V2_COMPRESSION``), version 1 with
 gzip level 1. Units: GeV, radians, metres (see :mod:`calohls.data.schema`).
 
 Files are written to a hidden sibling ``.<name>.partial-<pid>`` that replaces the target only when writing
@@ -106,10 +107,12 @@ _RESERVED_ATTRS = (
 # breaks up the runs of zero padding; lzf was faster but larger (28.8k/s, 28.7 MB) and only h5py ships its
 # filter. gzip-1 gives 20% smaller files than lzf, readable by any HDF5 library, at two thirds of its speed.
 _COMPRESSION: dict[str, Any] = {"compression": "gzip", "compression_opts": 1, "shuffle": False}
-# Version 2, one dataset per cell field. Measured on 43k simulated clusters (130 stored cells each), per cluster and
-# per column: gzip-1 took 3.5-14 us and lzf 1.8-4 us; all columns together gzip-1 wrote 2.1 kB in 71 us, lzf 2.9 kB
-# in 27 us (uncompressed: 5.8 kB in 7 us). lzf keeps the writing process from limiting `calohls simulate`.
+# Version 2, one dataset per cell field. Measured on 8.6k simulated clusters (130 stored cells each), CPU time per
+# cluster and column: gzip-1 2.5-13 us, lzf 1.7-4 us, none 0.3 us; all columns gzip-1 wrote 2.1 kB in 60 us, lzf
+# 2.9 kB in 25 us. The cell energies are noise in their low bits (lzf: 614 -> 520 B for 3 us each), so they are
+# stored as they are; the other columns (geometry, IDs) shrink 2-4x with lzf. Together 3.1 kB in 19 us.
 _V2_COMPRESSION: dict[str, Any] = {"compression": "lzf", "shuffle": False}
+_V2_RAW_COLUMNS = ("e", "e_true")  # cell fields stored without compression
 _CHUNK_BYTES = 2 << 20  # target size of a `cells` chunk (version 1)
 _CELL_CHUNK = 1 << 18  # cells per chunk of a /cells dataset (version 2)
 _MAX_CHUNK_ROWS = 65536  # upper bound of clusters per chunk (1-D datasets)
@@ -289,7 +292,8 @@ class ClusterWriter:
             **{f"{_CELLS}/{name}": ((), np.dtype(np.float32), _CELL_CHUNK) for name in CELL_FIELDS},
             f"{_CELLS}/cell_id": ((), np.dtype(np.int64), _CELL_CHUNK),
         }
-        return {path: (*spec, _V2_COMPRESSION) for path, spec in specs.items()}
+        raw = {f"{_CELLS}/{name}" for name in _V2_RAW_COLUMNS}
+        return {path: (*spec, {} if path in raw else _V2_COMPRESSION) for path, spec in specs.items()}
 
     # -- data ------------------------------------------------------------------------------------------------
     def append(self, batch: ClusterBatch | RaggedClusters) -> None:

@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from calohls.config import SimConfig, dump_config
-from calohls.data.schema import CELL_FIELDS, PARTICLES, SCALAR_FIELDS, ClusterBatch, RaggedClusters
-from calohls.sim.geometry import Window, window_for, wrap_phi
+from calohls.data.schema import PARTICLES, ClusterBatch, RaggedClusters
+from calohls.sim.geometry import Window, window_for
 from calohls.sim.pileup import measured_signal
+from calohls.sim.records import cluster_records
 from calohls.sim.showers import N_SLOTS, ShowerSlots, deposit, em_showers, pi0_decay, pion_showers
 from calohls.sim.topo import padded_table, topo_cluster
 
@@ -105,72 +106,7 @@ def simulate_ragged(config: SimConfig, batch_index: int) -> RaggedClusters:
     measured = measured_signal(vis, window, rng, noise=config.noise)
     found = topo_cluster(measured, window.cell_sigma, _table(config.mu), config.topo)
     corner = (eta_low, phi_low, phi_low_index)
-    return _compact_clusters(config, window, particles, first, corner, measured, dep, found)
-
-
-def _compact_clusters(config, window, particles, first, corner, measured, dep, found) -> RaggedClusters:
-    """The record fields of the clusters found in a batch."""
-    eta_low, phi_low, phi_low_index = corner
-    k, ev, cell = found.cluster, found.event, found.cell
-    e = measured[ev, cell]
-    e_true_cell = dep[ev, cell]
-    e_em = np.bincount(k, weights=e, minlength=found.n_clusters)
-    e_true = np.bincount(k, weights=e_true_cell, minlength=found.n_clusters)
-    keep = e_true >= config.min_e_true
-    # renumber the kept clusters and drop the members of the others
-    new_id = np.cumsum(keep) - 1
-    member = keep[k]
-    k, ev, cell, e, e_true_cell = new_id[k[member]], ev[member], cell[member], e[member], e_true_cell[member]
-    n_clusters = int(keep.sum())
-    e_em, e_true = e_em[keep], e_true[keep]
-
-    size = np.bincount(k, minlength=n_clusters)
-    start = np.concatenate([[0], np.cumsum(size)[:-1]])
-    rank = np.arange(k.size) - start[k]
-    cluster_event = np.zeros(n_clusters, np.int64)
-    cluster_event[k] = ev
-
-    # |E|-weighted barycentre in window coordinates, then absolute
-    w = np.abs(e)
-    wsum = np.maximum(np.bincount(k, weights=w, minlength=n_clusters), 1e-12)
-    eta_c = np.bincount(k, weights=w * window.cell_eta[cell], minlength=n_clusters) / wsum
-    phi_c = np.bincount(k, weights=w * window.cell_phi[cell], minlength=n_clusters) / wsum
-
-    stored = rank < config.max_cells
-    cid, ce = ev[stored], cell[stored]
-    values = np.empty((ce.size, len(CELL_FIELDS)), np.float32)
-    values[:, 0] = e[stored]
-    values[:, 1] = e_true_cell[stored]
-    values[:, 2] = eta_low[cid] + window.cell_eta[ce]
-    values[:, 3] = wrap_phi(phi_low[cid] + window.cell_phi[ce])
-    values[:, 4:] = window.cell_static[ce]
-
-    # rank of each cluster within its event by EM-scale energy
-    order = np.lexsort((-e_em, cluster_event))
-    ev_sorted = cluster_event[order]
-    ev_start = np.searchsorted(ev_sorted, ev_sorted, side="left")
-    cluster_index = np.empty(n_clusters, np.int32)
-    cluster_index[order] = np.arange(n_clusters) - ev_start
-
-    scalars = {
-        "e_em": e_em,
-        "e_true": e_true,
-        "eta": eta_low[cluster_event] + eta_c,
-        "phi": wrap_phi(phi_low[cluster_event] + phi_c),
-        "n_cells_total": size,
-        "particle": particles.pdg[cluster_event],
-        "e_particle": particles.energy[cluster_event],
-        "eta_particle": particles.eta[cluster_event],
-        "phi_particle": particles.phi[cluster_event],
-        "event": first + cluster_event,
-        "cluster_index": cluster_index,
-    }
-    return RaggedClusters(
-        cells=values,
-        cell_id=window.global_ids(ce, eta_low[cid], phi_low_index[cid]),
-        n_cells=np.minimum(size, config.max_cells).astype(np.int32),
-        scalars={name: np.asarray(scalars[name]).astype(dt) for name, dt in SCALAR_FIELDS.items()},
-    )
+    return cluster_records(config, window, particles, first, corner, measured, dep, found)
 
 
 def _n_batches(config: SimConfig) -> int:
@@ -206,6 +142,8 @@ def simulate_ragged_batches(
         return
     # fork is cheap and works from unguarded scripts; spawn is safe once a multithreaded library (JAX) is loaded
     ctx = multiprocessing.get_context("spawn" if "jax" in sys.modules else "fork")
+    if ctx.get_start_method() == "fork":
+        _prepare(config)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),))
     try:
         pending: deque = deque()
@@ -226,6 +164,12 @@ def simulate_ragged_batches(
         _stop_workers(pool)  # Ctrl-C, a full disk, ...: the batches still running are of no use
         raise
     pool.shutdown()
+
+
+def _prepare(config: SimConfig) -> None:
+    """Load the compiled kernels and build the window of ``config.mu`` here, once, for the forked workers to
+    inherit (each would do it on its own otherwise): simulate one event and drop it."""
+    simulate_ragged(config.model_copy(update={"events": 1, "batch_events": 1}), 0)
 
 
 @contextlib.contextmanager
