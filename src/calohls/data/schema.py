@@ -221,6 +221,21 @@ class RaggedClusters:
     def __len__(self) -> int:
         return int(self.n_cells.shape[0])
 
+    @classmethod
+    def concatenate(cls, parts: Iterable[RaggedClusters]) -> RaggedClusters:
+        """Join batches (at least one)."""
+        parts = list(parts)
+        if not parts:
+            raise DataError("no cluster batches to concatenate; generate or read at least one cluster first")
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            cells=np.concatenate([p.cells for p in parts]),
+            cell_id=np.concatenate([p.cell_id for p in parts]),
+            n_cells=np.concatenate([p.n_cells for p in parts]),
+            scalars={k: np.concatenate([p.scalars[k] for p in parts]) for k in SCALAR_FIELDS},
+        )
+
     @property
     def first_cell(self) -> np.ndarray:
         """int64 ``[n]``: the row of ``cells`` where each cluster starts."""
