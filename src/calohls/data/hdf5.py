@@ -117,6 +117,9 @@ _CHUNK_BYTES = 2 << 20  # target size of a `cells` chunk (version 1)
 _CELL_CHUNK = 1 << 18  # cells per chunk of a /cells dataset (version 2)
 _MAX_CHUNK_ROWS = 65536  # upper bound of clusters per chunk (1-D datasets)
 _CHUNK_CACHE_BYTES = 32 << 20  # per-dataset chunk cache, above one chunk: partial chunks are not re-read
+# Writing fills chunks in order, so a cache of two chunks of the largest kind never re-reads one; a larger one only
+# holds finished chunks (version 2 has 24 datasets: 32 MiB each kept ~350 MB of a large file in memory).
+_WRITE_CACHE_BYTES = 2 * max(_CHUNK_BYTES, _CELL_CHUNK * 8)
 
 
 # -- atomic output -------------------------------------------------------------------------------------------
@@ -210,7 +213,7 @@ class ClusterWriter:
             with writing(self.path):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 remove_stale_partials(self.path)
-                self._file = h5py.File(self._partial, "w", rdcc_nbytes=_CHUNK_CACHE_BYTES)
+                self._file = h5py.File(self._partial, "w", rdcc_nbytes=_WRITE_CACHE_BYTES)
                 self._create()
         except BaseException:
             self._abort()
