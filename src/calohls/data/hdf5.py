@@ -540,7 +540,7 @@ class ClusterFile:
 
     def _check_v2(self) -> tuple[int, int]:
         """Version 2: (clusters, max_cells) after checking the ragged layout."""
-        n = self._datasets["n_cells"].shape[0] if self._datasets["n_cells"].ndim == 1 else -1
+        n = self._datasets["first_cell"].shape[0] if self._datasets["first_cell"].ndim == 1 else -1
         m = self._datasets[f"{_CELLS}/cell_id"].shape[0] if self._datasets[f"{_CELLS}/cell_id"].ndim == 1 else -1
         expected: dict[str, tuple[tuple[int, ...], np.dtype]] = {
             "n_cells": ((n,), np.dtype(np.int32)),
@@ -638,7 +638,7 @@ class ClusterFile:
         n = stop - start
         cells = np.zeros((n, k, len(CELL_FIELDS)), np.float32)
         cell_id = np.full((n, k), -1, np.int64)
-        if n == 0:
+        if n == 0 or stored.min() < 1:  # no cells to read (an empty cluster fails the batch's checks)
             return cells, cell_id
         first = self._datasets["first_cell"][start:stop]
         lo, hi = int(first[0]), int(first[-1]) + int(stored[-1])
