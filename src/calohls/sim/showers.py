@@ -273,6 +273,10 @@ def _deposit_kernel(dep, vis, centre_eta, centre_phi, sc, st, ft, n_eta, n_phi, 
                 for r in range(2):
                     sigma = sc[e, s, k] if r == 0 else st[e, s, k]
                     w = (1.0 - ft[e, s]) if r == 0 else ft[e, s]
+                    if w == 0.0:  # a single Gaussian (the track of a charged pion): no erf for the other
+                        pe[r, :ne] = 0.0
+                        pp[r, :nphi] = 0.0
+                        continue
                     z = inv_sqrt2 / sigma
                     prev = math.erf((0.0 - centre_eta[e, s, k]) * z)
                     for i in range(ne):
