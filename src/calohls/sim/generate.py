@@ -27,7 +27,7 @@ import numpy as np
 from calohls.config import SimConfig, dump_config
 from calohls.data.schema import PARTICLES, ClusterBatch, RaggedClusters
 from calohls.sim.geometry import Window, window_for
-from calohls.sim.pileup import measured_signal
+from calohls.sim.pileup import CellNoise, measured_signal
 from calohls.sim.records import cluster_records
 from calohls.sim.showers import N_SLOTS, ShowerSlots, deposit, em_showers, pi0_decay, pion_showers
 from calohls.sim.topo import padded_table, topo_cluster
@@ -112,12 +112,13 @@ def simulate_ragged(config: SimConfig, batch_index: int) -> RaggedClusters:
     particles = draw_particles(config, n, rng)
     corner = window_for(particles.eta, particles.phi)
     showers = _showers(particles, rng)
+    noise = CellNoise(rng, n, window.n_cells)
     parts = []
     for a in range(0, n, _CHUNK_EVENTS):
         rows = slice(a, min(a + _CHUNK_EVENTS, n))
         part_corner = (corner[0][rows], corner[1][rows], corner[2][rows])
         dep, vis = deposit(showers.select(rows), window, part_corner[0], part_corner[1])
-        measured = measured_signal(vis, window, rng, noise=config.noise)
+        measured = measured_signal(vis, window, noise, rows, electronic=config.noise)
         found = topo_cluster(measured, window.cell_sigma, _table(config.mu), config.topo)
         records = cluster_records(config, window, particles.select(rows), first + a, part_corner, measured, dep, found)
         parts.append(records)
