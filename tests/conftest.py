@@ -46,6 +46,24 @@ _SYNTHETIC_LAYERS: dict[int, tuple[float, float, float, float]] = {
 }
 
 
+def set_cell(f, cluster: int, cell: int, field: str, value: float) -> None:
+    """In an open HDF5 cluster file ``f`` (``h5py.File``, either schema version), set one field of one stored cell."""
+    if "cells" in f and "first_cell" in f["clusters"]:  # version 2: one dataset per field
+        f[f"cells/{field}"][int(f["clusters/first_cell"][cluster]) + cell] = value
+    else:
+        f["clusters/cells"][cluster, cell, CELL_FIELDS.index(field)] = value
+
+
+def negate_cell_energies(f) -> None:
+    """In an open HDF5 cluster file ``f`` (either schema version), flip the sign of every cell's EM-scale energy."""
+    if "cells" in f and "first_cell" in f["clusters"]:
+        f["cells/e"][...] = -f["cells/e"][...]
+    else:
+        cells = f["clusters/cells"][...]
+        cells[..., 0] = -cells[..., 0]
+        f["clusters/cells"][...] = cells
+
+
 def synthetic_cell_geometry() -> dict[str, np.ndarray]:
     """The fixed geometry of the synthetic cell pool: one row per cell id, the same on every call.
 

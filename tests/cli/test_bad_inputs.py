@@ -37,6 +37,7 @@ import pytest
 import uproot
 import yaml
 from click.testing import CliRunner
+from tests.conftest import set_cell
 
 #: Longest a single bad-input command may take (they all fail early; this only guards against a hang).
 TIMEOUT_S = 120
@@ -285,8 +286,8 @@ def inputs(sim_file: Path, trained_run: Path, tmp_path_factory: pytest.TempPathF
             good, d / "wrong_shape.h5", _replace_dataset("clusters/n_cells", np.ones(301, np.int32))
         ),
         wrong_version=_copy_and_edit(good, d / "wrong_version.h5", lambda f: f.attrs.__setitem__("schema_version", 99)),
-        nan_cells=_copy_and_edit(good, d / "nan_cells.h5", _set("clusters/cells", (5, 0, 0), np.nan)),
-        inf_cells=_copy_and_edit(good, d / "inf_cells.h5", _set("clusters/cells", (7, 1, 0), np.inf)),
+        nan_cells=_copy_and_edit(good, d / "nan_cells.h5", lambda f: set_cell(f, 5, 0, "e", np.nan)),
+        inf_cells=_copy_and_edit(good, d / "inf_cells.h5", lambda f: set_cell(f, 7, 1, "e", np.inf)),
         nan_e_true=_copy_and_edit(good, d / "nan_e_true.h5", _set("clusters/e_true", (3,), np.nan)),
         inf_e_true=_copy_and_edit(good, d / "inf_e_true.h5", _set("clusters/e_true", (4,), -np.inf)),
         no_cells=_copy_and_edit(good, d / "no_cells.h5", _set("clusters/n_cells", (2,), 0)),

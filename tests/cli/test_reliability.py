@@ -27,6 +27,7 @@ from typing import NamedTuple
 import h5py
 import pytest
 import yaml
+from tests.conftest import negate_cell_energies
 
 
 def _sibling(name: str) -> object:
@@ -80,9 +81,7 @@ def _negative(i: Inputs, src: Path, name: str) -> Path:
     """A copy of ``src`` with every cell and EM-scale energy of the wrong sign."""
 
     def edit(g: h5py.Group) -> None:
-        cells = g["cells"][...]
-        cells[..., 0] = -cells[..., 0]
-        g["cells"][...] = cells
+        negate_cell_energies(g.file)
         g["e_em"][...] = -g["e_em"][...]
 
     return _edit_h5(_copy(src, i.out / name), edit)

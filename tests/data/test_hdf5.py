@@ -12,7 +12,7 @@ import pytest
 
 from calohls import __version__
 from calohls.data.hdf5 import FORMAT, ClusterWriter, open_clusters, read_clusters
-from calohls.data.schema import CELL_FIELDS, SCALAR_FIELDS, SCHEMA_VERSION, ClusterBatch
+from calohls.data.schema import CELL_FIELDS, SCALAR_FIELDS, SCHEMA_VERSION, ClusterBatch, RaggedClusters
 from calohls.errors import (
     ConfigError,
     DataError,
@@ -48,6 +48,15 @@ def h5_file(tmp_path, synthetic_batch) -> tuple[Path, ClusterBatch]:
     return path, batch
 
 
+@pytest.fixture
+def h5_file_v1(tmp_path, synthetic_batch) -> tuple[Path, ClusterBatch]:
+    """A file in the padded layout of schema version 1 (still read)."""
+    batch = synthetic_batch(n=300, max_cells=24, seed=1)
+    path = tmp_path / "clusters_v1.h5"
+    write(path, batch, schema_version=1)
+    return path, batch
+
+
 # -- round trips ---------------------------------------------------------------------------------------------
 def test_round_trip_and_attributes(tmp_path, synthetic_batch):
     a = synthetic_batch(n=120, max_cells=16, seed=1)
@@ -74,8 +83,8 @@ def test_round_trip_and_attributes(tmp_path, synthetic_batch):
     assert_batches_equal(read_clusters(path, 10, 20), a.select(slice(10, 20)))
 
 
-def test_layout_on_disk(h5_file):
-    path, batch = h5_file
+def test_layout_on_disk(h5_file_v1):
+    path, batch = h5_file_v1
     with h5py.File(path, "r") as f:
         g = f["clusters"]
         assert g["cells"].dtype == np.float32
@@ -89,6 +98,86 @@ def test_layout_on_disk(h5_file):
         for k, dt in SCALAR_FIELDS.items():
             assert g[k].dtype == dt
         assert (g["cell_id"][:][~batch.mask] == -1).all()
+
+
+def test_layout_on_disk_v2(h5_file):
+    path, batch = h5_file
+    m = int(batch.n_cells.sum())
+    with h5py.File(path, "r") as f:
+        assert f.attrs["schema_version"] == SCHEMA_VERSION == 2
+        assert f.attrs["max_cells"] == 24
+        g, cells = f["clusters"], f["cells"]
+        assert "cells" not in g
+        assert "cell_id" not in g
+        assert g["n_cells"].dtype == np.int32
+        np.testing.assert_array_equal(g["first_cell"][:], np.concatenate([[0], np.cumsum(batch.n_cells)[:-1]]))
+        for k, dt in SCALAR_FIELDS.items():
+            assert g[k].dtype == dt
+            assert g[k].shape == (300,)
+        for name in CELL_FIELDS:
+            assert cells[name].dtype == np.float32
+            assert cells[name].shape == (m,)
+            np.testing.assert_array_equal(cells[name][:], batch.cell(name)[batch.mask])
+        assert cells["cell_id"].dtype == np.int64
+        np.testing.assert_array_equal(cells["cell_id"][:], batch.cell_id[batch.mask])
+        for ds in [*g.values(), *cells.values()]:
+            assert ds.maxshape[0] is None, ds.name
+            raw = ds.name in ("/cells/e", "/cells/e_true")  # noise-like: not worth compressing
+            assert ds.compression == (None if raw else "lzf"), ds.name
+            assert ds.chunks is not None
+
+
+def test_version_1_and_2_read_alike(h5_file, h5_file_v1):
+    with open_clusters(h5_file[0]) as new, open_clusters(h5_file_v1[0]) as old:
+        assert (new.schema_version, old.schema_version) == (2, 1)
+        assert new.max_cells == old.max_cells == 24
+        assert_batches_equal(new.read(), old.read())
+        assert_batches_equal(new.read(), h5_file[1])
+        for start, stop, k in ((0, 300, 5), (17, 18, 24), (250, 300, 1), (40, 40, None), (5, 123, 100)):
+            assert_batches_equal(new.read(start, stop, max_cells=k), old.read(start, stop, max_cells=k))
+
+
+def test_ragged_batches_are_written_as_given(tmp_path, synthetic_batch):
+    a, b = synthetic_batch(n=50, max_cells=12, seed=3), synthetic_batch(n=70, max_cells=12, seed=4)
+    ragged = b.ragged()
+    assert isinstance(ragged, RaggedClusters)
+    assert_batches_equal(ragged.padded(12), b)
+    for version in (1, 2):
+        path = tmp_path / f"mixed{version}.h5"
+        with ClusterWriter(path, 12, schema_version=version) as out:
+            out.append(a)
+            out.append(ragged)
+        assert_batches_equal(read_clusters(path), ClusterBatch.concatenate([a, b]))
+    with ClusterWriter(tmp_path / "small.h5", 8) as out, pytest.raises(DataError, match="stores 12 cells"):
+        out.append(ragged)
+
+
+def test_truncate_drops_clusters_and_their_cells(tmp_path, synthetic_batch):
+    a, b = synthetic_batch(n=40, max_cells=10, seed=5), synthetic_batch(n=30, max_cells=10, seed=6)
+    for version in (1, 2):
+        path = tmp_path / f"t{version}.h5"
+        with ClusterWriter(path, 10, schema_version=version) as out:
+            out.append(a)
+            out.append(b)
+            out.truncate(40)
+            out.append(b.select(slice(0, 5)))
+            assert out.n_clusters == 45
+        assert_batches_equal(read_clusters(path), ClusterBatch.concatenate([a, b.select(slice(0, 5))]))
+
+
+def test_unknown_schema_version_to_write(tmp_path):
+    with pytest.raises(ConfigError, match="schema_version=3"):
+        ClusterWriter(tmp_path / "x.h5", 8, schema_version=3)
+
+
+def test_corrupt_first_cell(h5_file):
+    path, _ = h5_file
+    with h5py.File(path, "r+") as f:
+        f["clusters/first_cell"][10] += 1
+    with open_clusters(path) as f:
+        assert len(f.read(0, 10)) == 10
+        with pytest.raises(DataError, match=r"first_cell of clusters 0:300 does not match"):
+            f.read()
 
 
 def test_streaming_equals_one_read(h5_file):
@@ -294,13 +383,24 @@ def test_wrong_cell_fields(h5_file):
         open_clusters(path)
 
 
-def test_non_finite_cells(h5_file):
-    path, _ = h5_file
+def test_non_finite_cells(h5_file_v1):
+    path, _ = h5_file_v1
     with h5py.File(path, "r+") as f:
         f["clusters/cells"][5, 0, 0] = np.nan
     with open_clusters(path) as f:
         assert len(f.read(0, 5)) == 5  # clean slices still read
         with pytest.raises(NonFiniteError, match=rf"{re.escape(str(path))} \[clusters 0:300\]: non-finite"):
+            f.read()
+
+
+def test_non_finite_cells_v2(h5_file):
+    path, batch = h5_file
+    row = int(batch.n_cells[:5].sum())  # the first cell of cluster 5
+    with h5py.File(path, "r+") as f:
+        f["cells/e"][row] = np.nan
+    with open_clusters(path) as f:
+        assert len(f.read(0, 5)) == 5  # clean slices still read
+        with pytest.raises(NonFiniteError, match=rf"{re.escape(str(path))} \[clusters 0:300\]: non-finite.* cluster 5"):
             f.read()
 
 

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from calohls.data.schema import ClusterBatch, cell_field_index
+from calohls.data.schema import CELL_FIELDS, ClusterBatch, cell_field_index
 from calohls.errors import DataError, NonFiniteError
 
 
@@ -68,3 +68,25 @@ def test_unknown_fields(synthetic_batch):
         ClusterBatch.concatenate([])
     with pytest.raises(DataError, match=r"different cell counts \[4, 8\]"):
         ClusterBatch.concatenate([b, synthetic_batch(n=5, max_cells=8)])
+
+
+def test_ragged_clusters_round_trip_and_truncation(synthetic_batch):
+    from calohls.data.schema import RaggedClusters
+
+    a, b = synthetic_batch(n=40, max_cells=12, seed=1), synthetic_batch(n=25, max_cells=12, seed=2)
+    ragged = RaggedClusters.concatenate([a.ragged(), b.ragged()])
+    ragged.validate()
+    assert len(ragged) == 65
+    assert ragged.cells.shape == (int(a.n_cells.sum() + b.n_cells.sum()), len(CELL_FIELDS))
+    np.testing.assert_array_equal(ragged.first_cell[1:], np.cumsum(ragged.n_cells)[:-1])
+    joined = ClusterBatch.concatenate([a, b])
+    padded = ragged.padded(12)
+    np.testing.assert_array_equal(padded.cells, joined.cells)
+    np.testing.assert_array_equal(padded.cell_id, joined.cell_id)
+    # fewer cells: each cluster keeps its first (most energetic) ones
+    short = ragged.padded(4)
+    np.testing.assert_array_equal(short.cells, joined.cells[:, :4])
+    np.testing.assert_array_equal(short.n_cells, np.minimum(joined.n_cells, 4))
+    bad = RaggedClusters(ragged.cells[1:], ragged.cell_id[1:], ragged.n_cells, ragged.scalars)
+    with pytest.raises(DataError, match="n_cells add up to"):
+        bad.validate()

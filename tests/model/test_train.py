@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from tests.conftest import TINY_TRAIN
+from tests.conftest import TINY_TRAIN, set_cell
 
 from calohls.config import TrainConfig
 from calohls.data.hdf5 import read_clusters
@@ -136,10 +136,7 @@ def test_bad_inputs(sim_file, tmp_path):
     nan = tmp_path / "nan.h5"
     nan.write_bytes(sim_file.read_bytes())
     with h5py.File(nan, "a") as f:
-        cells = f["clusters/cells"]
-        row = cells[5]
-        row[0, 0] = np.nan
-        cells[5] = row
+        set_cell(f, 5, 0, "e", np.nan)
     with pytest.raises(DataError, match="non-finite"):
         train(nan, tmp_path / "r4", TrainConfig.model_validate(TINY_TRAIN))
 

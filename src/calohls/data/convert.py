@@ -211,9 +211,7 @@ class _ConvertWriter(ClusterWriter):
 
     def rollback(self, n: int) -> None:
         """Drop every cluster after the first ``n``."""
-        for ds in self._datasets.values():
-            ds.resize(n, axis=0)
-        self.n_clusters = n
+        self.truncate(n)
 
     def set_config(self, text: str) -> None:
         """Store ``text`` (YAML) as the ``config`` attribute."""

@@ -1,6 +1,6 @@
 """The cluster record: what every stage reads and writes.
 
-A batch of ``n`` topo-clusters is stored as fixed-size padded arrays:
+A batch of ``n`` topo-clusters is held in memory as fixed-size padded arrays (:class:`ClusterBatch`):
 
 * ``cells``: float32 ``[n, N, F]`` with the per-cell fields :data:`CELL_FIELDS` (in that order), cells sorted by
   descending EM-scale energy, rows ``>= n_cells`` zero;
@@ -12,6 +12,9 @@ Energies are in GeV, angles in radians, radii in metres. ``e_true`` of a cluster
 true deposited energy (visible + invisible) in the cluster's cells, like ATLAS ``ENG_CALIB_TOT``; ``e_em`` is the sum
 of the cells' EM-scale energies (the default calibration). When a cluster has more than ``N`` cells the lowest-energy
 ones are not stored, but ``e_em``, ``e_true`` and ``n_cells_total`` still count every cell.
+
+:class:`RaggedClusters` holds the same record without padding (the stored cells of all clusters one after the other),
+as cluster files of schema version 2 store it; :meth:`RaggedClusters.padded` and :meth:`ClusterBatch.ragged` convert.
 """
 
 from __future__ import annotations
@@ -31,11 +34,13 @@ __all__ = [
     "SCALAR_FIELDS",
     "SCHEMA_VERSION",
     "ClusterBatch",
+    "RaggedClusters",
     "cell_field_index",
 ]
 
 #: Version of the on-disk layout; bump on any incompatible change and keep a reader for the old one if possible.
-SCHEMA_VERSION = 1
+#: 1: cells padded to ``max_cells`` per cluster; 2: the stored cells only, one column per cell field.
+SCHEMA_VERSION = 2
 
 #: Barrel calorimeter layers (inside out) and their ATLAS ``CaloSampling`` numbers, the ``sampling`` value stored
 #: per cell. Files from users may hold other ATLAS samplings (end-caps); the numbers are ATLAS's own.
@@ -150,6 +155,11 @@ class ClusterBatch:
             scalars={k: v[index] for k, v in self.scalars.items()},
         )
 
+    def ragged(self) -> RaggedClusters:
+        """The same clusters without padding."""
+        mask = self.mask
+        return RaggedClusters(self.cells[mask], self.cell_id[mask], self.n_cells, dict(self.scalars))
+
     @property
     def response_em(self) -> np.ndarray:
         """EM-scale response ``e_em / e_true`` per cluster."""
@@ -174,14 +184,7 @@ class ClusterBatch:
             raise DataError(f"cell_id has shape {self.cell_id.shape}; expected {(n, big_n)} to match cells")
         if self.n_cells.shape != (n,):
             raise DataError(f"n_cells has shape {self.n_cells.shape}; expected ({n},)")
-        missing = [k for k in SCALAR_FIELDS if k not in self.scalars]
-        if missing:
-            raise DataError(f"cluster fields missing: {', '.join(missing)}; every field of SCALAR_FIELDS is needed")
-        for k, dtype in SCALAR_FIELDS.items():
-            if self.scalars[k].shape != (n,):
-                raise DataError(f"cluster field {k!r} has shape {self.scalars[k].shape}; expected ({n},)")
-            if self.scalars[k].dtype != dtype:
-                raise DataError(f"cluster field {k!r} has dtype {self.scalars[k].dtype}; expected {dtype}")
+        _check_scalars(self.scalars, n)
         if n and (self.n_cells.min() < 0 or self.n_cells.max() > big_n):
             raise DataError(f"n_cells must lie in 0..{big_n}; got {self.n_cells.min()}..{self.n_cells.max()}")
         if n and (self.n_cells == 0).any():
@@ -194,8 +197,107 @@ class ClusterBatch:
                 f"non-finite cell value {self.cells[i, j, f]} in cluster {i}, cell {j}, field {CELL_FIELDS[f]!r}; "
                 "remove or fix these cells in the input"
             )
-        for k in ("e_em", "e_true", "eta", "phi", "e_particle", "eta_particle", "phi_particle"):
-            v = self.scalars[k]
-            if not np.isfinite(v).all():
-                i = int(np.flatnonzero(~np.isfinite(v))[0])
-                raise NonFiniteError(f"non-finite {k}={v[i]} in cluster {i}; remove or fix it in the input")
+
+
+@dataclass(frozen=True)
+class RaggedClusters:
+    """Clusters without padding: the stored cells of all clusters one after the other (cheap to pass between
+    processes and to write).
+
+    Attributes:
+        cells: float32 ``[M, F]`` per-cell fields, cluster after cluster, by descending EM-scale energy within each.
+        cell_id: int64 ``[M]``.
+        n_cells: int32 ``[n]`` stored cells per cluster (``M`` in all).
+        scalars: one array ``[n]`` per entry of :data:`SCALAR_FIELDS`.
+    """
+
+    cells: np.ndarray
+    cell_id: np.ndarray
+    n_cells: np.ndarray
+    scalars: Mapping[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return int(self.n_cells.shape[0])
+
+    @classmethod
+    def concatenate(cls, parts: Iterable[RaggedClusters]) -> RaggedClusters:
+        """Join batches (at least one)."""
+        parts = list(parts)
+        if not parts:
+            raise DataError("no cluster batches to concatenate; generate or read at least one cluster first")
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            cells=np.concatenate([p.cells for p in parts]),
+            cell_id=np.concatenate([p.cell_id for p in parts]),
+            n_cells=np.concatenate([p.n_cells for p in parts]),
+            scalars={k: np.concatenate([p.scalars[k] for p in parts]) for k in SCALAR_FIELDS},
+        )
+
+    @property
+    def first_cell(self) -> np.ndarray:
+        """int64 ``[n]``: the row of ``cells`` where each cluster starts."""
+        first = np.zeros(len(self), np.int64)
+        np.cumsum(self.n_cells[:-1], out=first[1:])
+        return first
+
+    def padded(self, max_cells: int) -> ClusterBatch:
+        """The padded record (validated); clusters with more than ``max_cells`` stored cells keep their first ones."""
+        n = len(self)
+        if n and int(self.n_cells.max()) > max_cells:
+            first = self.first_cell
+            rank = np.arange(self.cell_id.size) - np.repeat(first, self.n_cells)
+            keep = rank < max_cells
+            return RaggedClusters(
+                self.cells[keep], self.cell_id[keep], np.minimum(self.n_cells, max_cells).astype(np.int32), self.scalars
+            ).padded(max_cells)
+        mask = np.arange(max_cells)[None, :] < self.n_cells[:, None]
+        cells = np.zeros((n, max_cells, len(CELL_FIELDS)), np.float32)
+        cells[mask] = self.cells
+        cell_id = np.full((n, max_cells), -1, np.int64)
+        cell_id[mask] = self.cell_id
+        return ClusterBatch(cells, cell_id, np.asarray(self.n_cells, np.int32), dict(self.scalars))
+
+    def validate(self) -> None:
+        """The checks of :meth:`ClusterBatch.validate`, on the stored cells."""
+        for name, array, dtype in (
+            ("cells", self.cells, np.float32),
+            ("cell_id", self.cell_id, np.int64),
+            ("n_cells", self.n_cells, np.int32),
+        ):
+            if array.dtype != dtype:
+                raise DataError(f"{name} has dtype {array.dtype}; expected {np.dtype(dtype)} (convert with .astype)")
+        if self.cells.ndim != 2 or self.cells.shape[1] != len(CELL_FIELDS):
+            raise DataError(f"cells has shape {self.cells.shape}; expected [M, {len(CELL_FIELDS)}] ({CELL_FIELDS})")
+        if self.n_cells.ndim != 1 or self.cell_id.shape != (self.cells.shape[0],):
+            raise DataError(f"cell_id {self.cell_id.shape} and n_cells {self.n_cells.shape} do not fit cells")
+        if int(self.n_cells.sum()) != self.cells.shape[0]:
+            raise DataError(f"n_cells add up to {int(self.n_cells.sum())}, but there are {self.cells.shape[0]} cells")
+        if len(self) and self.n_cells.min() < 1:
+            first = int(np.flatnonzero(self.n_cells < 1)[0])
+            raise DataError(f"cluster {first} has n_cells={self.n_cells[first]}; drop empty clusters before use")
+        _check_scalars(self.scalars, len(self))
+        if not np.isfinite(self.cells).all():
+            j, f = np.argwhere(~np.isfinite(self.cells))[0]
+            i = int(np.searchsorted(self.first_cell, j, side="right") - 1)
+            raise NonFiniteError(
+                f"non-finite cell value {self.cells[j, f]} in cluster {i}, cell {j - self.first_cell[i]}, field "
+                f"{CELL_FIELDS[f]!r}; remove or fix these cells in the input"
+            )
+
+
+def _check_scalars(scalars: Mapping[str, np.ndarray], n: int) -> None:
+    """Every scalar field present with shape ``(n,)``, its dtype, and finite where the record needs it."""
+    missing = [k for k in SCALAR_FIELDS if k not in scalars]
+    if missing:
+        raise DataError(f"cluster fields missing: {', '.join(missing)}; every field of SCALAR_FIELDS is needed")
+    for k, dtype in SCALAR_FIELDS.items():
+        if scalars[k].shape != (n,):
+            raise DataError(f"cluster field {k!r} has shape {scalars[k].shape}; expected ({n},)")
+        if scalars[k].dtype != dtype:
+            raise DataError(f"cluster field {k!r} has dtype {scalars[k].dtype}; expected {dtype}")
+    for k in ("e_em", "e_true", "eta", "phi", "e_particle", "eta_particle", "phi_particle"):
+        v = scalars[k]
+        if not np.isfinite(v).all():
+            i = int(np.flatnonzero(~np.isfinite(v))[0])
+            raise NonFiniteError(f"non-finite {k}={v[i]} in cluster {i}; remove or fix it in the input")

@@ -21,18 +21,26 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
 from calohls.config import SimConfig, dump_config
-from calohls.data.schema import CELL_FIELDS, PARTICLES, SCALAR_FIELDS, ClusterBatch
-from calohls.sim.geometry import Window, window_for, wrap_phi
-from calohls.sim.pileup import measured_signal
+from calohls.data.schema import PARTICLES, ClusterBatch, RaggedClusters
+from calohls.sim.geometry import Window, window_for
+from calohls.sim.pileup import CellNoise, measured_signal
+from calohls.sim.records import cluster_records
 from calohls.sim.showers import N_SLOTS, ShowerSlots, deposit, em_showers, pi0_decay, pion_showers
 from calohls.sim.topo import padded_table, topo_cluster
 
-__all__ = ["CompactClusters", "Particles", "draw_particles", "simulate", "simulate_batch", "simulate_to_file"]
+__all__ = [
+    "Particles",
+    "draw_particles",
+    "simulate",
+    "simulate_batch",
+    "simulate_ragged",
+    "simulate_ragged_batches",
+    "simulate_to_file",
+]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +53,10 @@ class Particles:
 
     def __len__(self) -> int:
         return len(self.pdg)
+
+    def select(self, rows: slice) -> Particles:
+        """The particles of ``rows``."""
+        return Particles(self.pdg[rows], self.energy[rows], self.eta[rows], self.phi[rows])
 
 
 def draw_particles(config: SimConfig, n: int, rng: np.random.Generator) -> Particles:
@@ -83,107 +95,34 @@ def _table(mu: float) -> np.ndarray:
 
 def simulate_batch(config: SimConfig, batch_index: int) -> ClusterBatch:
     """Simulate batch ``batch_index`` of the run described by ``config`` and return its clusters."""
-    return _simulate_compact(config, batch_index).padded(config.max_cells)
+    return simulate_ragged(config, batch_index).padded(config.max_cells)
 
 
-def _simulate_compact(config: SimConfig, batch_index: int) -> CompactClusters:
+#: Events that go through deposit, noise and clustering together: their [events, cells] arrays (~2 MB each) stay in
+#: the CPU caches, where a whole batch's (~15 MB each) would not.
+_CHUNK_EVENTS = 250
+
+
+def simulate_ragged(config: SimConfig, batch_index: int) -> RaggedClusters:
+    """:func:`simulate_batch` without the padding (at most ``config.max_cells`` cells per cluster)."""
     first = batch_index * config.batch_events
     n = min(config.batch_events, config.events - first)
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, batch_index]))
     window = _window(config.mu)
     particles = draw_particles(config, n, rng)
-    eta_low, phi_low, phi_low_index = window_for(particles.eta, particles.phi)
-    dep, vis = deposit(_showers(particles, rng), window, eta_low, phi_low)
-    measured = measured_signal(vis, window, rng, noise=config.noise)
-    found = topo_cluster(measured, window.cell_sigma, _table(config.mu), config.topo)
-    corner = (eta_low, phi_low, phi_low_index)
-    return _compact_clusters(config, window, particles, first, corner, measured, dep, found)
-
-
-class CompactClusters(NamedTuple):
-    """Clusters without padding (cheap to pass between processes): the stored cells of all clusters in a row."""
-
-    values: np.ndarray  # [M, F] per-cell fields, cluster after cluster
-    cell_id: np.ndarray  # [M]
-    n_cells: np.ndarray  # [K] stored cells per cluster
-    scalars: dict[str, np.ndarray]
-
-    def padded(self, max_cells: int) -> ClusterBatch:
-        """The padded cluster record."""
-        n = self.n_cells.size
-        start = np.concatenate([[0], np.cumsum(self.n_cells)[:-1]])
-        row = np.repeat(np.arange(n), self.n_cells)
-        flat = row * max_cells + (np.arange(row.size) - start[row])
-        cells = np.zeros((n * max_cells, len(CELL_FIELDS)), np.float32)
-        cells[flat] = self.values
-        cell_id = np.full(n * max_cells, -1, np.int64)
-        cell_id[flat] = self.cell_id
-        return ClusterBatch(cells.reshape(n, max_cells, -1), cell_id.reshape(n, max_cells), self.n_cells, self.scalars)
-
-
-def _compact_clusters(config, window, particles, first, corner, measured, dep, found) -> CompactClusters:
-    """The record fields of the clusters found in a batch."""
-    eta_low, phi_low, phi_low_index = corner
-    k, ev, cell = found.cluster, found.event, found.cell
-    e = measured[ev, cell]
-    e_true_cell = dep[ev, cell]
-    e_em = np.bincount(k, weights=e, minlength=found.n_clusters)
-    e_true = np.bincount(k, weights=e_true_cell, minlength=found.n_clusters)
-    keep = e_true >= config.min_e_true
-    # renumber the kept clusters and drop the members of the others
-    new_id = np.cumsum(keep) - 1
-    member = keep[k]
-    k, ev, cell, e, e_true_cell = new_id[k[member]], ev[member], cell[member], e[member], e_true_cell[member]
-    n_clusters = int(keep.sum())
-    e_em, e_true = e_em[keep], e_true[keep]
-
-    size = np.bincount(k, minlength=n_clusters)
-    start = np.concatenate([[0], np.cumsum(size)[:-1]])
-    rank = np.arange(k.size) - start[k]
-    cluster_event = np.zeros(n_clusters, np.int64)
-    cluster_event[k] = ev
-
-    # |E|-weighted barycentre in window coordinates, then absolute
-    w = np.abs(e)
-    wsum = np.maximum(np.bincount(k, weights=w, minlength=n_clusters), 1e-12)
-    eta_c = np.bincount(k, weights=w * window.cell_eta[cell], minlength=n_clusters) / wsum
-    phi_c = np.bincount(k, weights=w * window.cell_phi[cell], minlength=n_clusters) / wsum
-
-    stored = rank < config.max_cells
-    cid, ce = ev[stored], cell[stored]
-    values = np.empty((ce.size, len(CELL_FIELDS)), np.float32)
-    values[:, 0] = e[stored]
-    values[:, 1] = e_true_cell[stored]
-    values[:, 2] = eta_low[cid] + window.cell_eta[ce]
-    values[:, 3] = wrap_phi(phi_low[cid] + window.cell_phi[ce])
-    values[:, 4:] = window.cell_static[ce]
-
-    # rank of each cluster within its event by EM-scale energy
-    order = np.lexsort((-e_em, cluster_event))
-    ev_sorted = cluster_event[order]
-    ev_start = np.searchsorted(ev_sorted, ev_sorted, side="left")
-    cluster_index = np.empty(n_clusters, np.int32)
-    cluster_index[order] = np.arange(n_clusters) - ev_start
-
-    scalars = {
-        "e_em": e_em,
-        "e_true": e_true,
-        "eta": eta_low[cluster_event] + eta_c,
-        "phi": wrap_phi(phi_low[cluster_event] + phi_c),
-        "n_cells_total": size,
-        "particle": particles.pdg[cluster_event],
-        "e_particle": particles.energy[cluster_event],
-        "eta_particle": particles.eta[cluster_event],
-        "phi_particle": particles.phi[cluster_event],
-        "event": first + cluster_event,
-        "cluster_index": cluster_index,
-    }
-    return CompactClusters(
-        values=values,
-        cell_id=window.global_ids(ce, eta_low[cid], phi_low_index[cid]),
-        n_cells=np.minimum(size, config.max_cells).astype(np.int32),
-        scalars={name: np.asarray(scalars[name]).astype(dt) for name, dt in SCALAR_FIELDS.items()},
-    )
+    corner = window_for(particles.eta, particles.phi)
+    showers = _showers(particles, rng)
+    noise = CellNoise(rng, n, window.n_cells)
+    parts = []
+    for a in range(0, n, _CHUNK_EVENTS):
+        rows = slice(a, min(a + _CHUNK_EVENTS, n))
+        part_corner = (corner[0][rows], corner[1][rows], corner[2][rows])
+        dep, vis = deposit(showers.select(rows), window, part_corner[0], part_corner[1])
+        measured = measured_signal(vis, window, noise, rows, electronic=config.noise)
+        found = topo_cluster(measured, window.cell_sigma, _table(config.mu), config.topo)
+        records = cluster_records(config, window, particles.select(rows), first + a, part_corner, measured, dep, found)
+        parts.append(records)
+    return RaggedClusters.concatenate(parts)
 
 
 def _n_batches(config: SimConfig) -> int:
@@ -200,17 +139,27 @@ def simulate(
         workers: worker processes (default: one per CPU core, at most one per batch); 1 runs in this process.
         progress: called with the number of events of each finished batch.
     """
+    for batch in simulate_ragged_batches(config, workers=workers, progress=progress):
+        yield batch.padded(config.max_cells)
+
+
+def simulate_ragged_batches(
+    config: SimConfig, *, workers: int | None = None, progress: Callable[[int], None] | None = None
+) -> Iterator[RaggedClusters]:
+    """:func:`simulate` without the padding: what a cluster file stores."""
     n_batches = _n_batches(config)
     workers = min(workers or os.cpu_count() or 1, n_batches)
     if workers <= 1:
         for b in range(n_batches):
-            batch = simulate_batch(config, b)
+            batch = simulate_ragged(config, b)
             if progress:
                 progress(min(config.batch_events, config.events - b * config.batch_events))
             yield batch
         return
     # fork is cheap and works from unguarded scripts; spawn is safe once a multithreaded library (JAX) is loaded
     ctx = multiprocessing.get_context("spawn" if "jax" in sys.modules else "fork")
+    if ctx.get_start_method() == "fork":
+        _prepare(config)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),))
     try:
         pending: deque = deque()
@@ -218,10 +167,10 @@ def simulate(
         while next_batch < n_batches or pending:
             while next_batch < n_batches and len(pending) < 2 * workers:
                 with _sigint_blocked():  # a worker started now inherits the block until it ignores Ctrl-C
-                    pending.append((next_batch, pool.submit(_simulate_compact, config, next_batch)))
+                    pending.append((next_batch, pool.submit(simulate_ragged, config, next_batch)))
                 next_batch += 1
             b, fut = pending.popleft()
-            batch = fut.result().padded(config.max_cells)
+            batch = fut.result()
             if getattr(signal.getsignal(signal.SIGINT), "interrupted", False):  # a Ctrl-C lost by the interpreter
                 raise KeyboardInterrupt
             if progress:
@@ -231,6 +180,12 @@ def simulate(
         _stop_workers(pool)  # Ctrl-C, a full disk, ...: the batches still running are of no use
         raise
     pool.shutdown()
+
+
+def _prepare(config: SimConfig) -> None:
+    """Load the compiled kernels and build the window of ``config.mu`` here, once, for the forked workers to
+    inherit (each would do it on its own otherwise): simulate one event and drop it."""
+    simulate_ragged(config.model_copy(update={"events": 1, "batch_events": 1}), 0)
 
 
 @contextlib.contextmanager
@@ -307,7 +262,7 @@ def simulate_to_file(
 
     path = Path(path)
     with ClusterWriter(path, config.max_cells, overwrite=overwrite, config_yaml=dump_config(config)) as writer:
-        for batch in simulate(config, workers=workers, progress=progress):
-            writer.append(batch)
+        for batch in simulate_ragged_batches(config, workers=workers, progress=progress):
+            writer.append(batch)  # unpadded: the file stores the cells as they come
     log.info("wrote %s", path)
     return path

@@ -168,6 +168,16 @@ class Window:
         """Layer index (into LAYERS) of each local cell."""
         return self._cells["layer"]
 
+    @property
+    def cell_ieta(self) -> np.ndarray:
+        """η index of each local cell within its layer's part of the window."""
+        return self._cells["ieta"]
+
+    @property
+    def cell_iphi(self) -> np.ndarray:
+        """φ index of each local cell within its layer's part of the window."""
+        return self._cells["iphi"]
+
     @cached_property
     def cell_eta(self) -> np.ndarray:
         """Local η of each cell centre."""

@@ -12,27 +12,47 @@ non-uniformity) multiplies the visible energy.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from calohls.sim.geometry import Window
 from calohls.sim.showers import CONSTANT_TERM, SAMPLING_TERM
 
-__all__ = ["measured_signal"]
+__all__ = ["CellNoise", "measured_signal"]
 
 
-def measured_signal(vis: np.ndarray, window: Window, rng: np.random.Generator, *, noise: bool = True) -> np.ndarray:
-    """EM-scale cell signals (GeV) from visible energies ``[E, C]``: float32 ``[E, C]``.
+@numba.njit(cache=True, nogil=True)
+def _smear_kernel(z, vis, a2, noise2, scale):  # pragma: no cover - compiled
+    """z <- z·sqrt(max(vis, 0)·a2 + noise2) + vis·scale per cell, in float32 and rounded as the numpy expression
+    of the same would round it, in one pass over the cells."""
+    n_events, n_cells = z.shape
+    for e in range(n_events):
+        s = scale[e]
+        for c in range(n_cells):
+            v = vis[e, c]
+            spread = np.sqrt(np.float32(max(v, np.float32(0.0)) * a2[c]) + noise2[c])
+            z[e, c] = z[e, c] * spread + v * s
 
-    With ``noise=False`` only the sampling fluctuations and the constant term are applied.
+
+class CellNoise:
+    """The random numbers of a batch's cell signals, drawn at once, so that the random stream (and the clusters of a
+    seed) do not depend on how the batch is cut into chunks: a standard normal per cell ``z [E, C]``, then the
+    constant term's per-event scale ``[E]``."""
+
+    def __init__(self, rng: np.random.Generator, n_events: int, n_cells: int) -> None:
+        self.z = rng.standard_normal((n_events, n_cells), dtype=np.float32)
+        self.scale = (1.0 + CONSTANT_TERM * rng.standard_normal(n_events)).astype(np.float32)
+
+
+def measured_signal(vis: np.ndarray, window: Window, noise: CellNoise, rows: slice, *, electronic: bool = True):
+    """EM-scale cell signals (GeV) of events ``rows`` of ``noise`` from their visible energies ``vis [E, C]``:
+    float32 ``[E, C]``.
+
+    With ``electronic=False`` only the sampling fluctuations and the constant term are applied (no electronic or
+    pile-up noise).
     """
-    n_events = vis.shape[0]
     a2 = (SAMPLING_TERM[window.cell_layer] ** 2).astype(np.float32)
-    noise2 = (window.cell_sigma**2 if noise else np.zeros(window.n_cells)).astype(np.float32)
-    spread = np.maximum(vis, 0.0)
-    spread *= a2
-    spread += noise2
-    np.sqrt(spread, out=spread)
-    out = rng.standard_normal(vis.shape, dtype=np.float32)
-    out *= spread
-    out += vis * (1.0 + CONSTANT_TERM * rng.standard_normal(n_events)).astype(np.float32)[:, None]
+    noise2 = (window.cell_sigma**2 if electronic else np.zeros(window.n_cells)).astype(np.float32)
+    out = noise.z[rows].copy()
+    _smear_kernel(out, np.ascontiguousarray(vis, np.float32), a2, noise2, noise.scale[rows])
     return out

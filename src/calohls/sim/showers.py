@@ -82,6 +82,9 @@ _LOW_ENERGY_QUENCHING = 0.3
 _HAD_TAIL_WIDTH, _HAD_TAIL_FRACTION = 2.5, 0.25
 
 
+_FIELDS = ("dep", "vis", "eta", "phi", "sigma_core", "sigma_tail", "tail_fraction")  # of ShowerSlots, in order
+
+
 @dataclass
 class ShowerSlots:
     """Up to :data:`N_SLOTS` showers per event; unused slots have zero energy.
@@ -115,10 +118,14 @@ class ShowerSlots:
             tail_fraction=np.zeros(shape[:2]),
         )
 
+    def select(self, rows: slice) -> ShowerSlots:
+        """The showers of event ``rows``."""
+        return ShowerSlots(*(getattr(self, name)[rows] for name in _FIELDS))
+
     def put(self, rows: np.ndarray, slot: int, other: ShowerSlots, count: int = 1) -> None:
         """Copy the first ``count`` slots of ``other`` (one row per event row) into slots ``slot`` onwards."""
         dst, src = slice(slot, slot + count), slice(0, count)
-        for name in ("dep", "vis", "eta", "phi", "sigma_core", "sigma_tail", "tail_fraction"):
+        for name in _FIELDS:
             getattr(self, name)[rows, dst] = getattr(other, name)[:, src]
 
 
@@ -266,6 +273,10 @@ def _deposit_kernel(dep, vis, centre_eta, centre_phi, sc, st, ft, n_eta, n_phi, 
                 for r in range(2):
                     sigma = sc[e, s, k] if r == 0 else st[e, s, k]
                     w = (1.0 - ft[e, s]) if r == 0 else ft[e, s]
+                    if w == 0.0:  # a single Gaussian (the track of a charged pion): no erf for the other
+                        pe[r, :ne] = 0.0
+                        pp[r, :nphi] = 0.0
+                        continue
                     z = inv_sqrt2 / sigma
                     prev = math.erf((0.0 - centre_eta[e, s, k]) * z)
                     for i in range(ne):

@@ -46,6 +46,16 @@ def padded_table(neighbours: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     return table
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _descending_key(bits):  # pragma: no cover - compiled
+    """An int64 that sorts float32 values (given by their bits) from the highest down, in the upper 32 bits' range:
+    a sort of ``key << 32 | cell`` orders cells by descending energy without the indirection of an argsort."""
+    i = np.int64(bits)
+    if i < 0:  # negative floats: larger bit patterns are more negative
+        i ^= 0x7FFFFFFF
+    return ~i
+
+
 @numba.njit(cache=True, nogil=True)
 def _cluster_kernel(energy, sigma, table, seed_cut, grow_cut, boundary_cut):  # pragma: no cover - compiled
     n_events, n_cells = energy.shape
@@ -94,14 +104,15 @@ def _cluster_kernel(energy, sigma, table, seed_cut, grow_cut, boundary_cut):  # 
                     elif sig[nb] > boundary_cut and sig[g] > b_best[nb]:
                         b_best[nb] = sig[g]
                         b_label[nb] = k
-        # write members cluster by cluster, sorted by descending energy
+        # write members cluster by cluster, by descending energy (ties: by cell index)
+        bits = energy[e].view(np.int32)
         for k in range(first_cluster, n_clusters):
             m = 0
             for c in range(n_cells):
                 if label[c] == k or (label[c] < 0 and b_label[c] == k):
-                    members[m] = c
+                    members[m] = _descending_key(bits[c]) << 32 | c
                     m += 1
-            order = np.argsort(-energy[e, members[:m]])
+            order = np.sort(members[:m])
             if n_out + m > out_cluster.size:
                 grow_to = max(2 * out_cluster.size, n_out + m)
                 out_cluster = np.concatenate((out_cluster, np.empty(grow_to - out_cluster.size, np.int64)))
@@ -110,7 +121,7 @@ def _cluster_kernel(energy, sigma, table, seed_cut, grow_cut, boundary_cut):  # 
             for i in range(m):
                 out_cluster[n_out] = k
                 out_event[n_out] = e
-                out_cell[n_out] = members[order[i]]
+                out_cell[n_out] = order[i] & 0xFFFFFFFF
                 n_out += 1
     return out_cluster[:n_out], out_event[:n_out], out_cell[:n_out], n_clusters
 
