@@ -272,6 +272,43 @@ def _build(
     return design, checks, synthesis, timings
 
 
+def _make_folder(
+    model: keras.Model,
+    x: np.ndarray,
+    staging: Path,
+    options: dict[str, Any],
+    synth_family: str | None,
+    lut_budget: int,
+    *,
+    source: dict[str, Any] | None,
+    tools: dict[str, str],
+) -> tuple[RTLDesign, tuple[TimingEstimate | None, L0View], dict[str, Any]]:
+    """The checks of :func:`build_firmware`, its ``firmware.json`` and ``config.yaml``, written in ``staging``."""
+    design, checks, synthesis, timings = _build(model, x, staging, options, synth_family)
+    system = _system(design, synthesis, lut_budget)
+    info = _firmware_info(
+        model,
+        design,
+        checks,
+        synthesis,
+        system,
+        source=source,
+        clusters_checked=len(x),
+        timings=timings,
+        versions={**versions(), **tools},
+    )
+    (staging / "firmware.json").write_text(json.dumps(info, indent=1))
+    config = FirmwareConfig(
+        clock_period=options["clock_period"],
+        latency_cutoff=options["latency_cutoff"],
+        clusters=len(x),
+        synth=synth_family is not None,
+        lut_budget=lut_budget,
+    )
+    (staging / "config.yaml").write_text(dump_config(config))
+    return design, system, info
+
+
 def build_firmware(
     model: keras.Model,
     x: np.ndarray,
@@ -322,28 +359,9 @@ def build_firmware(
     tools = _check_tools(synth)
     options = {"clock_period": clock_period, "part": part, "latency_cutoff": latency_cutoff}
     with atomic_folder(out_dir, overwrite=overwrite) as staging, _logs_kept(staging, out_dir):
-        design, checks, synthesis, timings = _build(model, x, staging, options, family if synth else None)
-        system = _system(design, synthesis, lut_budget)
-        info = _firmware_info(
-            model,
-            design,
-            checks,
-            synthesis,
-            system,
-            source=source,
-            clusters_checked=len(x),
-            timings=timings,
-            versions={**versions(), **tools},
+        design, system, info = _make_folder(
+            model, x, staging, options, family if synth else None, lut_budget, source=source, tools=tools
         )
-        (staging / "firmware.json").write_text(json.dumps(info, indent=1))
-        config = FirmwareConfig(
-            clock_period=clock_period,
-            latency_cutoff=latency_cutoff,
-            clusters=len(x),
-            synth=synth,
-            lut_budget=lut_budget,
-        )
-        (staging / "config.yaml").write_text(dump_config(config))
     _log_result(out_dir, model, info)
     return FirmwareResult(
         out_dir,
@@ -355,7 +373,7 @@ def build_firmware(
         design.latency_cycles,
         design.latency_ns,
         design.ii,
-        timings,
+        info["timings"],
         *system,
     )
 
