@@ -7,6 +7,7 @@ import difflib
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -19,6 +20,7 @@ __all__ = [
     "STUDY_PRESETS",
     "SWEEPS",
     "FirmwareConfig",
+    "LCWConfig",
     "ModelConfig",
     "PTQConfig",
     "QATConfig",
@@ -115,6 +117,57 @@ class SimConfig(_Strict):
         if self.e_min >= self.e_max:
             raise ValueError(f"e_min={self.e_min} must be below e_max={self.e_max}")
         return self
+
+
+_LCW_COUNTS = ("rho_bins", "depth_bins", "energy_bins", "cell_rho_bins", "weight_energy_bins")
+_LCW_PRIORS = ("prior_clusters", "prior_cells")
+
+
+class LCWConfig(_Strict):
+    """Options of the LCW-like calibration's fit (:meth:`calohls.physics.baselines.LCWCalibration.fit`).
+
+    Bin edges are equally spaced between the 0.5 % and 99.5 % quantiles of the training values; sparse bins are
+    shrunk towards coarser tables with the strengths ``prior_clusters`` and ``prior_cells``.
+    """
+
+    rho_bins: int = Field(20, ge=1, description="bins in log10 ⟨ρ⟩ of the classification")
+    depth_bins: int = Field(20, ge=1, description="bins in cluster depth of the classification")
+    energy_bins: int = Field(8, ge=1, description="bins in log10 e_em of the classification (1: no energy dependence)")
+    cell_rho_bins: int = Field(30, ge=1, description="bins in log10 ρ_cell of the hadronic weights")
+    weight_energy_bins: int = Field(
+        12, ge=1, description="bins in log10 e_em of the hadronic weights (1: no energy dependence)"
+    )
+    weight_range: tuple[float, float] = Field(
+        (0.5, 3.0), description="lowest (at most 1) and highest (at least 1) hadronic weight"
+    )
+    prior_clusters: float = Field(10.0, ge=0, description="shrinkage strength of p_EM, in clusters (0: none)")
+    prior_cells: float = Field(50.0, ge=0, description="shrinkage strength of the hadronic weights, in cells (0: none)")
+    absorb_negative: bool = Field(
+        True,
+        description="let the hadronic weights absorb the true-minus-EM energy of each training cluster's cells with "
+        "E <= 0; false: the plain ratio Σ e_true / Σ e",
+    )
+
+    @field_validator(*_LCW_COUNTS, mode="before")
+    @classmethod
+    def _whole(cls, v: Any) -> Any:
+        if not isinstance(v, int | np.integer):
+            raise ValueError("must be a whole number of at least 1")
+        return v
+
+    @field_validator(*_LCW_PRIORS, mode="before")
+    @classmethod
+    def _number(cls, v: Any) -> Any:
+        if not isinstance(v, int | float | np.number):
+            raise ValueError("must be a finite number >= 0")
+        return v
+
+    @field_validator("weight_range")
+    @classmethod
+    def _around_one(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= 1 <= v[1]:
+            raise ValueError("must satisfy 0 < low <= 1 <= high, e.g. (0.5, 3.0)")
+        return v
 
 
 #: Named DeepSets sizes, tiny to xlarge: (Φ layer widths, F layer widths). "medium" is the default.
