@@ -255,8 +255,8 @@ class TrainConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     target: Literal["log_e", "log_ratio"] = Field(
         "log_ratio",
-        description="log10 of the calibration factor E_true/E_EM (default: twice better resolution than log_e at "
-        "high energy for the same training), or log10(E_true)",
+        description="log10 of the calibration factor E_true/E_EM (default: the better resolution at high energy "
+        "for the same training; docs/physics.md, Target), or log10(E_true)",
     )
     seed: int = Field(0, ge=0, description="seed of the split, the initial weights and the batch order")
     val_fraction: float = Field(0.15, gt=0, lt=0.5, description="share of events for validation")
@@ -327,8 +327,8 @@ class QATConfig(TrainConfig):
         description="float run folder (calohls train) whose weights and feature scaling start the QAT; it must "
         "have the same widths, cells and target. None: random initial weights",
     )
-    # 2 %, not more: the MSE is dominated by low-energy clusters, and a checkpoint 5 % above the best loss was
-    # measured with 40 % worse resolution above 200 GeV than its neighbours on the front
+    # small: the MSE is dominated by low-energy clusters, so a checkpoint a little above the best loss can be much
+    # worse at high energy (docs/physics.md, QAT)
     max_loss_increase: float = Field(
         0.02, ge=0, le=10, description="largest relative validation-loss increase select='ebops' accepts"
     )

@@ -371,8 +371,9 @@ def _ptq_tasks(config: StudyConfig, out_dir: Path, float_tasks: list[Task], swee
     return tasks
 
 
-#: Firmware is built for designs whose da4ml LUT estimate is within the budget by this factor: Yosys counted
-#: between 0.96 and 1.06 times the estimate on the designs measured, so a design at the edge could come out over it.
+#: Firmware is built for designs whose da4ml LUT estimate is within the budget by this factor: Yosys's count can
+#: come out a few per cent above the estimate (README, "How designs are judged"), so a design at the edge could
+#: come out over the budget.
 ESTIMATE_MARGIN = 1.1
 
 
@@ -411,7 +412,8 @@ def _firmware_tasks(config: StudyConfig, out_dir: Path, qat_tasks: list[Task], s
     within = [tc for tc in front if tc[1]["lut"] * ESTIMATE_MARGIN <= config.lut_budget]
     chosen = sorted(within, key=lambda tc: tc[1]["resolution"])[: config.firmware_designs]
     if len(chosen) < config.firmware_designs:
-        # nothing (or too little) fits: the smallest designs up to twice the budget (Yosys takes ~15 min on 180k LUT)
+        # nothing (or too little) fits: the smallest designs up to twice the budget (Yosys's time grows with the LUTs;
+        # README, Benchmarks: yosys)
         rest = [tc for tc in front if tc not in chosen and tc[1]["lut"] <= 2 * config.lut_budget]
         chosen += sorted(rest, key=lambda tc: tc[1]["lut"])[: config.firmware_designs - len(chosen)]
     return [_firmware_task(config, out_dir, t, c) for t, c in chosen]
