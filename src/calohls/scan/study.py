@@ -232,7 +232,7 @@ def _run(tasks: list[Task], store: ResultStore, config: StudyConfig, stage: str,
         progress(stage, done, len(tasks))
     workers = 1 if len(todo) == 1 else config.workers
     for _, record in run_points(run_task, todo, workers=workers, scheduler=config.scheduler):
-        store.append({**record, "key": f"{record['key']}@{record['digest']}"})
+        store.append({**record.to_json(), "key": f"{record.key}@{record.digest}"})
         done += 1
         if progress:
             progress(stage, done, len(tasks))
