@@ -24,13 +24,14 @@ not the firmware, round differently.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,6 +86,10 @@ REBUILD_COMMANDS = {
 }
 
 
+#: Fields of :class:`FirmwareResult` whose JSON form differs from the value.
+_NESTED = ("path", "timing", "l0")
+
+
 @dataclass(frozen=True)
 class FirmwareResult:
     """What :func:`build_firmware` built and found (the main fields of ``firmware.json``)."""
@@ -101,6 +106,23 @@ class FirmwareResult:
     timings: dict[str, float]
     timing: TimingEstimate | None  # per-stage timing estimate; None without synthesis
     l0: L0View  # clusters per bunch crossing
+
+    def to_json(self) -> dict[str, Any]:
+        """The result as JSON-ready values (the path as text, the timing estimate and L0 view as their JSON)."""
+        plain = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _NESTED}
+        return {
+            **plain,
+            "path": str(self.path),
+            "timing": None if self.timing is None else self.timing.to_json(),
+            "l0": self.l0.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FirmwareResult:
+        """The result from :meth:`to_json` output."""
+        plain = {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name not in _NESTED}
+        timing = None if data["timing"] is None else TimingEstimate.from_json(data["timing"])
+        return cls(**plain, path=Path(data["path"]), timing=timing, l0=L0View.from_json(data["l0"]))
 
     @property
     def latency_estimate_ns(self) -> float:
