@@ -304,8 +304,10 @@ def _make_folder(
     *,
     source: dict[str, Any] | None,
     tools: dict[str, str],
-) -> tuple[RTLDesign, tuple[TimingEstimate | None, L0View], dict[str, Any]]:
-    """The checks of :func:`build_firmware`, its ``firmware.json`` and ``config.yaml``, written in ``staging``."""
+    out_dir: Path,
+) -> FirmwareResult:
+    """The checks of :func:`build_firmware`, its ``firmware.json`` and ``config.yaml``, written in ``staging`` (to
+    become ``out_dir``)."""
     design, checks, synthesis, timings = _build(model, x, staging, options, synth_family)
     system = _system(design, synthesis, lut_budget)
     info = _firmware_info(
@@ -328,7 +330,19 @@ def _make_folder(
         lut_budget=lut_budget,
     )
     (staging / "config.yaml").write_text(dump_config(config))
-    return design, system, info
+    return FirmwareResult(
+        out_dir,
+        len(x),
+        info["differing"],
+        info["bit_exact"],
+        info["resources"],
+        info["estimate"],
+        design.latency_cycles,
+        design.latency_ns,
+        design.ii,
+        timings,
+        *system,
+    )
 
 
 def build_firmware(
@@ -381,29 +395,26 @@ def build_firmware(
     tools = _check_tools(synth)
     options = {"clock_period": clock_period, "part": part, "latency_cutoff": latency_cutoff}
     with atomic_folder(out_dir, overwrite=overwrite) as staging, _logs_kept(staging, out_dir):
-        design, system, info = _make_folder(
-            model, x, staging, options, family if synth else None, lut_budget, source=source, tools=tools
+        result = _make_folder(
+            model,
+            x,
+            staging,
+            options,
+            family if synth else None,
+            lut_budget,
+            source=source,
+            tools=tools,
+            out_dir=out_dir,
         )
-    _log_result(out_dir, model, info)
-    return FirmwareResult(
-        out_dir,
-        len(x),
-        info["differing"],
-        info["bit_exact"],
-        info["resources"],
-        info["estimate"],
-        design.latency_cycles,
-        design.latency_ns,
-        design.ii,
-        info["timings"],
-        *system,
-    )
+    _log_result(result, model)
+    return result
 
 
-def _log_result(out_dir: Path, model: keras.Model, info: dict[str, Any]) -> None:
-    if not info["bit_exact"]:
-        log.warning("firmware in %s is not bit-exact to Keras: %s clusters differ", out_dir, info["differing"])
-    timing = info["timing"]
+def _log_result(result: FirmwareResult, model: keras.Model) -> None:
+    out_dir = result.path
+    if not result.bit_exact:
+        log.warning("firmware in %s is not bit-exact to Keras: %s clusters differ", out_dir, result.differing)
+    timing = result.timing.to_json() if result.timing is not None else None
     if timing is not None and not timing["timing_met"]:
         log.warning(
             "firmware in %s: estimated period %.2f ns misses the %.2f ns clock (fmax %.0f MHz)",
@@ -412,7 +423,7 @@ def _log_result(out_dir: Path, model: keras.Model, info: dict[str, Any]) -> None
             timing["target_period_ns"],
             timing["fmax_estimate_mhz"],
         )
-    log.info("firmware of %s written to %s in %.0f s", model.name, out_dir, info["timings"]["total"])
+    log.info("firmware of %s written to %s in %.0f s", model.name, out_dir, result.timings["total"])
 
 
 def firmware_from_run(

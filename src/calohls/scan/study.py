@@ -150,7 +150,7 @@ def _take_lock(path: Path, out_dir: Path) -> Any:
     raise BusyError(f"cannot take the lock {path} of study folder {out_dir}; try again")
 
 
-def _open_folder(out_dir: Path, config: StudyConfig, overwrite: bool) -> dict[str, Any]:
+def _open_folder(out_dir: Path, config: StudyConfig, overwrite: bool) -> None:
     """Create the study folder or reopen one made by an earlier (maybe interrupted) scan.
 
     A folder this call creates is removed again if it cannot be set up (no half-made study is left behind).
@@ -188,7 +188,6 @@ def _open_folder(out_dir: Path, config: StudyConfig, overwrite: bool) -> dict[st
         if fresh:
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
-    return info
 
 
 def _data(config: StudyConfig, out_dir: Path, store: ResultStore, progress: Progress | None) -> tuple[Path, str]:
