@@ -7,6 +7,7 @@ import difflib
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -16,10 +17,14 @@ from calohls.particles import PARTICLES
 from calohls.quant.sweeps import SWEEP_NAMES, SweepName
 
 __all__ = [
+    "FPGA_CELLS",
+    "NETWORK_CELLS",
     "PRESETS",
+    "STORED_CELLS",
     "STUDY_PRESETS",
     "SWEEPS",
     "FirmwareConfig",
+    "LCWConfig",
     "ModelConfig",
     "PTQConfig",
     "QATConfig",
@@ -33,6 +38,11 @@ __all__ = [
     "shorten",
     "validation_message",
 ]
+
+#: Cells *stored* per cluster in a cluster file by default (simulation and conversion): the file's padded ``N``.
+#: Not the network's input size: a network reads its own ``max_cells`` (:data:`NETWORK_CELLS`,
+#: :data:`FPGA_CELLS`), the most energetic of the stored cells.
+STORED_CELLS = 256
 
 
 class _Strict(BaseModel):
@@ -82,7 +92,13 @@ class SimConfig(_Strict):
     e_min: float = Field(0.5, gt=0, description="lowest particle energy, GeV (log-uniform)")
     e_max: float = Field(500.0, gt=0, description="highest particle energy, GeV (log-uniform)")
     eta_max: float = Field(0.7, gt=0, le=0.8, description="particles are drawn uniformly in |η| < eta_max")
-    max_cells: int = Field(256, ge=1, le=4096, description="cells stored per cluster (highest energy first)")
+    max_cells: int = Field(
+        STORED_CELLS,
+        ge=1,
+        le=4096,
+        description="cells stored per cluster in the file (highest energy first); a network reads at most its own "
+        "model max_cells of them",
+    )
     noise: bool = Field(
         True,
         description="add electronic and pile-up noise to the cell signals; without it the topo-cluster thresholds "
@@ -118,6 +134,64 @@ class SimConfig(_Strict):
         return self
 
 
+_LCW_COUNTS = ("rho_bins", "depth_bins", "energy_bins", "cell_rho_bins", "weight_energy_bins")
+_LCW_PRIORS = ("prior_clusters", "prior_cells")
+
+
+class LCWConfig(_Strict):
+    """Options of the LCW-like calibration's fit (:meth:`calohls.physics.baselines.LCWCalibration.fit`).
+
+    Bin edges are equally spaced between the 0.5 % and 99.5 % quantiles of the training values; sparse bins are
+    shrunk towards coarser tables with the strengths ``prior_clusters`` and ``prior_cells``.
+    """
+
+    rho_bins: int = Field(20, ge=1, description="bins in log10 ⟨ρ⟩ of the classification")
+    depth_bins: int = Field(20, ge=1, description="bins in cluster depth of the classification")
+    energy_bins: int = Field(8, ge=1, description="bins in log10 e_em of the classification (1: no energy dependence)")
+    cell_rho_bins: int = Field(30, ge=1, description="bins in log10 ρ_cell of the hadronic weights")
+    weight_energy_bins: int = Field(
+        12, ge=1, description="bins in log10 e_em of the hadronic weights (1: no energy dependence)"
+    )
+    weight_range: tuple[float, float] = Field(
+        (0.5, 3.0), description="lowest (at most 1) and highest (at least 1) hadronic weight"
+    )
+    prior_clusters: float = Field(10.0, ge=0, description="shrinkage strength of p_EM, in clusters (0: none)")
+    prior_cells: float = Field(50.0, ge=0, description="shrinkage strength of the hadronic weights, in cells (0: none)")
+    absorb_negative: bool = Field(
+        True,
+        description="let the hadronic weights absorb the true-minus-EM energy of each training cluster's cells with "
+        "E <= 0; false: the plain ratio Σ e_true / Σ e",
+    )
+
+    @field_validator(*_LCW_COUNTS, mode="before")
+    @classmethod
+    def _whole(cls, v: Any) -> Any:
+        if not isinstance(v, int | np.integer):
+            raise ValueError("must be a whole number of at least 1")
+        return v
+
+    @field_validator(*_LCW_PRIORS, mode="before")
+    @classmethod
+    def _number(cls, v: Any) -> Any:
+        if not isinstance(v, int | float | np.number):
+            raise ValueError("must be a finite number >= 0")
+        return v
+
+    @field_validator("weight_range")
+    @classmethod
+    def _around_one(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= 1 <= v[1]:
+            raise ValueError("must satisfy 0 < low <= 1 <= high, e.g. (0.5, 3.0)")
+        return v
+
+
+#: Network input of ``calohls train``: the most energetic cells of a cluster the float network sees (``max_cells``
+#: of :class:`ModelConfig`; a file stores more, :data:`STORED_CELLS`).
+NETWORK_CELLS = 64
+#: Network input of the FPGA designs (``calohls qat`` and the study): fewer cells than the float network, as the
+#: firmware's size grows with its inputs.
+FPGA_CELLS = 32
+
 #: Named DeepSets sizes, tiny to xlarge: (Φ layer widths, F layer widths). "medium" is the default.
 PRESETS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "tiny": ((8, 8), (8,)),
@@ -134,7 +208,12 @@ class ModelConfig(_Strict):
     preset: str = Field("medium", description=f"named size: {', '.join(PRESETS)}; phi/f given explicitly win")
     phi: tuple[int, ...] | None = Field(None, description="widths of the Φ layers (per cell), e.g. 32,32")
     f: tuple[int, ...] | None = Field(None, description="widths of the F layers (after the sum), e.g. 32,16")
-    max_cells: int = Field(64, ge=1, le=1024, description="cells per cluster the network sees (most energetic)")
+    max_cells: int = Field(
+        NETWORK_CELLS,
+        ge=1,
+        le=1024,
+        description="network input: cells per cluster the network sees (the most energetic of those stored)",
+    )
     activation: str = Field("relu", description="hidden-layer activation (relu keeps padded cells at exactly zero)")
 
     @field_validator("phi", "f", mode="before")
@@ -183,8 +262,8 @@ class TrainConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     target: Literal["log_e", "log_ratio"] = Field(
         "log_ratio",
-        description="log10 of the calibration factor E_true/E_EM (default: twice better resolution than log_e at "
-        "high energy for the same training), or log10(E_true)",
+        description="log10 of the calibration factor E_true/E_EM (default: the better resolution at high energy "
+        "for the same training; docs/physics.md, Target), or log10(E_true)",
     )
     seed: int = Field(0, ge=0, description="seed of the split, the initial weights and the batch order")
     val_fraction: float = Field(0.15, gt=0, lt=0.5, description="share of events for validation")
@@ -218,8 +297,8 @@ class TrainConfig(_Strict):
     )
 
 
-#: QAT network defaults: the small preset on the 32 most energetic cells (the FPGA's inputs).
-QAT_MODEL_DEFAULTS = {"preset": "small", "max_cells": 32}
+#: QAT network defaults: the small preset on the FPGA's inputs (the :data:`FPGA_CELLS` most energetic cells).
+QAT_MODEL_DEFAULTS = {"preset": "small", "max_cells": FPGA_CELLS}
 
 
 class QATConfig(TrainConfig):
@@ -255,8 +334,8 @@ class QATConfig(TrainConfig):
         description="float run folder (calohls train) whose weights and feature scaling start the QAT; it must "
         "have the same widths, cells and target. None: random initial weights",
     )
-    # 2 %, not more: the MSE is dominated by low-energy clusters, and a checkpoint 5 % above the best loss was
-    # measured with 40 % worse resolution above 200 GeV than its neighbours on the front
+    # small: the MSE is dominated by low-energy clusters, so a checkpoint a little above the best loss can be much
+    # worse at high energy (docs/physics.md, QAT)
     max_loss_increase: float = Field(
         0.02, ge=0, le=10, description="largest relative validation-loss increase select='ebops' accepts"
     )
@@ -390,7 +469,13 @@ class StudyConfig(_Strict):
     data: Path | None = Field(None, description="cluster file to study; none: simulate it with `sim`")
     sim: SimConfig = Field(default_factory=SimConfig, description="simulation when no data file is given")
     presets: tuple[str, ...] = Field(("tiny", "small", "medium"), description="model sizes, smallest first")
-    max_cells: int = Field(32, ge=1, le=1024, description="cells per cluster of every design (FPGA inputs)")
+    max_cells: int = Field(
+        FPGA_CELLS,
+        ge=1,
+        le=1024,
+        description="network input of every design (the FPGA's inputs): the model max_cells of its float and QAT "
+        "runs (the file stores sim.max_cells)",
+    )
     train: TrainConfig = Field(default_factory=TrainConfig, description="float training")
     qat: QATConfig = Field(default_factory=QATConfig, description="quantization-aware training")
     betas: tuple[float, ...] = Field((2e-6, 8e-6), description="EBOPs weights beta_end of the QAT runs")

@@ -265,3 +265,29 @@ def test_firmware_from_run_refuses_existing_output(tmp_path):
     (tmp_path / "fw").mkdir()
     with pytest.raises(FileExistsRefusedError):
         firmware_from_run(tmp_path / "missing-run", tmp_path / "fw")
+
+
+@pytest.mark.parametrize("synthesised", [True, False])
+def test_firmware_result_json_round_trip(tmp_path, synthesised):
+    from calohls.firmware.build import FirmwareResult
+    from calohls.firmware.l0 import l0_view
+    from calohls.firmware.timing import StageTiming
+
+    timing = TimingEstimate((StageTiming(0, 2.1, 3, 2, 0), StageTiming(1, 2.7, 4, 1, 1)), 2.5) if synthesised else None
+    result = FirmwareResult(
+        path=tmp_path / "fw",
+        clusters_checked=100,
+        differing={"hls": 0, "rtl": 0},
+        bit_exact=True,
+        resources={"LUT": 1200, "FF": 300, "CARRY": 40, "DSP": 0, "BRAM": 0.0} if synthesised else None,
+        estimate={"LUT": 1150, "FF": 290},
+        latency_cycles=2,
+        latency_ns=5.0,
+        ii=1,
+        timings={"total": 1.5},
+        timing=timing,
+        l0=l0_view(1200, 1, 2.5, 2.7 if synthesised else None),
+    )
+    data = json.loads(json.dumps(result.to_json()))
+    assert data["path"] == str(tmp_path / "fw")
+    assert FirmwareResult.from_json(data) == result

@@ -223,3 +223,25 @@ def test_the_answer_reads_back_from_its_json():
         assert again == result
         assert json.dumps(again.to_json(), indent=1, allow_nan=False) == text
     assert StudyAnswer.from_json(answer([], config).to_json()).target.design is None
+
+
+def test_task_records_round_trip_through_their_stored_line():
+    import json
+
+    from calohls.scan.designs import DesignCost
+    from calohls.stages.study_tasks import PTQRecord, QATRecord, RunSummary, TaskRecord
+
+    rng = np.random.default_rng(3)
+    e_true = rng.uniform(1.0, 300.0, 2000)
+    summary = RunSummary("runs/tiny", 1234, resolution_summary(e_true, e_true * rng.normal(1.0, 0.1, e_true.size)))
+    cost = DesignCost.of({"LUT": 5000, "FF": 900, "latency_cycles": 4, "latency_ns": 10.0})
+    for design in (PTQRecord(summary, 1.5, -0.2, cost), QATRecord(40, 0.02, 3.5e4, summary, [{"epoch": 7}])):
+        kind = "ptq" if isinstance(design, PTQRecord) else "qat"
+        record = TaskRecord(f"{kind}:tiny", kind, "abc", {"preset": "tiny", "beta": None}, design, 12.5)
+        line = json.loads(json.dumps(record.to_json()))
+        assert list(line)[:4] == ["key", "kind", "digest", "preset"]
+        assert list(line)[-1] == "seconds"
+        assert line["resolution"] == summary.resolution["resolution"]
+        again = TaskRecord.from_json(line)
+        assert again.to_json() == line
+        assert again.labels == {"preset": "tiny", "beta": None}

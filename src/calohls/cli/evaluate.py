@@ -105,4 +105,5 @@ def _print_tables(result: Evaluation) -> None:
                 table.add_row(*cells)
             console.print(table)
         for condition in result.checks[group]["conditions"].values():
-            console.print(f"DeepSets, {GROUPS[group][0]}: {condition['verdict']}", soft_wrap=True, markup=False)
+            line = f"{METHODS['deepsets'].label}, {GROUPS[group].label}: {condition['verdict']}"
+            console.print(line, soft_wrap=True, markup=False)

@@ -23,7 +23,7 @@ import yaml
 
 from calohls.data.hdf5 import ClusterWriter, open_clusters
 from calohls.data.root import BranchMap, MLTreeInfo, StepCounts, inspect_mltree, iter_mltree, iter_mltree_steps
-from calohls.data.schema import ClusterBatch, cell_field_index
+from calohls.data.schema import STORED_CELLS, ClusterBatch, cell_field_index
 from calohls.data.selection import ClusterSelection
 from calohls.errors import CalohlsError, ConfigError, InputFileError
 from calohls.files import why_not_a_file
@@ -311,7 +311,7 @@ def convert_mltree(
     *,
     branches: BranchMap | None = None,
     geometry: str | os.PathLike[str] | None = None,
-    max_cells: int = 256,
+    max_cells: int = STORED_CELLS,
     step_size: int | str = DEFAULT_STEP_SIZE,
     selection: ClusterSelection | None = None,
     skip_bad: bool = False,
@@ -381,7 +381,7 @@ def root_to_hdf5(
     output: str | os.PathLike[str],
     *,
     branches: BranchMap | None = None,
-    max_cells: int = 256,
+    max_cells: int = STORED_CELLS,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> int:
@@ -412,7 +412,7 @@ def read_scalars(
     *,
     branches: BranchMap | None = None,
     geometry: str | os.PathLike[str] | None = None,
-    max_cells: int = 256,
+    max_cells: int = STORED_CELLS,
 ) -> tuple[dict[str, np.ndarray], int]:
     """Scalar fields of every cluster of an HDF5 or MLTree ROOT file, and the file's ``max_cells``."""
     if detect_format(path) == "hdf5":
@@ -432,7 +432,7 @@ def read_cell_truth(
     *,
     branches: BranchMap | None = None,
     geometry: str | os.PathLike[str] | None = None,
-    max_cells: int = 256,
+    max_cells: int = STORED_CELLS,
     batch_size: int = 8192,
     limit: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:

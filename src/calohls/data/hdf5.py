@@ -101,11 +101,8 @@ _RESERVED_ATTRS = (
     "config",
 )
 
-# Compression: gzip level 1 without shuffle. Measured with this writer on 20k synthetic clusters (max_cells=256,
-# mostly-zero padding, ~46 stored cells per cluster, 225 MB raw), appends of 2000, one core: gzip-1 wrote
-# 19.5k clusters/s into 23.0 MB; gzip-1 with shuffle was slower and larger (16.0k/s, 26.3 MB), as shuffling
-# breaks up the runs of zero padding; lzf was faster but larger (28.8k/s, 28.7 MB) and only h5py ships its
-# filter. gzip-1 gives 20% smaller files than lzf, readable by any HDF5 library, at two thirds of its speed.
+# Compression: gzip level 1 without shuffle: readable by any HDF5 library (lzf is h5py's own), smaller than lzf, and
+# shuffling would break up the runs of zero padding. The measured sizes and speeds are in docs/data.md.
 _COMPRESSION: dict[str, Any] = {"compression": "gzip", "compression_opts": 1, "shuffle": False}
 # Version 2, one dataset per cell field. Measured on 8.6k simulated clusters (130 stored cells each), CPU time per
 # cluster and column: gzip-1 2.5-13 us, lzf 1.7-4 us, none 0.3 us; all columns gzip-1 wrote 2.1 kB in 60 us, lzf

@@ -56,7 +56,7 @@ import uproot
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from calohls.config import load_config
-from calohls.data.schema import CELL_FIELDS, SCALAR_FIELDS, ClusterBatch
+from calohls.data.schema import CELL_FIELDS, SCALAR_FIELDS, STORED_CELLS, ClusterBatch
 from calohls.data.selection import ClusterSelection
 from calohls.errors import ConfigError, DataError, InputFileError, NonFiniteError, SchemaError
 from calohls.files import atomic_output, reading, unreadable, why_not_a_file
@@ -911,7 +911,7 @@ def iter_mltree_steps(
     *,
     step_size: int | str = "100 MB",
     branches: BranchMap | None = None,
-    max_cells: int = 256,
+    max_cells: int = STORED_CELLS,
     entry_start: int | None = None,
     entry_stop: int | None = None,
     geometry: str | os.PathLike[str] | None = None,
@@ -952,7 +952,7 @@ def iter_mltree(
     *,
     step_size: int | str = "100 MB",
     branches: BranchMap | None = None,
-    max_cells: int = 256,
+    max_cells: int = STORED_CELLS,
     entry_start: int | None = None,
     entry_stop: int | None = None,
     geometry: str | os.PathLike[str] | None = None,
@@ -982,7 +982,7 @@ def read_mltree(
     path: str | os.PathLike[str],
     *,
     branches: BranchMap | None = None,
-    max_cells: int = 256,
+    max_cells: int = STORED_CELLS,
     entry_start: int | None = None,
     entry_stop: int | None = None,
     geometry: str | os.PathLike[str] | None = None,

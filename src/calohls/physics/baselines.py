@@ -46,13 +46,15 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
+from calohls.config import LCWConfig, validation_message
 from calohls.data.schema import PARTICLES, ClusterBatch, cell_field_index
 from calohls.errors import ConfigError, DataError, InputFileError, SchemaError
 from calohls.files import write_text_atomic
@@ -257,16 +259,38 @@ def _shrink(num: np.ndarray, den: np.ndarray, count: np.ndarray, parent: np.ndar
 # -- the calibration -----------------------------------------------------------------------------------------
 
 
-def _check_count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ConfigError(f"{name}={value!r} must be a whole number of at least 1")
-    return int(value)
-
-
 def _read_only(a: Any) -> np.ndarray:
     a = np.array(a, dtype=np.float64)
     a.setflags(write=False)
     return a
+
+
+def _lcw_config(config: LCWConfig | None, options: Mapping[str, Any]) -> LCWConfig:
+    """``config`` (default: the defaults) with ``options`` over it; ConfigError with one line if invalid."""
+    base = config.model_dump() if config is not None else {}
+    try:
+        return LCWConfig.model_validate({**base, **options})
+    except ValidationError as err:
+        raise ConfigError(validation_message(err, LCWConfig)) from None
+
+
+def _training_classes(batch: ClusterBatch) -> tuple[np.ndarray, np.ndarray]:
+    """Which clusters of ``batch`` are π0 and which π±; DataError unless there are both."""
+    if len(batch) == 0:
+        raise DataError("cannot fit the LCW calibration on an empty batch; give it π0 and π± training clusters")
+    particle = batch["particle"]
+    is_em = np.isin(particle, _EM_PDG)
+    is_had = np.isin(particle, _HAD_PDG)
+    n_em, n_had = int(is_em.sum()), int(is_had.sum())
+    if n_em == 0 or n_had == 0:
+        missing = " and ".join(name for name, c in (("π0 (PDG 111)", n_em), ("π± (PDG ±211)", n_had)) if not c)
+        raise DataError(
+            f"the LCW calibration needs both π0 and π± training clusters; found {n_em} π0 and {n_had} π± "
+            f"among {len(batch)} clusters, so no {missing}; simulate or select both particle types"
+        )
+    if len(batch) > n_em + n_had:
+        log.info("LCW fit ignores %d clusters of particles other than π0 and π±", len(batch) - n_em - n_had)
+    return is_em, is_had
 
 
 _EDGE_NAMES = ("rho_edges", "depth_edges", "energy_edges", "cell_rho_edges", "weight_energy_edges")
@@ -343,20 +367,7 @@ class LCWCalibration:
 
     # -- fitting ----------------------------------------------------------------------------------------------
     @classmethod
-    def fit(
-        cls,
-        batch: ClusterBatch,
-        *,
-        rho_bins: int = 20,
-        depth_bins: int = 20,
-        energy_bins: int = 8,
-        cell_rho_bins: int = 30,
-        weight_energy_bins: int = 12,
-        weight_range: Sequence[float] = (0.5, 3.0),
-        prior_clusters: float = 10.0,
-        prior_cells: float = 50.0,
-        absorb_negative: bool = True,
-    ) -> LCWCalibration:
+    def fit(cls, batch: ClusterBatch, config: LCWConfig | None = None, **options: Any) -> LCWCalibration:
         """Fit the classification and the hadronic weights on π0 and π± training clusters.
 
         Clusters of other particles in ``batch`` are ignored. Bin edges are equally spaced between the 0.5 % and
@@ -370,16 +381,9 @@ class LCWCalibration:
 
         Args:
             batch: Training clusters; needs π0 (PDG 111) and π± (PDG ±211) clusters.
-            rho_bins: Bins in log10 ⟨ρ⟩ of the classification.
-            depth_bins: Bins in cluster depth of the classification.
-            energy_bins: Bins in log10 ``e_em`` of the classification (1: no energy dependence).
-            cell_rho_bins: Bins in log10 ρ_cell of the hadronic weights.
-            weight_energy_bins: Bins in log10 ``e_em`` of the hadronic weights (1: no energy dependence).
-            weight_range: Lowest (at most 1) and highest (at least 1) hadronic weight.
-            prior_clusters: Shrinkage strength of ``p_EM``, in clusters (0: none).
-            prior_cells: Shrinkage strength of the weights, in cells (0: none).
-            absorb_negative: Let the hadronic weights absorb the true-minus-EM energy of each training cluster's
-                cells with ``E ≤ 0`` (see the module docstring); False gives the plain ratio ``Σ e_true / Σ e``.
+            config: The options (:class:`~calohls.config.LCWConfig`: bins, weight range, priors,
+                ``absorb_negative``); default: its defaults.
+            **options: Options of :class:`~calohls.config.LCWConfig` given one by one, over ``config``.
 
         Returns:
             The fitted calibration.
@@ -387,64 +391,27 @@ class LCWCalibration:
         Raises:
             DataError: the batch is empty, lacks π0 or π± clusters, or has positive-energy cells without a
                 positive size.
-            ConfigError: an option is out of range.
+            ConfigError: an option is unknown or out of range.
         """
-        counts = {
-            name: _check_count(name, value)
-            for name, value in (
-                ("rho_bins", rho_bins),
-                ("depth_bins", depth_bins),
-                ("energy_bins", energy_bins),
-                ("cell_rho_bins", cell_rho_bins),
-                ("weight_energy_bins", weight_energy_bins),
-            )
-        }
-        try:
-            w_lo, w_hi = (float(x) for x in weight_range)
-        except (TypeError, ValueError):
-            raise ConfigError(f"weight_range={weight_range!r} must be a pair of numbers such as (0.5, 3.0)") from None
-        if not (math.isfinite(w_lo) and math.isfinite(w_hi) and 0 < w_lo <= 1 <= w_hi):
-            raise ConfigError(f"weight_range={weight_range!r} must satisfy 0 < low <= 1 <= high, e.g. (0.5, 3.0)")
-        priors = {}
-        for name, k in (("prior_clusters", prior_clusters), ("prior_cells", prior_cells)):
-            if isinstance(k, bool) or not isinstance(k, int | float | np.number) or not (math.isfinite(k) and k >= 0):
-                raise ConfigError(f"{name}={k!r} must be a finite number >= 0")
-            priors[name] = float(k)
-
-        if len(batch) == 0:
-            raise DataError("cannot fit the LCW calibration on an empty batch; give it π0 and π± training clusters")
-        particle = batch["particle"]
-        is_em = np.isin(particle, _EM_PDG)
-        is_had = np.isin(particle, _HAD_PDG)
-        n_em, n_had = int(is_em.sum()), int(is_had.sum())
-        if n_em == 0 or n_had == 0:
-            missing = " and ".join(name for name, c in (("π0 (PDG 111)", n_em), ("π± (PDG ±211)", n_had)) if not c)
-            raise DataError(
-                f"the LCW calibration needs both π0 and π± training clusters; found {n_em} π0 and {n_had} π± "
-                f"among {len(batch)} clusters, so no {missing}; simulate or select both particle types"
-            )
-        if len(batch) > n_em + n_had:
-            log.info("LCW fit ignores %d clusters of particles other than π0 and π±", len(batch) - n_em - n_had)
-
+        opts = _lcw_config(config, options)
+        is_em, is_had = _training_classes(batch)
         moments = cluster_moments(batch)
         use = (is_em | is_had) & np.isfinite(moments["log_rho"])
-        rho_edges = _edges(moments["log_rho"][use], counts["rho_bins"])
-        depth_edges = _edges(moments["depth"][use], counts["depth_bins"])
-        energy_edges = _edges(moments["log_e"][use & (moments["log_e"] > _LOG_E_FLOOR)], counts["energy_bins"])
+        rho_edges = _edges(moments["log_rho"][use], opts.rho_bins)
+        depth_edges = _edges(moments["depth"][use], opts.depth_bins)
+        energy_edges = _edges(moments["log_e"][use & (moments["log_e"] > _LOG_E_FLOOR)], opts.energy_bins)
         p_em = _fit_p_em(
             {k: v[use] for k, v in moments.items()},
             is_em[use],
             rho_edges,
             depth_edges,
             energy_edges,
-            priors["prior_clusters"],
+            opts.prior_clusters,
         )
 
         samplings = _samplings(batch, is_em | is_had)
-        sums = _weight_sums(
-            batch, is_had, samplings, counts["cell_rho_bins"], counts["weight_energy_bins"], absorb_negative
-        )
-        weights = _fit_weights(sums, priors["prior_cells"], (w_lo, w_hi))
+        sums = _weight_sums(batch, is_had, samplings, opts.cell_rho_bins, opts.weight_energy_bins, opts.absorb_negative)
+        weights = _fit_weights(sums, opts.prior_cells, opts.weight_range)
         return cls(
             rho_edges=rho_edges,
             depth_edges=depth_edges,
@@ -454,13 +421,14 @@ class LCWCalibration:
             cell_rho_edges=sums["cell_rho_edges"],
             weight_energy_edges=sums["weight_energy_edges"],
             weights=weights,
-            weight_range=(w_lo, w_hi),
+            weight_range=opts.weight_range,
             training={
-                "pi0_clusters": n_em,
-                "pipm_clusters": n_had,
+                "pi0_clusters": int(is_em.sum()),
+                "pipm_clusters": int(is_had.sum()),
                 "pipm_cells": int(sums["count"].sum()),
-                "absorb_negative": bool(absorb_negative),
-                **priors,
+                "absorb_negative": opts.absorb_negative,
+                "prior_clusters": opts.prior_clusters,
+                "prior_cells": opts.prior_cells,
             },
         )
 

@@ -31,7 +31,7 @@ from calohls.data.hdf5 import open_clusters
 from calohls.data.schema import ClusterBatch
 from calohls.errors import DataError, FileExistsRefusedError, InputFileError
 from calohls.files import atomic_folder
-from calohls.physics.methods import GROUPS, METHODS, Calibration, group_mask, method_labels
+from calohls.physics.methods import GROUPS, METHODS, Calibration, group_mask, method_labels, resolution_better_than
 from calohls.physics.response import (
     DEFAULT_BOOTSTRAP,
     DEFAULT_QUANTILES,
@@ -176,7 +176,7 @@ def _conditions(group: str, by_method: dict[str, ResponseTable]) -> dict[str, An
     dnn = by_method["deepsets"]
     out: dict[str, Any] = {}
     c = _beats(dnn, by_method["lcw"], "lcw", 1.0)
-    c["verdict"] = _verdict_beats(c, "resolution better than LCW-like above 1 GeV", "lcw")
+    c["verdict"] = _verdict_beats(c, f"{resolution_better_than(METHODS['lcw'].label)} above 1 GeV", "lcw")
     out["better_than_lcw_above_1gev"] = c
     out["median_within_2pct_above_2gev"] = _closure(dnn, 2.0, 0.02)
     if group == "pi0":

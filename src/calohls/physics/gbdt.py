@@ -71,8 +71,8 @@ _SAMPLING_NAMES = {number: name for name, number in SAMPLINGS.items()}
 
 
 def _one_thread() -> Any:
-    """Run scikit-learn's OpenMP loops on one thread: on a shared, loaded machine its spinning threads are ~100×
-    slower than one (measured on two busy cores), and one fits 100k clusters in seconds."""
+    """Run scikit-learn's OpenMP loops on one thread: on a shared, loaded machine its spinning threads are far
+    slower than one, and one thread is fast enough (figures in docs/physics.md, GBDT)."""
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(1)

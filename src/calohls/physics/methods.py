@@ -1,7 +1,7 @@
 """The calibration methods that ``calohls evaluate`` compares, and the particle groups it compares them on.
 
 One registry per concept: every module that names a method (the evaluation, its figures, the terminal table, the
-report) looks it up in :data:`METHODS`; a particle group in :data:`GROUPS`. Adding a method means one
+report) looks it up in :data:`METHODS`; a particle group in :data:`PARTICLE_GROUPS`. Adding a method means one
 :class:`Method` entry here (and its calibration class, if new).
 
 A method is *fitted* on the run's training clusters and then *predicts* the energy of any :class:`ClusterBatch`:
@@ -19,13 +19,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 from calohls.data.schema import PARTICLES, ClusterBatch
 
-__all__ = ["GROUPS", "METHODS", "Calibration", "EMScale", "Method", "ParticleOracle", "group_mask", "method_labels"]
+__all__ = [
+    "GROUPS",
+    "METHODS",
+    "PARTICLE_GROUPS",
+    "Calibration",
+    "EMScale",
+    "Method",
+    "ParticleGroup",
+    "ParticleOracle",
+    "group_file_tag",
+    "group_mask",
+    "method_labels",
+    "resolution_better_than",
+]
 
 
 class Calibration(Protocol):
@@ -158,12 +171,33 @@ def method_labels() -> dict[str, str]:
     return {key: m.label for key, m in METHODS.items()}
 
 
-#: Particle groups evaluated: key → (label, PDG ids); "all" takes every cluster.
-GROUPS: dict[str, tuple[str, tuple[int, ...]]] = {
-    "all": ("all clusters", ()),
-    "pi0": ("π0", (PARTICLES["pi0"],)),
-    "pi+-": ("π±", (PARTICLES["pi+"], PARTICLES["pi-"])),
+class ParticleGroup(NamedTuple):
+    """A particle group: its label in figures, tables and the report, and its PDG ids (empty: every cluster)."""
+
+    label: str
+    pdgs: tuple[int, ...]
+
+
+#: Every particle group: key (as in ``metrics.json`` and the data summary) → :class:`ParticleGroup`.
+PARTICLE_GROUPS: dict[str, ParticleGroup] = {
+    "all": ParticleGroup("all clusters", ()),
+    "pi0": ParticleGroup("π0", (PARTICLES["pi0"],)),
+    "pi+-": ParticleGroup("π±", (PARTICLES["pi+"], PARTICLES["pi-"])),
+    "gamma": ParticleGroup("γ", (PARTICLES["gamma"],)),
 }
+
+#: Particle groups ``calohls evaluate`` compares the methods on, in the order of its tables and figures.
+GROUPS: dict[str, ParticleGroup] = {key: PARTICLE_GROUPS[key] for key in ("all", "pi0", "pi+-")}
+
+
+def group_file_tag(key: str) -> str:
+    """A group's word in figure file names: its key without sign characters (``pi+-`` → ``pipm``)."""
+    return key.replace("+-", "pm")
+
+
+def resolution_better_than(what: str) -> str:
+    """The claim of a resolution comparison, as the evaluation's verdicts and the report word it."""
+    return f"resolution better than {what}"
 
 
 def group_mask(particle: np.ndarray, pdgs: tuple[int, ...]) -> np.ndarray:

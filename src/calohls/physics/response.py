@@ -242,6 +242,24 @@ def _grouped_quantile(values: np.ndarray, starts: np.ndarray, counts: np.ndarray
     return a + (b - a) * (h - below)
 
 
+def _grouped_by_bin(
+    e_true: np.ndarray, e_pred: np.ndarray, edges: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The responses inside the edges, sorted by bin and then by value; the count and the first index of each bin."""
+    n_bins = edges.shape[0] - 1
+    index = np.searchsorted(edges, e_true, side="right") - 1
+    index[e_true == edges[-1]] = n_bins - 1
+    inside = (index >= 0) & (index < n_bins)
+    index = index[inside]
+    response = e_pred[inside] / e_true[inside]
+
+    order = np.lexsort((response, index))
+    response = response[order]
+    counts = np.bincount(index, minlength=n_bins).astype(np.int64)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    return response, counts, starts
+
+
 def binned_response(
     e_true: Any,
     e_pred: Any,
@@ -279,17 +297,7 @@ def binned_response(
     _check_whole("bootstrap", bootstrap, 0)
     _check_whole("seed", seed, 0)
     n_bins = edges.shape[0] - 1
-
-    index = np.searchsorted(edges, e_true, side="right") - 1
-    index[e_true == edges[-1]] = n_bins - 1
-    inside = (index >= 0) & (index < n_bins)
-    index = index[inside]
-    response = e_pred[inside] / e_true[inside]
-
-    order = np.lexsort((response, index))
-    response = response[order]
-    counts = np.bincount(index, minlength=n_bins).astype(np.int64)
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    response, counts, starts = _grouped_by_bin(e_true, e_pred, edges)
 
     filled = counts >= min_count
     stats = {}

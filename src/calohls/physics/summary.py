@@ -17,6 +17,7 @@ from calohls.data.hdf5 import open_clusters
 from calohls.data.root import BranchMap
 from calohls.data.schema import PARTICLES
 from calohls.errors import InputFileError
+from calohls.physics.methods import PARTICLE_GROUPS, ParticleGroup
 from calohls.physics.response import DEFAULT_QUANTILES, log_bins, resolution_label, summarize_response
 
 __all__ = [
@@ -30,11 +31,7 @@ __all__ = [
 ]
 
 #: Particle groups of the response summary: key → (display label, PDG ids). A group appears only if present.
-RESPONSE_GROUPS: dict[str, tuple[str, tuple[int, ...]]] = {
-    "pi0": ("π0", (PARTICLES["pi0"],)),
-    "pi+-": ("π±", (PARTICLES["pi+"], PARTICLES["pi-"])),
-    "gamma": ("γ", (PARTICLES["gamma"],)),
-}
+RESPONSE_GROUPS: dict[str, ParticleGroup] = {key: PARTICLE_GROUPS[key] for key in ("pi0", "pi+-", "gamma")}
 
 #: Scalar fields the summary reads.
 SUMMARY_FIELDS: tuple[str, ...] = ("e_true", "e_em", "e_particle", "particle", "n_cells_total", "event")

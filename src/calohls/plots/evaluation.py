@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from calohls.physics.methods import GROUPS, METHODS, group_mask
+from calohls.physics.methods import GROUPS, METHODS, group_file_tag, group_mask
 from calohls.plots.response import median_comparison, resolution_comparison, response_2d
 from calohls.plots.style import experiment_label, new_figure, save, style_context
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["FILE_GROUP", "draw_evaluation"]
 
 #: File-name form of each particle group.
-FILE_GROUP = {"all": "all", "pi0": "pi0", "pi+-": "pipm"}
+FILE_GROUP = {key: group_file_tag(key) for key in GROUPS}
 
 
 def draw_evaluation(result: Evaluation, out_dir: str | Path, *, extra: str | None = None) -> list[Path]:

@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from calohls.errors import CalohlsError, InputFileError
+from calohls.model.train import RUN_KIND  # the kind of run.json, declared by its writer
 
 __all__ = [
     "MAX_DEPTH",
@@ -51,8 +52,6 @@ log = logging.getLogger(__name__)
 MAX_DEPTH = 4
 #: Folders never searched: model checkpoints, cached PTQ inputs, Python caches.
 SKIP_FOLDERS = frozenset({"checkpoints", "inputs", "__pycache__"})
-#: ``run.json`` kind written by ``calohls train`` and QAT.
-RUN_KIND = "calohls-run"
 #: What a study folder is expected to hold; said when a folder holds none of it.
 EXPECTED = (
     "study.json, data/*.h5, runs/<name>/run.json, qat/<name>/run.json, ptq/summary.json, "

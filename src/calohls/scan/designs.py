@@ -24,17 +24,31 @@ clusters by the same numbers:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from calohls.physics.response import INTERVAL, binned_response, log_bins
 
-__all__ = ["BINS", "TIMING_KEYS", "cost_fields", "pareto_front", "resolution_summary"]
+if TYPE_CHECKING:
+    from calohls.firmware.build import FirmwareResult
+
+__all__ = [
+    "BINS",
+    "SUMMARY_KEYS",
+    "TIMING_KEYS",
+    "DesignCost",
+    "DesignTiming",
+    "pareto_front",
+    "resolution_summary",
+]
 
 #: Energy bins of the study's summary numbers (GeV).
 BINS = log_bins(0.5, 500.0, 3)
+
+#: The keys of :func:`resolution_summary`, in its order.
+SUMMARY_KEYS = ("resolution", "resolution_lo", "resolution_hi", "resolution_err", "median_worst", "bins")
 
 
 def resolution_summary(
@@ -79,25 +93,70 @@ def _geometric_interval(table: Any, good: np.ndarray) -> dict[str, float | None]
     return {"resolution_lo": lo, "resolution_hi": hi, "resolution_err": 0.5 * (hi - lo)}
 
 
-def cost_fields(info: dict[str, Any]) -> dict[str, Any]:
-    """``lut``, ``ff``, ``dsp`` and latency of a design from a Yosys count or a da4ml estimate (an estimate has no
-    DSP count)."""
-    return {k: info.get(name) for k, name in _COST_KEYS.items()}
+#: Design cost field → its key in a Yosys count or a da4ml estimate.
+_COST_KEYS = {"lut": "LUT", "ff": "FF", "dsp": "DSP", "latency_cycles": "latency_cycles", "latency_ns": "latency_ns"}
+
+
+class DesignCost(NamedTuple):
+    """``lut``, ``ff``, ``dsp`` and the latency of a design, from a Yosys count or a da4ml estimate (an estimate has
+    no DSP count: None)."""
+
+    lut: Any
+    ff: Any
+    dsp: Any
+    latency_cycles: Any
+    latency_ns: Any
+
+    @classmethod
+    def of(cls, info: Mapping[str, Any]) -> DesignCost:
+        """The cost of a Yosys count or a da4ml estimate (keys ``LUT``, ``FF``, ``DSP`` and the latency)."""
+        return cls(*(info.get(name) for name in _COST_KEYS.values()))
+
+    def to_json(self) -> dict[str, Any]:
+        return self._asdict()
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DesignCost:
+        return cls(*(data.get(k) for k in cls._fields))
+
+
+class DesignTiming(NamedTuple):
+    """The timing estimate and the L0 system view of a firmware design (``latency_target_ns``: the latency at the
+    target clock; the design's ``latency_ns`` is at the estimated period where that is longer). The estimates are
+    None where timing was not estimated (no synthesis)."""
+
+    latency_target_ns: float
+    period_estimate_ns: float | None
+    fmax_estimate_mhz: float | None
+    timing_met: bool | None
+    clusters_per_bx_per_instance: int
+    instances: int
+    clusters_per_bx: int
+
+    @classmethod
+    def of(cls, result: FirmwareResult) -> DesignTiming:
+        """The fields of a built firmware (:class:`calohls.firmware.build.FirmwareResult`)."""
+        timing = result.timing
+        return cls(
+            latency_target_ns=result.latency_ns,
+            period_estimate_ns=None if timing is None else round(timing.period_ns, 3),
+            fmax_estimate_mhz=None if timing is None else round(timing.fmax_mhz, 1),
+            timing_met=None if timing is None else timing.met,
+            clusters_per_bx_per_instance=result.l0.clusters_per_bx_per_instance,
+            instances=result.l0.instances,
+            clusters_per_bx=result.l0.clusters_per_bx,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return self._asdict()
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DesignTiming:
+        return cls(*(data[k] for k in cls._fields))
 
 
 #: The fields of a firmware record a design point takes besides its costs: timing estimate and L0 system view.
-TIMING_KEYS = (
-    "latency_target_ns",
-    "period_estimate_ns",
-    "fmax_estimate_mhz",
-    "timing_met",
-    "clusters_per_bx_per_instance",
-    "instances",
-    "clusters_per_bx",
-)
-
-
-_COST_KEYS = {"lut": "LUT", "ff": "FF", "dsp": "DSP", "latency_cycles": "latency_cycles", "latency_ns": "latency_ns"}
+TIMING_KEYS = DesignTiming._fields
 
 
 def _num(x: float) -> float | None:

@@ -42,7 +42,7 @@ def checkpoint_designs(
     from calohls.model.correction import ResponseCorrection
     from calohls.model.run_folder import open_run, predict
     from calohls.physics.evaluate import read_clusters_at
-    from calohls.scan.designs import cost_fields, resolution_summary
+    from calohls.scan.designs import DesignCost, resolution_summary
 
     run_dir = Path(run_dir)
     run = open_run(run_dir, "qat")
@@ -60,7 +60,7 @@ def checkpoint_designs(
                 **{k: point[k] for k in ("epoch", "file", "val_loss", "ebops", "beta", "selected")},
                 **resolution_summary(test["e_true"].astype(np.float64), e_test),
                 "lut_source": "da4ml",
-                **cost_fields(estimate(run.model, clock_period=clock_period)),
+                **DesignCost.of(estimate(run.model, clock_period=clock_period)).to_json(),
             }
         )
     return designs

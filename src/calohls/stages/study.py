@@ -151,7 +151,7 @@ def _take_lock(path: Path, out_dir: Path) -> Any:
     raise BusyError(f"cannot take the lock {path} of study folder {out_dir}; try again")
 
 
-def _open_folder(out_dir: Path, config: StudyConfig, overwrite: bool) -> dict[str, Any]:
+def _open_folder(out_dir: Path, config: StudyConfig, overwrite: bool) -> None:
     """Create the study folder or reopen one made by an earlier (maybe interrupted) scan.
 
     A folder this call creates is removed again if it cannot be set up (no half-made study is left behind).
@@ -189,7 +189,6 @@ def _open_folder(out_dir: Path, config: StudyConfig, overwrite: bool) -> dict[st
         if fresh:
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
-    return info
 
 
 def _data(config: StudyConfig, out_dir: Path, store: ResultStore, progress: Progress | None) -> tuple[Path, str]:
@@ -233,7 +232,7 @@ def _run(tasks: list[Task], store: ResultStore, config: StudyConfig, stage: str,
         progress(stage, done, len(tasks))
     workers = 1 if len(todo) == 1 else config.workers
     for _, record in run_points(run_task, todo, workers=workers, scheduler=config.scheduler):
-        store.append({**record, "key": f"{record['key']}@{record['digest']}"})
+        store.append({**record.to_json(), "key": f"{record.key}@{record.digest}"})
         done += 1
         if progress:
             progress(stage, done, len(tasks))
@@ -372,8 +371,9 @@ def _ptq_tasks(config: StudyConfig, out_dir: Path, float_tasks: list[Task], swee
     return tasks
 
 
-#: Firmware is built for designs whose da4ml LUT estimate is within the budget by this factor: Yosys counted
-#: between 0.96 and 1.06 times the estimate on the designs measured, so a design at the edge could come out over it.
+#: Firmware is built for designs whose da4ml LUT estimate is within the budget by this factor: Yosys's count can
+#: come out a few per cent above the estimate (README, "How designs are judged"), so a design at the edge could
+#: come out over the budget.
 ESTIMATE_MARGIN = 1.1
 
 
@@ -412,7 +412,8 @@ def _firmware_tasks(config: StudyConfig, out_dir: Path, qat_tasks: list[Task], s
     within = [tc for tc in front if tc[1]["lut"] * ESTIMATE_MARGIN <= config.lut_budget]
     chosen = sorted(within, key=lambda tc: tc[1]["resolution"])[: config.firmware_designs]
     if len(chosen) < config.firmware_designs:
-        # nothing (or too little) fits: the smallest designs up to twice the budget (Yosys takes ~15 min on 180k LUT)
+        # nothing (or too little) fits: the smallest designs up to twice the budget (Yosys's time grows with the LUTs;
+        # README, Benchmarks: yosys)
         rest = [tc for tc in front if tc not in chosen and tc[1]["lut"] <= 2 * config.lut_budget]
         chosen += sorted(rest, key=lambda tc: tc[1]["lut"])[: config.firmware_designs - len(chosen)]
     return [_firmware_task(config, out_dir, t, c) for t, c in chosen]
