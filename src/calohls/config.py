@@ -189,8 +189,8 @@ class LCWConfig(_Strict):
 #: of :class:`ModelConfig`; a file stores more, :data:`STORED_CELLS`).
 NETWORK_CELLS = 64
 #: Network input of the FPGA designs (``calohls qat`` and the study): fewer cells than the float network, as the
-#: firmware's size grows with its inputs.
-FPGA_CELLS = 32
+#: firmware's size grows with its inputs; the float resolution at 16 cells equals that at 32 (docs/physics.md).
+FPGA_CELLS = 16
 
 #: Named DeepSets sizes, tiny to xlarge: (Φ layer widths, F layer widths). "medium" is the default.
 PRESETS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
@@ -323,11 +323,11 @@ class QATConfig(TrainConfig):
         "whose validation loss is within max_loss_increase of the best ('ebops')",
     )
     energy_weight: float = Field(
-        0.0,
+        0.5,
         ge=0,
         le=2,
-        description="loss weight ∝ E_EM^energy_weight; 0 (plain MSE, against which the EBOPs weights beta are "
-        "tuned): a weighted loss magnifies the quantization error of the high-energy clusters",
+        description="loss weight ∝ E_EM^energy_weight (mean 1), as in float training: the fine-tuning then keeps "
+        "the float model's balance between low- and high-energy clusters (0: plain MSE)",
     )
     init_from: Path | None = Field(
         None,

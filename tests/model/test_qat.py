@@ -220,7 +220,7 @@ def test_refuses_to_overwrite(qat_run, sim_file):
 def test_config_defaults_and_errors():
     config = load_config(QATConfig, None, model={"phi": "8", "preset": None})
     assert config.model.preset == "small"
-    assert config.model.max_cells == 32
+    assert config.model.max_cells == 16
     assert config.model.phi == (8,)
     assert QATConfig().model.phi_widths == (16, 16)
     assert QATConfig(epochs=10, beta_ramp=0.5).ramp_epochs == 5
