@@ -444,7 +444,7 @@ STUDY_PRESETS: dict[str, dict[str, Any]] = {
         "sim": {"events": 250_000, "seed": 7},
         "qat": {"epochs": 80, "learning_rate": 1e-3, "train_fraction": 1.0},
         "presets": ["tiny", "small", "medium", "large"],
-        "betas": [1e-7, 3e-7, 1e-6, 3e-6],
+        "betas": [1e-6, 2e-6, 4e-6, 8e-6],
         "ptq": {"clusters": 20_000, "trace_clusters": 2_000},
         "eval_clusters": 20_000,
         "firmware_designs": 4,
@@ -478,7 +478,9 @@ class StudyConfig(_Strict):
     )
     train: TrainConfig = Field(default_factory=TrainConfig, description="float training")
     qat: QATConfig = Field(default_factory=QATConfig, description="quantization-aware training")
-    betas: tuple[float, ...] = Field((2e-6, 8e-6), description="EBOPs weights beta_end of the QAT runs")
+    betas: tuple[float, ...] = Field(
+        (2e-6,), description="EBOPs weights beta_end of the QAT runs (each run's ramp passes through a range of sizes)"
+    )
     qat_checkpoints: int = Field(
         6, ge=1, description="Pareto checkpoints of each QAT run judged as designs (spread in EBOPs; the selected one)"
     )
