@@ -18,7 +18,7 @@ from calohls.model.prepare import split_events
 from calohls.model.qat import build_qat_deepsets, pareto_front, select_checkpoint, train_qat
 from calohls.model.run_folder import load_run, open_run
 from calohls.model.train import train
-from calohls.physics.evaluate import evaluate_run
+from calohls.stages.evaluate import evaluate_and_write
 
 #: A tiny QAT run: Φ 4, F 4 on 16 cells, 2000 clusters, a few epochs. Its betas keep the EBOPs term well below the
 #: loss (≈ 0.02 vs ≈ 1e-3), so that a run with a large beta, where EBOPs dominate, ends with clearly fewer EBOPs.
@@ -136,7 +136,7 @@ def test_open_run_predicts_and_evaluates(qat_run, sim_file):
     # the same split as float training with the same data and seed
     event = read_clusters(sim_file)["event"][run.split["index"]]
     np.testing.assert_array_equal(split_events(event, 3, 0.15, 0.15)["test"], run.split["test"])
-    evaluate_run(qat_run)
+    evaluate_and_write(qat_run)
     metrics = json.loads((qat_run / "eval" / "metrics.json").read_text())
     assert metrics["test_clusters"] == run.split["test"].size
 
