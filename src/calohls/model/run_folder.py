@@ -92,7 +92,7 @@ def write_run_files(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": versions(),
         "data": {"path": str(data_path.resolve()), "clusters": int(data.y.size)},
-        **run_fingerprints(data_path, (staging / "config.yaml").read_text()),
+        **run_fingerprints(data_path, (staging / "config.yaml").read_text()).to_json(),
         "model": {"name": model.name, "parameters": _network_parameters(model)},
         "sizes": {k: int(v.size) for k, v in prepared.split.items()},
         **extra,
