@@ -315,7 +315,7 @@ def _ptq(task: Task) -> PTQRecord:
     e_quant = run.correction.apply(energy_from_target(np.asarray(y_q, np.float64), e_em, run.config.target))
     mpe, signed = mean_percent_error(e_quant, e_float)
     summary = RunSummary(task.out, run.info["model"]["parameters"], resolution_summary(e_true, e_quant))
-    cost = DesignCost.of(ptq_estimate(run.model, precision, clock_period=labels["clock_period"]))
+    cost = DesignCost.of(ptq_estimate(run.model, precision, clock_period=labels["clock_period"]).to_json())
     return PTQRecord(summary, mpe, signed, cost)
 
 
