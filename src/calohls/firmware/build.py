@@ -466,9 +466,9 @@ def firmware_from_run(
     if config.synth:
         check_family(family)
     info = load_run(run_dir, RUN_STAGES)
-    if info["stage"] != "qat":
+    if info.stage != "qat":
         raise ConversionError(
-            f"{run_dir} is a float run (stage {info['stage']!r}); firmware needs a quantization-aware run: make one "
+            f"{run_dir} is a float run (stage {info.stage!r}); firmware needs a quantization-aware run: make one "
             "with `calohls qat` (float designs at a PTQ precision are costed by calohls.firmware.ptq_rtl.ptq_estimate)"
         )
     check_run_data(run_dir, info)

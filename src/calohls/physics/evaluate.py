@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,6 +38,9 @@ from calohls.physics.response import (
     binned_response,
     log_bins,
 )
+
+if TYPE_CHECKING:
+    from calohls.model.run_folder import RunInfo
 
 __all__ = [
     "FIT_CLUSTERS",
@@ -422,7 +425,8 @@ def evaluate_run(
 
     test_batch = read_clusters_at(data_path, test)
     check_em_scale(data_path, test_batch["e_em"])
-    check_data(run_dir, info, data_path)  # readable, but is it the run's file (not replaced, not a wrong --data)?
+    # readable, but is it the run's file (not replaced, not a wrong --data)?
+    check_data(run_dir, info.record, data_path)
     rng = np.random.default_rng(seed)
     fit_index = train if train.size <= FIT_CLUSTERS else rng.choice(train, FIT_CLUSTERS, replace=False)
     calibrations, fits = _fit_methods(read_clusters_at(data_path, np.sort(fit_index)), seed)
@@ -454,14 +458,11 @@ def evaluate_run(
     )
 
 
-def _data_path(run_dir: Path, info: dict[str, Any]) -> Path:
+def _data_path(run_dir: Path, info: RunInfo) -> Path:
     """The cluster file a run was trained on, as its ``run.json`` says; it must still be there."""
-    try:
-        path = Path(info["data"]["path"])
-    except (KeyError, TypeError):
-        raise InputFileError(
-            f"{run_dir / 'run.json'} names no data file; pass the run's cluster file with --data"
-        ) from None
+    if info.data_path is None:
+        raise InputFileError(f"{run_dir / 'run.json'} names no data file; pass the run's cluster file with --data")
+    path = Path(info.data_path)
     if not path.exists():
         raise InputFileError(
             f"the cluster file {path} that {run_dir} was trained on is gone; pass its new path with --data"
