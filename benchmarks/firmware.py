@@ -195,7 +195,7 @@ def _yosys_one(opts: Options, preset: str) -> dict[str, Any]:
     design = write_rtl(model, opts.scratch / f"rtl_{preset}")
     write_s = time.perf_counter() - start
     synth = synthesize(design)
-    est = design.estimate
+    est = design.estimate.to_json()
     return {
         "preset": preset,
         "max_cells": _qat_cells(opts),
@@ -249,7 +249,7 @@ def ptq_estimate(opts: Options) -> dict[str, Any]:
     rows = {}
     for preset, model in models.items():
         start = time.perf_counter()
-        est = estimate(model, PTQ_PRECISION)
+        est = estimate(model, PTQ_PRECISION).to_json()
         rows[preset] = {
             "parameters": _parameters(model),
             "seconds": time.perf_counter() - start,

@@ -98,7 +98,7 @@ def poster_sweep(opts: Options) -> dict[str, Any]:
     clusters = 2_000 if opts.quick else 20_000
     config = PTQConfig(sweeps=("int-bits", "total-bits"), clusters=clusters, workers=opts.workers)
     start = time.perf_counter()
-    summary = run_ptq(runs, opts.scratch / "ptq", config)
+    summary = run_ptq(runs, opts.scratch / "ptq", config).to_json()
     wall = time.perf_counter() - start
     n_points = sum(len(e["values"]) for sweep in summary["sweeps"].values() for e in sweep.values())
     return {

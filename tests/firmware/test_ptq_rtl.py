@@ -96,15 +96,15 @@ def test_estimate(model):
     wide = ptq_estimate(model, "ap_fixed<16,6>")
     narrow = ptq_estimate(model, Precision(default="ap_fixed<10,4>"))
     for est in (wide, narrow):
-        assert est["LUT"] > 0
-        assert est["FF"] > 0
-        assert est["stages"] >= 1
-        assert est["latency_ns"] == est["stages"] * 2.5
-        assert est["multipliers"] == 0
-    assert narrow["LUT"] < wide["LUT"]
-    assert wide["precision"] == {"default": "ap_fixed<16,6>", "layers": {}}
-    assert ptq_estimate(model, None)["LUT"] == wide["LUT"]  # hls4ml's default precision
-    assert ptq_estimate(model, "ap_fixed<16,6>", latency_cutoff=1.0)["stages"] > wide["stages"]
+        assert est.lut > 0
+        assert est.ff > 0
+        assert est.stages >= 1
+        assert est.latency_ns == est.stages * 2.5
+        assert est.multipliers == 0
+    assert narrow.lut < wide.lut
+    assert wide.precision == {"default": "ap_fixed<16,6>", "layers": {}}
+    assert ptq_estimate(model, None).lut == wide.lut  # hls4ml's default precision
+    assert ptq_estimate(model, "ap_fixed<16,6>", latency_cutoff=1.0).stages > wide.stages
 
 
 def test_unsupported_modes_are_refused(model):
@@ -124,7 +124,7 @@ def test_verilog_of_a_ptq_design(tmp_path):
     x = _inputs(500, 4, seed=5)
     assert np.array_equal(rtl_predict(design, x), narrow.predict(x))
     wide = write_logic(ptq_trace(model, Precision(default="ap_fixed<32,12>")).comb, tmp_path / "wide")
-    assert wide.estimate["output_bits"] > 32
+    assert wide.estimate.output_bits > 32
     with pytest.raises(
         ConversionError, match="32-bit inputs and 42-bit outputs; the RTL simulation carries at most 32"
     ):

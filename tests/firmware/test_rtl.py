@@ -165,14 +165,14 @@ def test_design_folder_latency_and_interval(design):
 
 def test_estimate_agrees_with_the_written_design(design, model):
     est = estimate(model)
-    assert est == dict(design.estimate)
-    assert est["LUT"] > 100
-    assert est["FF"] > 100
-    assert est["multipliers"] == 0
-    assert est["tables"] == 0
-    assert est["n_inputs"] == N_CELLS * N_FEATURES
-    assert est["n_outputs"] == 1
-    assert est["latency_ns"] == est["stages"] * 2.5
+    assert est == design.estimate
+    assert est.lut > 100
+    assert est.ff > 100
+    assert est.multipliers == 0
+    assert est.tables == 0
+    assert est.n_inputs == N_CELLS * N_FEATURES
+    assert est.n_outputs == 1
+    assert est.latency_ns == est.stages * 2.5
 
 
 def test_solving_each_matrix_once_changes_nothing():
@@ -199,10 +199,10 @@ def test_shorter_stages_mean_more_of_them(model):
     comb = trace_quantized(model)
     coarse = estimate(comb, clock_period=2.5)
     fine = estimate(comb, clock_period=2.5, latency_cutoff=1.0)
-    assert fine["stages"] > coarse["stages"]
-    assert fine["FF"] > coarse["FF"]  # more registers between more stages
-    assert fine["LUT"] == coarse["LUT"]  # the same logic
-    assert fine["latency_levels"] == 2.0
+    assert fine.stages > coarse.stages
+    assert fine.ff > coarse.ff  # more registers between more stages
+    assert fine.lut == coarse.lut  # the same logic
+    assert fine.latency_levels == 2.0
 
 
 def test_yosys_counts(synthesis, design):
@@ -216,8 +216,8 @@ def test_yosys_counts(synthesis, design):
     assert synthesis["LUT"] == sum(n for c, n in cells.items() if c.startswith("LUT") or c == "INV")
     assert synthesis["FF"] == sum(n for c, n in cells.items() if c.startswith("FD"))
     # Yosys and da4ml's estimate agree within a factor of two
-    assert 0.5 < synthesis["LUT"] / design.estimate["LUT"] < 2.0
-    assert 0.5 < synthesis["FF"] / design.estimate["FF"] < 2.0
+    assert 0.5 < synthesis["LUT"] / design.estimate.lut < 2.0
+    assert 0.5 < synthesis["FF"] / design.estimate.ff < 2.0
     assert "synth_xilinx -top deepsets -family xcup" in (design.path / "synth.ys").read_text()
     assert "Number of cells" in (design.path / "yosys.log").read_text()
 

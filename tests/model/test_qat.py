@@ -18,7 +18,7 @@ from calohls.model.prepare import split_events
 from calohls.model.qat import build_qat_deepsets, pareto_front, select_checkpoint, train_qat
 from calohls.model.run_folder import load_run, open_run
 from calohls.model.train import train
-from calohls.physics.evaluate import evaluate_run
+from calohls.stages.evaluate import evaluate_and_write
 
 #: A tiny QAT run: Φ 4, F 4 on 16 cells, 2000 clusters, a few epochs. Its betas keep the EBOPs term well below the
 #: loss (≈ 0.02 vs ≈ 1e-3), so that a run with a large beta, where EBOPs dominate, ends with clearly fewer EBOPs.
@@ -53,7 +53,7 @@ def test_run_folder_is_complete(qat_run):
     names = {p.name for p in qat_run.iterdir()}
     assert {"run.json", "config.yaml", "model.keras", "features.json", "correction.json", "split.npz"} <= names
     assert {"history.json", "pareto", "pareto.json"} <= names
-    info = load_run(qat_run, "qat")
+    info = load_run(qat_run, "qat").record
     assert info["stage"] == "qat"
     assert info["versions"]["hgq2"] == "0.2.0"
     assert info["model"]["parameters"] == len(FEATURES) * 4 + 4 * 4 + 4 + 4 + 1  # weights and biases only
@@ -72,7 +72,7 @@ def test_run_folder_is_complete(qat_run):
 
 
 def test_pareto_front_and_selection(qat_run):
-    info = load_run(qat_run, "qat")
+    info = load_run(qat_run, "qat").record
     points = json.loads((qat_run / "pareto.json").read_text())
     assert len(points) == info["pareto_points"] >= 1
     assert {p["file"] for p in points} == {f"pareto/{p.name}" for p in (qat_run / "pareto").iterdir()}
@@ -121,7 +121,7 @@ def test_higher_beta_gives_fewer_ebops(qat_run, sim_file, tmp_path):
     low, high = _history(qat_run), _history(run)
     assert high[-1]["ebops"] < 0.8 * low[-1]["ebops"]
     assert high[-1]["ebops"] < high[0]["ebops"]
-    assert result.ebops < load_run(qat_run, "qat")["ebops"]
+    assert result.ebops < load_run(qat_run, "qat").record["ebops"]
 
 
 def test_open_run_predicts_and_evaluates(qat_run, sim_file):
@@ -136,7 +136,7 @@ def test_open_run_predicts_and_evaluates(qat_run, sim_file):
     # the same split as float training with the same data and seed
     event = read_clusters(sim_file)["event"][run.split["index"]]
     np.testing.assert_array_equal(split_events(event, 3, 0.15, 0.15)["test"], run.split["test"])
-    evaluate_run(qat_run)
+    evaluate_and_write(qat_run)
     metrics = json.loads((qat_run / "eval" / "metrics.json").read_text())
     assert metrics["test_clusters"] == run.split["test"].size
 
@@ -181,7 +181,7 @@ def test_load_run_stage_mismatch_is_one_line(qat_run, tmp_path):
     with pytest.raises(InputFileError, match="stage 'qat', not 'train'; give a folder made by `calohls train`") as err:
         load_run(qat_run, "train")
     assert "\n" not in str(err.value)
-    assert load_run(qat_run, ("train", "qat"))["stage"] == "qat"
+    assert load_run(qat_run, ("train", "qat")).stage == "qat"
     with pytest.raises(InputFileError, match="not a calohls run folder"):
         open_run(tmp_path)
 
@@ -194,7 +194,7 @@ def test_init_from_float_starts_where_float_training_ended(sim_file, tmp_path):
                "beta_start": 1e-9, "beta_end": 1e-9}  # fmt: skip
     warm = train_qat(sim_file, tmp_path / "warm", QATConfig.model_validate({**options, "init_from": trained_run}))
     cold = train_qat(sim_file, tmp_path / "cold", QATConfig.model_validate(options))
-    float_loss = load_run(trained_run, "train")["best_val_loss"]
+    float_loss = load_run(trained_run, "train").record["best_val_loss"]
     # one epoch from the float weights is near the float loss; one from random weights is far from it
     assert warm.best_val_loss < 1.3 * float_loss < cold.best_val_loss
     # the copied weights expect the float run's feature scaling, and the run folder says where it started

@@ -20,7 +20,7 @@ def test_run_folder_contents(trained_run):
     names = {p.name for p in trained_run.iterdir()}
     assert {"run.json", "config.yaml", "model.keras", "features.json", "split.npz", "history.json"} <= names
     assert {p.name for p in (trained_run / "checkpoints").iterdir()} == {"best.keras", "last.keras"}
-    info = load_run(trained_run)
+    info = load_run(trained_run).record
     assert info["stage"] == "train"
     assert info["versions"]["keras"].startswith("3.")
     assert sum(info["sizes"].values()) == info["data"]["clusters"]
@@ -46,7 +46,7 @@ def test_em_head_trains_beside_the_energy_and_stays_out_of_the_saved_model(sim_f
     run = open_run(trained_run)
     assert len(run.model.outputs) == 1  # the deployed network has the energy output only
     assert "em_probability" not in [layer.name for layer in run.model.layers]
-    info = load_run(trained_run)
+    info = load_run(trained_run).record
     assert info["best_val_loss"] == pytest.approx(min(r["val_loss"] for r in history))
     assert info["convergence"]["epoch_cap"] == 4
     assert isinstance(info["converged"], bool)
@@ -118,7 +118,7 @@ def test_overwrite_replaces_the_run(sim_file, tmp_path):
     (run / "marker").write_text("old")
     train(sim_file, run, config, overwrite=True)
     assert not (run / "marker").exists()
-    assert load_run(run)["epochs"] == 1
+    assert load_run(run).record["epochs"] == 1
 
 
 def test_bad_inputs(sim_file, tmp_path):

@@ -7,16 +7,17 @@ import numpy as np
 import pytest
 
 from calohls.errors import FileExistsRefusedError, InputFileError
-from calohls.physics.evaluate import METHODS, evaluate_run, evaluation_checks, read_clusters_at
+from calohls.physics.evaluate import METHODS, Evaluation, evaluate_run, evaluation_checks, read_clusters_at
 from calohls.physics.response import binned_response, log_bins
 from calohls.plots.evaluation import draw_evaluation
+from calohls.stages.evaluate import evaluate_and_write
 
 
 @pytest.fixture(scope="module")
 def evaluated(trained_run, tmp_path_factory):
     run = tmp_path_factory.mktemp("eval") / "run"
     shutil.copytree(trained_run, run)
-    result = evaluate_run(run)
+    result = evaluate_and_write(run)
     draw_evaluation(result, run / "eval")
     return run, result
 
@@ -53,6 +54,16 @@ def test_outputs(evaluated):
     assert "within_15pct_of_em_above_50gev" not in metrics["checks"]["pi+-"]["conditions"]
 
 
+def test_metrics_json_is_the_evaluation_record(evaluated):
+    run, result = evaluated
+    text = (run / "eval" / "metrics.json").read_text()
+    assert json.loads(text) == json.loads(json.dumps(result.to_json(), allow_nan=False))
+    back = Evaluation.from_json(json.loads(text))
+    assert back.to_json() == json.loads(text)
+    assert back.checks["pi0"].conditions.keys() == result.checks["pi0"].conditions.keys()
+    np.testing.assert_array_equal(back.tables["all"]["deepsets"].median, result.tables["all"]["deepsets"].median)
+
+
 def test_references_gbdt_and_oracle_are_sane(evaluated):
     _, result = evaluated
     for group in ("pi0", "pi+-"):
@@ -70,7 +81,7 @@ def test_references_gbdt_and_oracle_are_sane(evaluated):
 def test_deepsets_beats_em_scale_and_is_calibrated(evaluated):
     _, result = evaluated
     checks = result.checks["all"]
-    assert checks["bins_better_than_em"] >= checks["bins"] - 2
+    assert checks.bins_better_than["em"] >= checks.bins - 2
     table = result.tables["all"]["deepsets"]
     assert np.all(np.abs(table.median[table.edges[:-1] >= 5] - 1) < 0.08)
     # the EM scale is low for charged pions, the LCW-like weighting lifts it
@@ -82,8 +93,8 @@ def test_deepsets_beats_em_scale_and_is_calibrated(evaluated):
 def test_refuses_to_overwrite_the_evaluation(evaluated):
     run, _ = evaluated
     with pytest.raises(FileExistsRefusedError, match="--overwrite"):
-        evaluate_run(run, bootstrap=0)
-    evaluate_run(run, bootstrap=0, overwrite=True)
+        evaluate_and_write(run, bootstrap=0)
+    evaluate_and_write(run, bootstrap=0, overwrite=True)
     assert not (run / "eval" / "response_all.png").exists()  # replaced as a whole
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     assert metrics["tables"]["all"]["em"]["median_err"] == [None] * len(metrics["tables"]["all"]["em"]["median"])
@@ -102,30 +113,30 @@ def _gaussian_tables(rng, width_dnn, width_lcw, width_em):
 def test_checks_name_the_failing_bins_with_both_numbers():
     rng = np.random.default_rng(4)
     tables = {"pi0": _gaussian_tables(rng, 0.2, 0.1, 0.1)}  # DeepSets twice as wide and 5 % high
-    c = evaluation_checks(tables)["pi0"]["conditions"]
+    c = evaluation_checks(tables)["pi0"].conditions
     lcw = c["better_than_lcw_above_1gev"]
-    assert not lcw["passed"]
-    assert lcw["bins"] == 8
-    assert len(lcw["failing"]) == 8
-    first = lcw["failing"][0]
+    assert not lcw.passed
+    assert lcw.bins == 8
+    assert len(lcw.failing) == 8
+    first = lcw.failing[0]
     assert first["bin"] == "1.08–2.32 GeV"
     assert first["deepsets"] == pytest.approx(2 * first["lcw"], rel=0.15)
     assert 0 < first["deepsets_err"] < 0.1 * first["deepsets"]
     assert first["significant"]  # twice as wide on ~2000 clusters a bin: far beyond the uncertainties
-    assert "fails at 1.08–2.32 GeV" in lcw["verdict"]
-    assert "(significant)" in lcw["verdict"]
+    assert "fails at 1.08–2.32 GeV" in lcw.verdict
+    assert "(significant)" in lcw.verdict
     median = c["median_within_2pct_above_2gev"]
-    assert not median["passed"]
-    assert median["worst"]["median"] == pytest.approx(1.05, abs=0.01)
-    assert "median within ±2% above 2 GeV: no (worst" in median["verdict"]
+    assert not median.passed
+    assert median.worst["median"] == pytest.approx(1.05, abs=0.01)
+    assert "median within ±2% above 2 GeV: no (worst" in median.verdict
     em = c["within_15pct_of_em_above_50gev"]
-    assert not em["passed"]
-    assert [f["bin"] for f in em["failing"]] == ["50–108 GeV", "108–232 GeV", "232–500 GeV"]
+    assert not em.passed
+    assert [f["bin"] for f in em.failing] == ["50–108 GeV", "108–232 GeV", "232–500 GeV"]
 
-    good = evaluation_checks({"pi0": _gaussian_tables(rng, 0.1, 0.2, 0.105)})["pi0"]["conditions"]
-    assert good["better_than_lcw_above_1gev"]["passed"]
-    assert not good["better_than_lcw_above_1gev"]["failing"]
-    assert good["within_15pct_of_em_above_50gev"]["passed"]
+    good = evaluation_checks({"pi0": _gaussian_tables(rng, 0.1, 0.2, 0.105)})["pi0"].conditions
+    assert good["better_than_lcw_above_1gev"].passed
+    assert not good["better_than_lcw_above_1gev"].failing
+    assert good["within_15pct_of_em_above_50gev"].passed
 
 
 def test_wrong_folder_or_data(tmp_path, trained_run, sim_file):

@@ -14,10 +14,10 @@ from click.testing import CliRunner
 from calohls.cli import main
 from calohls.config import PTQConfig
 from calohls.errors import FileExistsRefusedError, InputFileError
-from calohls.physics.evaluate import evaluate_run
 from calohls.plots.evaluation import draw_evaluation
 from calohls.report import collect_study, write_report
 from calohls.report.render import value_with_error
+from calohls.stages.evaluate import evaluate_and_write
 from calohls.stages.ptq import run_ptq
 
 #: A tiny PTQ sweep (three points) of the test run.
@@ -113,7 +113,7 @@ def study(sim_file, trained_run, tmp_path_factory) -> Path:
     shutil.copy(sim_file, root / "data" / "clusters.h5")
     run = root / "runs" / "tiny"
     shutil.copytree(trained_run, run)
-    draw_evaluation(evaluate_run(run), run / "eval")
+    draw_evaluation(evaluate_and_write(run), run / "eval")
     run_ptq([run], root / "ptq", PTQConfig.model_validate(SMALL_PTQ))
     _add_qat_run(root, run)
     _add_firmware_and_scan(root)

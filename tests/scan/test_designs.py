@@ -18,13 +18,13 @@ def test_resolution_summary_is_geometric_mean_of_bins():
     width = 0.5 / np.sqrt(e_true)  # resolution falls with energy
     e_pred = e_true * (1.0 + width * rng.normal(size=e_true.size))
     out = resolution_summary(e_true, e_pred)
-    bins = np.array([r for r in out["bins"]["resolution"] if r is not None])
+    bins = np.array([r for r in out.bins["resolution"] if r is not None])
     assert len(bins) == len(BINS) - 1
-    assert out["resolution"] == pytest.approx(np.exp(np.log(bins).mean()))
+    assert out.resolution == pytest.approx(np.exp(np.log(bins).mean()))
     assert np.all(np.diff(bins) < 0)
-    assert out["median_worst"] < 0.05
+    assert out.median_worst < 0.05
     worse = resolution_summary(e_true, e_true * (1.0 + 2 * width * rng.normal(size=e_true.size)))
-    assert worse["resolution"] == pytest.approx(2 * out["resolution"], rel=0.1)
+    assert worse.resolution == pytest.approx(2 * out.resolution, rel=0.1)
 
 
 def test_resolution_summary_carries_bootstrap_intervals_per_bin_and_of_the_mean():
@@ -32,18 +32,18 @@ def test_resolution_summary_carries_bootstrap_intervals_per_bin_and_of_the_mean(
     e_true = np.exp(rng.uniform(np.log(0.6), np.log(450.0), 20_000))
     e_pred = e_true * 1.01 * (1.0 + 0.3 / np.sqrt(e_true) * rng.normal(size=e_true.size))
     out = resolution_summary(e_true, e_pred)
-    assert out["resolution_lo"] < out["resolution"] < out["resolution_hi"]
-    assert out["resolution_err"] == pytest.approx(0.5 * (out["resolution_hi"] - out["resolution_lo"]))
-    bins = out["bins"]
+    assert out.resolution_lo < out.resolution < out.resolution_hi
+    assert out.resolution_err == pytest.approx(0.5 * (out.resolution_hi - out.resolution_lo))
+    bins = out.bins
     assert len(bins["edges"]) == len(bins["centres"]) + 1 == len(BINS)
     errs = np.array(bins["resolution_err"], float)
     # the mean over 9 bins is known better than any one bin
-    assert 0 < out["resolution_err"] / out["resolution"] < np.min(errs / np.array(bins["resolution"], float))
+    assert 0 < out.resolution_err / out.resolution < np.min(errs / np.array(bins["resolution"], float))
     assert np.all(np.abs(np.array(bins["median"], float) - 1.01) < 3 * np.array(bins["median_err"], float) + 0.005)
     assert resolution_summary(e_true, e_pred) == out  # seeded: the same numbers every time
     off = resolution_summary(e_true, e_pred, bootstrap=0)
-    assert off["resolution"] == out["resolution"]
-    assert off["resolution_err"] is None
+    assert off.resolution == out.resolution
+    assert off.resolution_err is None
 
 
 def test_pareto_front_keeps_only_undominated_points():
@@ -241,7 +241,7 @@ def test_task_records_round_trip_through_their_stored_line():
         line = json.loads(json.dumps(record.to_json()))
         assert list(line)[:4] == ["key", "kind", "digest", "preset"]
         assert list(line)[-1] == "seconds"
-        assert line["resolution"] == summary.resolution["resolution"]
+        assert line["resolution"] == summary.resolution.resolution
         again = TaskRecord.from_json(line)
         assert again.to_json() == line
         assert again.labels == {"preset": "tiny", "beta": None}

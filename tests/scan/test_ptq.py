@@ -39,8 +39,8 @@ def test_outputs(swept, trained_run):
     assert {"mpe_int-bits.png", "resolution_int-bits.png", f"layers_int-bits_{trained_run.name}.png"} <= {
         p.name for p in out.iterdir()
     }
-    assert json.loads((out / "summary.json").read_text())["findings"] == summary["findings"]
-    assert summary["sweeps"]["int-bits"][trained_run.name]["values"] == [4, 5, 6]
+    assert json.loads((out / "summary.json").read_text())["findings"] == summary.findings
+    assert summary.sweeps["int-bits"][trained_run.name].values == [4, 5, 6]
 
 
 def test_rerun_computes_nothing_finished(swept, trained_run, monkeypatch):

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import json
+
 from calohls.config import PTQConfig
-from calohls.scan.ptq_summary import summarize_ptq
+from calohls.scan.ptq_summary import PTQSummary, summarize_ptq
 
 
 def _record(run: str, sweep: str, value: int, mpe: float, ksum_rel: float, phi_rel: float) -> dict:
@@ -30,12 +32,12 @@ def test_findings_from_constructed_sweeps():
         )
     runs = {"small": {"parameters": 100}, "large": {"parameters": 10000}}
     s = summarize_ptq(records, runs, PTQConfig(sweeps=("int-bits",)))
-    assert s["runs_by_size"] == ["small", "large"]
-    entry = s["sweeps"]["int-bits"]
-    assert entry["small"]["layer_bits_needed"] == {"ksum": 6, "phi_1": 3}
-    assert entry["large"]["bits_for_mpe_below_1pct"] == 7
-    assert entry["small"]["bits_for_mpe_below_1pct"] is None  # 10/8 = 1.25 % at the top of the range
-    text = "\n".join(s["findings"])
+    assert s.runs_by_size == ["small", "large"]
+    entry = s.sweeps["int-bits"]
+    assert entry["small"].layer_bits_needed == {"ksum": 6, "phi_1": 3}
+    assert entry["large"].bits_for_mpe_below_1pct == 7
+    assert entry["small"].bits_for_mpe_below_1pct is None  # 10/8 = 1.25 % at the top of the range
+    text = "\n".join(s.findings)
     assert "'larger models deviate more at low precision' holds" in text
     expected = "'the sum needs more integer bits' holds here: ksum needs 6 integer bits, the per-cell Φ layers at most"
     expected += " 3"
@@ -48,6 +50,15 @@ def test_findings_say_when_they_do_not_hold():
     s = summarize_ptq(
         records, {"small": {"parameters": 1}, "large": {"parameters": 2}}, PTQConfig(sweeps=("int-bits",))
     )
-    text = "\n".join(s["findings"])
+    text = "\n".join(s.findings)
     assert "'larger models deviate more at low precision' does not hold" in text
     assert "'the sum needs more integer bits' does not hold here" in text
+
+
+def test_summary_json_round_trip():
+    records = [_record("small", "int-bits", b, 5.0 / b, 0.0, 0.0) for b in range(2, 9)]
+    s = summarize_ptq(records, {"small": {"parameters": 1}}, PTQConfig(sweeps=("int-bits",)))
+    data = json.loads(json.dumps(s.to_json()))
+    assert list(data) == ["mpe_tolerance_percent", "layer_best_factor", "runs_by_size", "sweeps", "findings", "config"]
+    assert list(data["sweeps"]["int-bits"]["small"]["best"]) == ["value", "mpe"]
+    assert PTQSummary.from_json(data) == s

@@ -104,6 +104,6 @@ def _print_tables(result: Evaluation) -> None:
                 ]
                 table.add_row(*cells)
             console.print(table)
-        for condition in result.checks[group]["conditions"].values():
-            line = f"{METHODS['deepsets'].label}, {GROUPS[group].label}: {condition['verdict']}"
+        for condition in result.checks[group].conditions.values():
+            line = f"{METHODS['deepsets'].label}, {GROUPS[group].label}: {condition.verdict}"
             console.print(line, soft_wrap=True, markup=False)

@@ -86,6 +86,6 @@ def ptq_command(
             overwrite=overwrite,
             progress=lambda d, t: bar.update(task, completed=d, total=t),
         )
-    for line in summary["findings"]:
+    for line in summary.findings:
         click.echo(line)
     click.echo(f"wrote {output}")

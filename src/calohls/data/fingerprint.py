@@ -24,6 +24,7 @@ from calohls.errors import DataError, InputFileError
 
 __all__ = [
     "DataFingerprint",
+    "RunFingerprints",
     "check_config",
     "check_data",
     "check_inputs_fit",
@@ -81,9 +82,21 @@ def config_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def run_fingerprints(data_path: str | Path, config_text: str) -> dict[str, Any]:
-    """The entries a run folder's ``run.json`` gets: ``data_fingerprint`` and ``config_digest``."""
-    return {"data_fingerprint": DataFingerprint.of(data_path).to_json(), "config_digest": config_digest(config_text)}
+@dataclass(frozen=True)
+class RunFingerprints:
+    """What a run folder's ``run.json`` records of its inputs: the cluster file's fingerprint, the config's digest."""
+
+    data_fingerprint: DataFingerprint
+    config_digest: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The entries of ``run.json``: ``data_fingerprint`` and ``config_digest``."""
+        return {"data_fingerprint": self.data_fingerprint.to_json(), "config_digest": self.config_digest}
+
+
+def run_fingerprints(data_path: str | Path, config_text: str) -> RunFingerprints:
+    """The fingerprints of a run's inputs (:class:`RunFingerprints`; its ``to_json`` goes into ``run.json``)."""
+    return RunFingerprints(DataFingerprint.of(data_path), config_digest(config_text))
 
 
 def check_data(run_dir: str | Path, info: dict[str, Any], data_path: str | Path) -> None:

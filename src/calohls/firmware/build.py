@@ -238,7 +238,7 @@ def _firmware_info(
         "bit_exact": not any(differing.values()),
         "resources": {k: synthesis[k] for k in ("LUT", "FF", "CARRY", "DSP", "BRAM")} if synth else None,
         "cells": synthesis["cells"] if synth else None,
-        "estimate": dict(design.estimate),
+        "estimate": design.estimate.to_json(),
         "latency": {
             "cycles": design.latency_cycles,
             "ns": design.latency_ns,
@@ -247,7 +247,7 @@ def _firmware_info(
         "ii": design.ii,
         "clock_period": design.clock_period,
         "latency_cutoff": design.latency_cutoff,
-        "latency_levels": design.estimate["latency_levels"],
+        "latency_levels": design.estimate.latency_levels,
         "timing": timing.to_json() if timing is not None else None,
         "l0": l0.to_json(),
         "family": synthesis["family"] if synth else None,
@@ -270,7 +270,7 @@ def _system(
 ) -> tuple[TimingEstimate | None, L0View]:
     """The timing estimate (with synthesis) and the L0 view of a design."""
     timing = synthesis["timing"] if synthesis is not None else None
-    lut = synthesis["LUT"] if synthesis is not None else design.estimate["LUT"]
+    lut = synthesis["LUT"] if synthesis is not None else design.estimate.lut
     period = timing.period_ns if timing is not None else None
     return timing, l0_view(max(int(lut), 1), design.ii, design.clock_period, period, lut_budget)
 
@@ -466,9 +466,9 @@ def firmware_from_run(
     if config.synth:
         check_family(family)
     info = load_run(run_dir, RUN_STAGES)
-    if info["stage"] != "qat":
+    if info.stage != "qat":
         raise ConversionError(
-            f"{run_dir} is a float run (stage {info['stage']!r}); firmware needs a quantization-aware run: make one "
+            f"{run_dir} is a float run (stage {info.stage!r}); firmware needs a quantization-aware run: make one "
             "with `calohls qat` (float designs at a PTQ precision are costed by calohls.firmware.ptq_rtl.ptq_estimate)"
         )
     check_run_data(run_dir, info)

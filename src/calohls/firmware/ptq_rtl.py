@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from calohls.errors import ConversionError
-from calohls.firmware.rtl import DEFAULT_CLOCK_PERIOD, estimate, solving_each_matrix_once
+from calohls.firmware.rtl import DEFAULT_CLOCK_PERIOD, RTLEstimate, estimate, solving_each_matrix_once
 from calohls.quant.fixed import FixedType, quantize
 
 if TYPE_CHECKING:
@@ -234,11 +234,11 @@ def ptq_estimate(
     *,
     clock_period: float = DEFAULT_CLOCK_PERIOD,
     latency_cutoff: float | None = None,
-) -> dict[str, Any]:
+) -> RTLEstimate:
     """da4ml's LUT/FF estimate and latency of the PTQ design of ``model`` at ``precision`` (nothing written).
 
-    The keys are those of :func:`calohls.firmware.rtl.estimate` (``LUT``, ``FF``, ``stages``, ``latency_cycles``,
-    ``latency_ns``, ...), plus ``precision`` (:meth:`~calohls.firmware.hls.Precision.as_dict`).
+    The :class:`~calohls.firmware.rtl.RTLEstimate` of :func:`calohls.firmware.rtl.estimate`, with its ``precision``
+    (:meth:`~calohls.firmware.hls.Precision.as_dict`).
     """
     from calohls.firmware.hls import Precision
 
@@ -246,4 +246,4 @@ def ptq_estimate(
         precision = Precision() if precision is None else Precision(default=precision)
     trace = ptq_trace(model, precision)
     out = estimate(trace.comb, clock_period=clock_period, latency_cutoff=latency_cutoff)
-    return {**out, "precision": precision.as_dict()}
+    return out.with_precision(precision.as_dict())

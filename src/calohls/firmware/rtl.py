@@ -36,6 +36,7 @@ folder rebuilds: ``cd rtl && yosys -s synth.ys``, ``sh rtl/sim/build.sh``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import math
@@ -65,6 +66,7 @@ __all__ = [
     "DEFAULT_CLOCK_PERIOD",
     "FAMILIES",
     "RTLDesign",
+    "RTLEstimate",
     "check_family",
     "compile_rtl",
     "estimate",
@@ -230,39 +232,103 @@ def _pipeline(comb: Any, levels: float) -> Any:
         ) from None
 
 
-def _io_bits(pipe: Any) -> dict[str, int]:
+@dataclass(frozen=True)
+class RTLEstimate:
+    """da4ml's resource estimate and the latency of a design (:func:`estimate`).
+
+    Attributes:
+        lut: da4ml's LUT cost.
+        ff: Register bits (input and output registers included).
+        multipliers: Variable products (0 for DeepSets).
+        tables: Lookup tables (0 for DeepSets).
+        stages: Pipeline stages = latency in clock cycles.
+        latency_ns: ``stages`` × ``clock_period``.
+        clock_period: Target clock period in ns.
+        latency_cutoff: Most combinational delay per stage in ns.
+        latency_levels: Adder levels per stage.
+        adder_delay_ns: The delay per adder level the levels were converted with.
+        n_inputs: Inputs of the design.
+        n_outputs: Outputs of the design.
+        input_bits: Widest input.
+        output_bits: Widest output.
+        precision: The PTQ precision the design was traced at (:meth:`~calohls.firmware.hls.Precision.as_dict`);
+            ``None`` for HGQ2 models.
+    """
+
+    lut: int
+    ff: int
+    multipliers: int
+    tables: int
+    stages: int
+    latency_ns: float
+    clock_period: float
+    latency_cutoff: float
+    latency_levels: float
+    adder_delay_ns: float
+    n_inputs: int
+    n_outputs: int
+    input_bits: int
+    output_bits: int
+    precision: Mapping[str, Any] | None = None
+
+    @property
+    def latency_cycles(self) -> int:
+        return self.stages
+
+    def to_json(self) -> dict[str, Any]:
+        """The estimate as in ``firmware.json`` (keys ``LUT``, ``FF``, ..., ``precision`` only where set)."""
+        out = {"LUT": self.lut, "FF": self.ff, "multipliers": self.multipliers, "tables": self.tables,
+               "stages": self.stages, "latency_cycles": self.stages, "latency_ns": self.latency_ns,
+               "clock_period": self.clock_period, "latency_cutoff": self.latency_cutoff,
+               "latency_levels": self.latency_levels, "adder_delay_ns": self.adder_delay_ns,
+               "n_inputs": self.n_inputs, "n_outputs": self.n_outputs, "input_bits": self.input_bits,
+               "output_bits": self.output_bits}  # fmt: skip
+        return out if self.precision is None else {**out, "precision": dict(self.precision)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RTLEstimate:
+        """The estimate from :meth:`to_json` output."""
+        names = [f.name for f in dataclasses.fields(cls) if f.name not in ("lut", "ff", "precision")]
+        return cls(data["LUT"], data["FF"], *(data[n] for n in names), precision=data.get("precision"))
+
+    def with_precision(self, precision: Mapping[str, Any]) -> RTLEstimate:
+        """The same estimate, recording the PTQ precision it was made at."""
+        return dataclasses.replace(self, precision=precision)
+
+
+def _io_bits(pipe: Any) -> tuple[int, int, int, int]:
+    """Inputs, outputs, the widest input and the widest output of a pipeline."""
     from da4ml.types import minimal_kif
 
     def widths(qints: Any) -> list[int]:
         return [int(sum(minimal_kif(q))) for q in qints]
 
     inp, out = widths(pipe.inp_qint), widths(pipe.out_qint)
-    return {"n_inputs": len(inp), "n_outputs": len(out), "input_bits": max(inp), "output_bits": max(out)}
+    return len(inp), len(out), max(inp), max(out)
 
 
-def _summary(pipe: Any, clock_period: float, latency_cutoff: float, levels: float) -> dict[str, Any]:
+def _summary(pipe: Any, clock_period: float, latency_cutoff: float, levels: float) -> RTLEstimate:
     """da4ml's estimate and the latency of a pipeline."""
     ops = [op for stage in pipe.solutions for op in stage.ops]
     stages = len(pipe.solutions)
-    return {
-        "LUT": round(float(pipe.cost)),
-        "FF": int(pipe.reg_bits),
-        "multipliers": sum(op.opcode == 7 for op in ops),
-        "tables": sum(op.opcode == 8 for op in ops),
-        "stages": stages,
-        "latency_cycles": stages,
-        "latency_ns": stages * clock_period,
-        "clock_period": clock_period,
-        "latency_cutoff": latency_cutoff,
-        "latency_levels": levels,
-        "adder_delay_ns": ADDER_DELAY_NS,
-        **_io_bits(pipe),
-    }
+    return RTLEstimate(
+        lut=round(float(pipe.cost)),
+        ff=int(pipe.reg_bits),
+        multipliers=sum(op.opcode == 7 for op in ops),
+        tables=sum(op.opcode == 8 for op in ops),
+        stages=stages,
+        latency_ns=stages * clock_period,
+        clock_period=clock_period,
+        latency_cutoff=latency_cutoff,
+        latency_levels=levels,
+        adder_delay_ns=ADDER_DELAY_NS,
+        **dict(zip(("n_inputs", "n_outputs", "input_bits", "output_bits"), _io_bits(pipe), strict=True)),
+    )
 
 
 def estimate(
     model: keras.Model | Any, *, clock_period: float = DEFAULT_CLOCK_PERIOD, latency_cutoff: float | None = None
-) -> dict[str, Any]:
+) -> RTLEstimate:
     """da4ml's resource estimate and the latency of a design, without writing anything (seconds).
 
     Args:
@@ -272,10 +338,10 @@ def estimate(
         latency_cutoff: Most combinational delay per stage in ns (default: the clock period).
 
     Returns:
-        ``LUT`` (da4ml's cost), ``FF`` (register bits, input and output registers included), ``multipliers`` and
-        ``tables`` (variable products and lookup tables: 0 for DeepSets), ``stages`` = ``latency_cycles``,
-        ``latency_ns``, the options (``clock_period``, ``latency_cutoff``, ``latency_levels``, ``adder_delay_ns``)
-        and ``n_inputs``, ``n_outputs``, ``input_bits``, ``output_bits`` (widest input and output).
+        The :class:`RTLEstimate`: ``lut`` (da4ml's cost), ``ff`` (register bits, input and output registers
+        included), ``multipliers`` and ``tables`` (variable products and lookup tables: 0 for DeepSets), ``stages``
+        = ``latency_cycles``, ``latency_ns``, the options (``clock_period``, ``latency_cutoff``,
+        ``latency_levels``, ``adder_delay_ns``) and ``n_inputs``, ``n_outputs``, ``input_bits``, ``output_bits``.
     """
     clock_period, latency_cutoff, levels = pipeline_options(clock_period, latency_cutoff)
     comb = model if _is_logic(model) else trace_quantized(model)
@@ -302,7 +368,7 @@ class RTLDesign:
         latency_cutoff: Most combinational delay per stage in ns, as requested.
         stages: Pipeline stages = latency in clock cycles.
         ii: Initiation interval in cycles (from da4ml's simulation binder).
-        estimate: da4ml's estimate (:func:`estimate`'s keys).
+        estimate: da4ml's estimate (:class:`RTLEstimate`).
         part: FPGA part of the constraints and build scripts.
     """
 
@@ -312,7 +378,7 @@ class RTLDesign:
     latency_cutoff: float
     stages: int
     ii: int
-    estimate: Mapping[str, Any]
+    estimate: RTLEstimate
     part: str = DEFAULT_PART
     _model: Any = field(default=None, repr=False)  # da4ml VerilogModel
     _pipe: Any = field(default=None, repr=False)  # da4ml Pipeline
@@ -388,22 +454,23 @@ def write_logic(
     out_dir = Path(out_dir)
     pipe = _pipeline(comb, levels)
     summary = _summary(pipe, clock_period, latency_cutoff, levels)
-    extra = {"calohls": {k: summary[k] for k in ("clock_period", "latency_cutoff", "latency_levels", "adder_delay_ns")}}
+    kept = ("clock_period", "latency_cutoff", "latency_levels", "adder_delay_ns")
+    extra = {"calohls": {k: getattr(summary, k) for k in kept}}
     options = {"clock_period": clock_period, "part_name": part, "print_latency": True}
     with atomic_folder(out_dir, overwrite=overwrite) as staging:
         VerilogModel(pipe, name, staging, **options).write(metadata=dict(extra))
         (staging / "sim" / "build.sh").write_text(_SIM_BUILD.format(name=name))
     vm = VerilogModel(pipe, name, out_dir.resolve(), **options)
     timing = _binder_timing(out_dir / "sim" / f"{name}_wrapper_binder.cc")
-    if timing["latency"] != summary["stages"]:
+    if timing["latency"] != summary.stages:
         raise HLSError(
-            f"da4ml's simulation of {out_dir} waits {timing['latency']} cycles for {summary['stages']} stages; "
+            f"da4ml's simulation of {out_dir} waits {timing['latency']} cycles for {summary.stages} stages; "
             "the design folder is inconsistent, write it again"
         )
     design = RTLDesign(
-        out_dir, name, clock_period, latency_cutoff, summary["stages"], timing["II"], summary, part, vm, pipe, extra
+        out_dir, name, clock_period, latency_cutoff, summary.stages, timing["II"], summary, part, vm, pipe, extra
     )
-    log.info("wrote %s: %d stages, da4ml estimate %d LUT, %d FF", out_dir, design.stages, summary["LUT"], summary["FF"])
+    log.info("wrote %s: %d stages, da4ml estimate %d LUT, %d FF", out_dir, design.stages, summary.lut, summary.ff)
     return design
 
 
@@ -514,7 +581,7 @@ def _sim_input(design: RTLDesign, x: np.ndarray) -> np.ndarray:
     """
     from da4ml.codegen.rtl.rtl_model import get_io_kifs
 
-    n_in = design.estimate["n_inputs"]
+    n_in = design.estimate.n_inputs
     x = np.asarray(x)
     if x.dtype.kind not in "fiu":
         raise DataError(f"inputs must be real numbers; got dtype {x.dtype}")
@@ -549,9 +616,9 @@ def rtl_predict(design: RTLDesign, x: np.ndarray, *, optimize: bool = False) -> 
         HLSError, ToolMissingError: building the simulation failed or a tool is missing.
     """
     bits = design.estimate
-    if max(bits["input_bits"], bits["output_bits"]) > _SIM_BITS:
+    if max(bits.input_bits, bits.output_bits) > _SIM_BITS:
         raise ConversionError(
-            f"design {design.path} has {bits['input_bits']}-bit inputs and {bits['output_bits']}-bit outputs; the RTL "
+            f"design {design.path} has {bits.input_bits}-bit inputs and {bits.output_bits}-bit outputs; the RTL "
             f"simulation carries at most {_SIM_BITS} bits each (narrow the output type)"
         )
     data = _sim_input(design, x)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RUN_KIND",
     "RUN_STAGES",
+    "RunInfo",
     "TrainedRun",
     "check_run_data",
     "load_run",
@@ -92,7 +94,7 @@ def write_run_files(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": versions(),
         "data": {"path": str(data_path.resolve()), "clusters": int(data.y.size)},
-        **run_fingerprints(data_path, (staging / "config.yaml").read_text()),
+        **run_fingerprints(data_path, (staging / "config.yaml").read_text()).to_json(),
         "model": {"name": model.name, "parameters": _network_parameters(model)},
         "sizes": {k: int(v.size) for k, v in prepared.split.items()},
         **extra,
@@ -113,7 +115,34 @@ def _network_parameters(model: Any) -> int:
     )
 
 
-def load_run(run_dir: str | Path, stage: str | tuple[str, ...] = "train") -> dict[str, Any]:
+@dataclass(frozen=True)
+class RunInfo:
+    """A run folder's ``run.json``: what later stages read of it, and the whole record (its keys are this module's).
+
+    Attributes:
+        stage: ``train`` (float) or ``qat``.
+        record: The content of ``run.json``.
+    """
+
+    stage: str
+    record: Mapping[str, Any]
+
+    @property
+    def data_path(self) -> str | None:
+        """The cluster file the run was trained on, as ``run.json`` names it (None where it names none)."""
+        data = self.record.get("data")
+        path = data.get("path") if isinstance(data, Mapping) else None
+        return str(path) if path else None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.record)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunInfo:
+        return cls(str(data.get("stage")), data)
+
+
+def load_run(run_dir: str | Path, stage: str | tuple[str, ...] = "train") -> RunInfo:
     """The ``run.json`` of a run folder, checked to be of the given stage (or of one of the given stages)."""
     run_dir = Path(run_dir)
     stages = (stage,) if isinstance(stage, str) else tuple(stage)
@@ -135,19 +164,18 @@ def load_run(run_dir: str | Path, stage: str | tuple[str, ...] = "train") -> dic
             f"{run_dir} is a run folder of stage {info.get('stage')!r}, not {' or '.join(map(repr, stages))}; "
             f"give a folder made by {made_by}"
         )
-    return info
+    return RunInfo.from_json(info)
 
 
-def check_run_data(run_dir: str | Path, info: dict[str, Any]) -> Path:
+def check_run_data(run_dir: str | Path, info: RunInfo) -> Path:
     """The cluster file a run was trained on (later stages read its test clusters), checked to be still there."""
-    data = info.get("data")
-    path = data.get("path") if isinstance(data, dict) else None
+    path = info.data_path
     if not path:
         raise InputFileError(f"{Path(run_dir) / 'run.json'} names no cluster file; re-run `calohls "
-                             f"{info.get('stage', 'train')}`")  # fmt: skip
+                             f"{info.stage}`")  # fmt: skip
     if not Path(path).is_file():
         raise InputFileError(f"the cluster file {path} that {run_dir} was trained on is gone; put it back at that path")
-    check_data(run_dir, info, path)
+    check_data(run_dir, info.record, path)
     return Path(path)
 
 
@@ -186,7 +214,7 @@ def open_run(run_dir: str | Path, stage: str | tuple[str, ...] = RUN_STAGES) -> 
     from calohls.config import QATConfig, load_config
 
     run_dir = Path(run_dir)
-    info = load_run(run_dir, stage)
+    info = dict(load_run(run_dir, stage).record)
     schema: type[TrainConfig] = TrainConfig
     if info["stage"] == "qat":
         import hgq  # noqa: F401  (registers the HGQ2 layers with Keras, so that the model loads)

@@ -184,6 +184,30 @@ class ResponseTable:
             "resolution_err": floats(self.resolution_err),
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ResponseTable:
+        """The table :meth:`to_dict` wrote (``None`` read as NaN; no bootstrap replicas)."""
+
+        def array(key: str) -> np.ndarray:
+            return np.array([np.nan if x is None else x for x in data[key]], dtype=np.float64)
+
+        return cls(
+            edges=array("edges"),
+            centres=array("centres"),
+            counts=np.asarray(data["counts"], dtype=np.int64),
+            median=array("median"),
+            q_lo=array("q_lo"),
+            q_hi=array("q_hi"),
+            resolution=array("resolution"),
+            quantiles=(float(data["quantiles"][0]), float(data["quantiles"][1])),
+            min_count=int(data["min_count"]),
+            median_lo=array("median_lo"),
+            median_hi=array("median_hi"),
+            resolution_lo=array("resolution_lo"),
+            resolution_hi=array("resolution_hi"),
+            bootstrap=int(data["bootstrap"]),
+        )
+
 
 _INTERVAL_FIELDS = ("median_lo", "median_hi", "resolution_lo", "resolution_hi")
 

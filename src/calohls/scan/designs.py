@@ -40,6 +40,7 @@ __all__ = [
     "TIMING_KEYS",
     "DesignCost",
     "DesignTiming",
+    "ResolutionSummary",
     "pareto_front",
     "resolution_summary",
 ]
@@ -51,9 +52,29 @@ BINS = log_bins(0.5, 500.0, 3)
 SUMMARY_KEYS = ("resolution", "resolution_lo", "resolution_hi", "resolution_err", "median_worst", "bins")
 
 
+class ResolutionSummary(NamedTuple):
+    """The study's summary of a design's calibrated energies (see the module docstring): the geometric-mean
+    resolution over the bins with its 68 % bootstrap interval (None without bootstrap), the worst median and the
+    bins (their edges, medians and resolutions)."""
+
+    resolution: float | None
+    resolution_lo: float | None
+    resolution_hi: float | None
+    resolution_err: float | None
+    median_worst: float | None
+    bins: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return self._asdict()
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ResolutionSummary:
+        return cls(*(data[k] for k in SUMMARY_KEYS))
+
+
 def resolution_summary(
     e_true: np.ndarray, e_pred: np.ndarray, *, bootstrap: int = 200, seed: int = 0
-) -> dict[str, Any]:
+) -> ResolutionSummary:
     """The study's summary of a design's calibrated energies (see the module docstring)."""
     table = binned_response(
         np.asarray(e_true, np.float64), np.asarray(e_pred, np.float64), BINS, bootstrap=bootstrap, seed=seed
@@ -62,35 +83,32 @@ def resolution_summary(
     med = np.asarray(table.median, np.float64)
     good = np.isfinite(res) & (res > 0)
     if not good.any():
-        none = {"resolution_lo": None, "resolution_hi": None, "resolution_err": None}
-        return {"resolution": None, **none, "median_worst": None, "bins": table.to_dict()}
-    return {
-        "resolution": float(np.exp(np.mean(np.log(res[good])))),
-        **_geometric_interval(table, good),
-        "median_worst": float(np.max(np.abs(med[good] - 1.0))),
-        "bins": {
-            "edges": [float(e) for e in table.edges],
-            "centres": [float(c) for c in table.centres],
-            "median": [_num(m) for m in med],
-            "median_err": [_num(m) for m in table.median_err],
-            "resolution": [_num(r) for r in res],
-            "resolution_err": [_num(r) for r in table.resolution_err],
-        },
+        return ResolutionSummary(None, None, None, None, None, table.to_dict())
+    bins = {
+        "edges": [float(e) for e in table.edges],
+        "centres": [float(c) for c in table.centres],
+        "median": [_num(m) for m in med],
+        "median_err": [_num(m) for m in table.median_err],
+        "resolution": [_num(r) for r in res],
+        "resolution_err": [_num(r) for r in table.resolution_err],
     }
+    mean = float(np.exp(np.mean(np.log(res[good]))))
+    return ResolutionSummary(mean, *_geometric_interval(table, good), float(np.max(np.abs(med[good] - 1.0))), bins)
 
 
-def _geometric_interval(table: Any, good: np.ndarray) -> dict[str, float | None]:
-    """68 % bootstrap interval of the geometric-mean resolution over the ``good`` bins (None without bootstrap)."""
+def _geometric_interval(table: Any, good: np.ndarray) -> tuple[float | None, float | None, float | None]:
+    """68 % bootstrap interval (low, high, half-width) of the geometric-mean resolution over the ``good`` bins
+    (None without bootstrap)."""
     replicas = table.resolution_replicas
     if replicas is None:
-        return {"resolution_lo": None, "resolution_hi": None, "resolution_err": None}
+        return None, None, None
     sample = replicas[:, good]
     usable = np.all(np.isfinite(sample) & (sample > 0), axis=1)
     if not usable.any():
-        return {"resolution_lo": None, "resolution_hi": None, "resolution_err": None}
+        return None, None, None
     geo = np.exp(np.mean(np.log(sample[usable]), axis=1))
     lo, hi = (float(v) for v in np.quantile(geo, INTERVAL))
-    return {"resolution_lo": lo, "resolution_hi": hi, "resolution_err": 0.5 * (hi - lo)}
+    return lo, hi, 0.5 * (hi - lo)
 
 
 #: Design cost field → its key in a Yosys count or a da4ml estimate.

@@ -58,9 +58,9 @@ def checkpoint_designs(
         designs.append(
             {
                 **{k: point[k] for k in ("epoch", "file", "val_loss", "ebops", "beta", "selected")},
-                **resolution_summary(test["e_true"].astype(np.float64), e_test),
+                **resolution_summary(test["e_true"].astype(np.float64), e_test).to_json(),
                 "lut_source": "da4ml",
-                **DesignCost.of(estimate(run.model, clock_period=clock_period)).to_json(),
+                **DesignCost.of(estimate(run.model, clock_period=clock_period).to_json()).to_json(),
             }
         )
     return designs

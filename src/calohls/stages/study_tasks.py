@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from calohls.scan.designs import SUMMARY_KEYS, DesignCost, DesignTiming
+from calohls.scan.designs import DesignCost, DesignTiming, ResolutionSummary
 
 __all__ = [
     "FirmwareRecord",
@@ -76,14 +76,14 @@ class RunSummary:
 
     run: str
     parameters: int
-    resolution: Mapping[str, Any]
+    resolution: ResolutionSummary
 
     def to_json(self) -> dict[str, Any]:
-        return {"run": self.run, "parameters": self.parameters, **self.resolution}
+        return {"run": self.run, "parameters": self.parameters, **self.resolution.to_json()}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RunSummary:
-        return cls(data["run"], data["parameters"], {k: data[k] for k in SUMMARY_KEYS})
+        return cls(data["run"], data["parameters"], ResolutionSummary.from_json(data))
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ class PTQRecord:
             "parameters": self.summary.parameters,
             "mpe": self.mpe,
             "mean_signed_difference": self.mean_signed_difference,
-            **self.summary.resolution,
+            **self.summary.resolution.to_json(),
             "lut_source": "da4ml",
             **self.cost.to_json(),
         }
@@ -315,7 +315,7 @@ def _ptq(task: Task) -> PTQRecord:
     e_quant = run.correction.apply(energy_from_target(np.asarray(y_q, np.float64), e_em, run.config.target))
     mpe, signed = mean_percent_error(e_quant, e_float)
     summary = RunSummary(task.out, run.info["model"]["parameters"], resolution_summary(e_true, e_quant))
-    cost = DesignCost.of(ptq_estimate(run.model, precision, clock_period=labels["clock_period"]))
+    cost = DesignCost.of(ptq_estimate(run.model, precision, clock_period=labels["clock_period"]).to_json())
     return PTQRecord(summary, mpe, signed, cost)
 
 
