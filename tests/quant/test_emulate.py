@@ -14,7 +14,8 @@ import pytest
 from calohls.config import ModelConfig
 from calohls.errors import ConversionError, DataError, NonFiniteError
 from calohls.model.deepsets import build_deepsets
-from calohls.quant.emulate import EmulatedLayer, Emulator, _cast_kernel, _Format
+from calohls.quant import _kernels
+from calohls.quant.emulate import LAYER_KINDS, EmulatedLayer, Emulator, _cast_kernel, _Format
 from calohls.quant.fixed import FixedType, parse_fixed, quantize, quantize_int
 
 N_FEATURES = 17
@@ -185,6 +186,37 @@ def test_integer_casts_match_the_double_conversion(rounding, overflow):
             out = np.empty_like(m)
             _cast_kernel(m, s, fmt.params(), False, out)
             assert np.array_equal(out, expected), t
+
+
+@pytest.mark.parametrize("overflow", OVERFLOWS)
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+def test_float_casts_match_the_integer_casts(rounding, overflow):
+    """The float64 kernels (mantissas below 2**52) cast exactly as the int64 reference, relu included."""
+    rng = np.random.default_rng(ROUNDINGS.index(rounding) * 5 + OVERFLOWS.index(overflow))
+    for width, integer, signed in ((1, 1, True), (1, 0, False), (6, 2, True), (8, 3, False), (13, -2, True),
+                                   (24, 12, True), (40, 20, False), (52, 40, True), (60, 30, True)):  # fmt: skip
+        fmt = _Format.of(FixedType(width, integer, signed, rounding, overflow), "test")
+        m = rng.integers(-(2**51), 2**51, 600) >> rng.integers(0, 51, 600)
+        m[:10] = [0, 1, -1, 2**51 - 1, -(2**51) + 1, 3, -3, 5, -5, 2]
+        for s in (int(rng.integers(1, 45)), 0, -int(rng.integers(1, 4)), 0 if width > 50 else 50):
+            m_s = m >> max(-s, 0) + 1 if s < 0 else m  # keep |m << -s| below 2**52
+            for relu in (False, True):
+                expected = np.empty_like(m_s)
+                _cast_kernel(m_s, s, fmt.params(), relu, expected)
+                got = np.empty(m_s.shape)
+                _kernels.fcast_kernel(m_s.astype(np.float64), 2.0**-s, fmt.fparams(), relu, got)
+                assert np.array_equal(got, expected.astype(np.float64)), (fmt, s, relu)
+
+
+def test_layer_kinds_are_declared_once():
+    """Every kind names its hls4ml class, runner and (for layers after the input) a da4ml cost tracer."""
+    assert next(iter(LAYER_KINDS)) == "input"
+    for key, kind in LAYER_KINDS.items():
+        assert kind.key == key
+        if key != "input":
+            assert callable(kind.run)
+            assert callable(kind.takes)
+            assert kind.cost.startswith("calohls.firmware.ptq_rtl:")
 
 
 @pytest.mark.parametrize(
