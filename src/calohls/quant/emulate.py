@@ -601,6 +601,8 @@ class LayerKind:
         prepare: Sets the constants of a :class:`_Step` of this kind, if it needs any.
         activation: 1 for relu, 2 for linear (an activation that a product layer before it runs fused), else 0.
         fuses: Whether the activation after a layer of this kind runs fused with it.
+        per_cell: Whether the layer works cell by cell and maps an all-zero cell to an all-zero cell (a product
+            layer only when its biases are zero): leading such layers run on the real (non-zero) cells alone.
     """
 
     key: str
@@ -614,6 +616,7 @@ class LayerKind:
     prepare: Callable[[_Step], None] | None = None
     activation: int = 0
     fuses: bool = False
+    per_cell: bool = False
 
     def tracer(self) -> Callable[[Any, EmulatedLayer], Any]:
         """The da4ml tracer named by :attr:`cost` (imported on first use)."""
@@ -634,14 +637,14 @@ LAYER_KINDS: dict[str, LayerKind] = {
         LayerKind("input", "Input", None, None, _build_plain, None, None, None),
         LayerKind("pointwise_conv1d", "PointwiseConv1D", None, "nnet::pointwise_conv_1d_cl<", _build_product,
                   _run_product, functools.partial(_takes_product, per_cell=True), f"{_RTL}:trace_product",
-                  prepare=_prepare_product, fuses=True),
+                  prepare=_prepare_product, fuses=True, per_cell=True),
         LayerKind("dense", "Dense", None, "nnet::dense<", _build_product, _run_product,
                   functools.partial(_takes_product, per_cell=False), f"{_RTL}:trace_product",
                   prepare=_prepare_product, fuses=True),
         LayerKind("relu", "Activation", ("activation", "relu"), "nnet::relu<", _build_plain, _run_activation,
-                  _takes_same, f"{_RTL}:trace_relu", activation=1),
+                  _takes_same, f"{_RTL}:trace_relu", activation=1, per_cell=True),
         LayerKind("linear", "Activation", ("activation", "linear"), "nnet::linear<", _build_plain,
-                  _run_activation, _takes_same, f"{_RTL}:trace_linear", activation=2),
+                  _run_activation, _takes_same, f"{_RTL}:trace_linear", activation=2, per_cell=True),
         LayerKind("average_pool", "GlobalPooling1D", ("pool_op", "average"), "nnet::global_pooling1d_cl<",
                   _build_pool, _run_average, _takes_cells, f"{_RTL}:trace_average_pool"),
         LayerKind("max_pool", "GlobalPooling1D", ("pool_op", "max"), "nnet::global_pooling1d_cl<", _build_pool,
@@ -699,7 +702,7 @@ def _from_hls_layer(layer: Any, previous: Any | None) -> EmulatedLayer:
 # -- the emulator --------------------------------------------------------------------------------------------
 
 #: Rows (cells) per chunk: chunks this size keep every intermediate array in the caches.
-_CHUNK_ROWS = 8192
+_CHUNK_ROWS = 32768
 
 
 @functools.cache
@@ -766,6 +769,11 @@ class Emulator:
                 self._ops[-1] = (previous[0], step)
             else:
                 self._ops.append((step, None))
+        self._cell_ops = 0  # leading ops that keep zero cells zero: they run on the non-zero cells alone
+        for op in self._ops:
+            if not all(_keeps_zero_cells(step) for step in op if step is not None):
+                break
+            self._cell_ops += 1
 
     @classmethod
     def from_hls(cls, hls_model: object) -> Emulator:
@@ -893,12 +901,43 @@ class Emulator:
     def _run_chunk(self, x: np.ndarray, every_layer: bool) -> tuple[np.ndarray, list[np.ndarray]]:
         """The last output of a chunk, and every step's output when ``every_layer``."""
         m, bound = self._quantized_input(x)
-        values = []
-        for step, act in self._ops:
+        values: list[np.ndarray] = []
+        ops = self._ops
+        if self._cell_ops:
+            rows = m.reshape(-1, m.shape[-1])
+            real = np.flatnonzero(rows.any(axis=1))
+            if len(real) <= _COMPACT_SHARE * len(rows):  # enough padding to be worth the gather and scatter
+                m, bound = self._run_ops(ops[: self._cell_ops], rows[real], bound, every_layer, values)
+                m = _scatter(m, real, x.shape[:-1])
+                values[:] = [_scatter(v, real, x.shape[:-1]) for v in values]
+                ops = ops[self._cell_ops :]
+        m, _ = self._run_ops(ops, m, bound, every_layer, values)
+        return m, values
+
+    @staticmethod
+    def _run_ops(ops: list, m: np.ndarray, bound: int, every_layer: bool, values: list) -> tuple[np.ndarray, int]:
+        for step, act in ops:
             outs, bound = step.run(m, bound, act, keep=every_layer)
             m = outs[-1]
-            values.extend(outs)
-        return m, (values if every_layer else [])
+            if every_layer:
+                values.extend(outs)
+        return m, bound
+
+
+#: Leading per-cell layers run on the non-zero cells alone when at most this share of the cells is non-zero.
+_COMPACT_SHARE = 0.85
+
+
+def _keeps_zero_cells(step: _Step) -> bool:
+    """Whether ``step`` maps an all-zero cell to an all-zero cell, cell by cell."""
+    return step.kind.per_cell and len(step.layer.shape) == 2 and getattr(step, "b_max", 0) == 0
+
+
+def _scatter(values: np.ndarray, real: np.ndarray, cells_shape: tuple[int, ...]) -> np.ndarray:
+    """Per-cell ``values`` of the non-zero cells ``real`` back in place among all cells (zero elsewhere)."""
+    full = np.zeros((int(np.prod(cells_shape)), values.shape[-1]), values.dtype)
+    full[real] = values
+    return full.reshape((*cells_shape, values.shape[-1]))
 
 
 def _spans(start: int, stop: int, size: int) -> list[tuple[int, int]]:
