@@ -312,3 +312,31 @@ def test_inputs_are_checked(models, tmp_path):
     x[2, 0, 5] = np.nan
     with pytest.raises(NonFiniteError):
         emulator.predict(x)
+
+
+@pytest.mark.parametrize("pooling", ["average", "max"])
+def test_skipping_padded_cells_changes_nothing(pooling, tmp_path, monkeypatch):
+    """Leading per-cell layers run on the non-zero cells alone; outputs and traces equal those over all cells."""
+    from calohls.quant import emulate
+
+    cells = keras.Input((12, 5), name="cells")
+    h = keras.layers.Dense(8, use_bias=False, activation="relu", name="phi_1")(cells)
+    h = keras.layers.Dense(6, use_bias=False, name="phi_2")(h)  # linear: negative values reach the pooling
+    pool = keras.layers.GlobalMaxPooling1D if pooling == "max" else keras.layers.GlobalAveragePooling1D
+    model = keras.Model(cells, keras.layers.Dense(1, name="output")(pool(name="ksum")(h)))
+    rng = np.random.default_rng(4)
+    x = rng.normal(0.0, 2.0, (200, 12, 5))
+    x[np.arange(12)[None, :] >= rng.integers(1, 13, 200)[:, None]] = 0.0
+    x[:5] = rng.normal(0.0, 2.0, (5, 12, 5))  # some clusters without padding
+    for precision in ("ap_fixed<10,3,RND_CONV,WRAP>", "ap_fixed<9,3,RND,SAT>"):
+        config = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vitis",
+                                                      default_precision=precision)  # fmt: skip
+        emulator = Emulator.from_hls(_convert(model, config, tmp_path / f"{pooling}-{precision[9:13]}"))
+        assert emulator._cell_ops == 2  # phi_1 with its relu, phi_2
+        results = {}
+        for share in (1.0, -1.0):  # always and never skip
+            monkeypatch.setattr(emulate, "_COMPACT_SHARE", share)
+            results[share] = emulator.predict_and_trace(x, 150, batch_size=16)
+        assert np.array_equal(results[1.0][0], results[-1.0][0])
+        for name, values in results[-1.0][1].items():
+            assert np.array_equal(results[1.0][1][name], values), name

@@ -398,19 +398,47 @@ def fpost_kernel(sums, scale_k, bias, how, fa, scale_res, fr, scale_act, fq, out
 
 
 @numba.njit(**_JIT)
-def faverage_kernel(x, scale_x, fa, free, divisor, scale_res, fr, out):  # pragma: no cover - compiled
+def compact_kernel(rows, cells):  # pragma: no cover - compiled
+    """The non-zero rows (cells) of ``rows`` ``[samples * cells, F]``, in order, each sample's first row among
+    them (``offsets[b]:offsets[b + 1]`` are sample b's), and which rows they are (a mask)."""
+    n, f = rows.shape
+    keep = np.zeros(n, np.bool_)
+    count = 0
+    for i in range(n):
+        for j in range(f):
+            if rows[i, j] != 0:
+                keep[i] = True
+                count += 1
+                break
+    out = np.empty((count, f), rows.dtype)
+    offsets = np.empty(n // cells + 1, np.int64)
+    k = 0
+    for i in range(n):
+        if i % cells == 0:
+            offsets[i // cells] = k
+        if keep[i]:
+            out[k, :] = rows[i, :]
+            k += 1
+    offsets[n // cells] = k
+    return out, offsets, keep
+
+
+@numba.njit(**_JIT)
+def faverage_kernel(x, offsets, scale_x, fa, free, divisor, scale_res, fr, out):  # pragma: no cover - compiled
     """Average pooling (float64): ``y = 0; y = (accum_t)(y + x[i]); y /= divisor (truncating); (result_t) y``.
 
-    ``scale_x`` brings ``x`` to ``accum_t`` units. ``free``: no addition rounds and the sum wraps (or cannot
-    overflow), so the exact sum is cast once. ``trunc(y / divisor)`` is exact for ``|y| < 2**52``.
+    ``x`` ``[rows, C]``: the cells of sample b are rows ``offsets[b]:offsets[b + 1]`` (all-zero cells may be left
+    out: adding 0 to an ``accum_t`` value changes nothing). ``scale_x`` brings ``x`` to ``accum_t`` units.
+    ``free``: no addition rounds and the sum wraps (or cannot overflow), so the exact sum is cast once.
+    ``trunc(y / divisor)`` is exact for ``|y| < 2**52``.
     """
-    batch, cells, chans = x.shape
+    chans = x.shape[1]
     y = np.empty(chans)
-    for b in range(batch):
+    for b in range(offsets.size - 1):
         y[:] = 0.0
-        for n in range(cells):
+        for n in range(offsets[b], offsets[b + 1]):
             for c in range(chans):
-                y[c] += x[b, n, c] * scale_x
+                y[c] += x[n, c] * scale_x
             if not free:  # y + x[i] rounded (when x is the finer) and overflowed into accum_t
                 if scale_x < 1.0:
                     _round_all(y, 1.0, int(fa[4]))
@@ -423,15 +451,17 @@ def faverage_kernel(x, scale_x, fa, free, divisor, scale_res, fr, out):  # pragm
 
 
 @numba.njit(**_JIT)
-def fmax_kernel(x, scale_acc, fa, scale_res, fr, out):  # pragma: no cover - compiled
-    """``out = (result_t)(accum_t) max_i x[i]`` per sample and channel (float64)."""
-    batch, cells, chans = x.shape
-    for b in range(batch):
+def fmax_kernel(x, offsets, cells, scale_acc, fa, scale_res, fr, out):  # pragma: no cover - compiled
+    """``out = (result_t)(accum_t) max_i x[i]`` per sample and channel (float64); ``x`` and ``offsets`` as in
+    :func:`faverage_kernel`, a sample with fewer than ``cells`` rows having all-zero cells left out."""
+    chans = x.shape[1]
+    for b in range(offsets.size - 1):
+        first, last = offsets[b], offsets[b + 1]
         for c in range(chans):
-            y = x[b, 0, c]
-            for n in range(1, cells):
-                y = max(y, x[b, n, c])
-            out[b, c] = y
+            y = x[first, c] if last > first else 0.0
+            for n in range(first + 1, last):
+                y = max(y, x[n, c])
+            out[b, c] = y if last - first == cells else max(y, 0.0)
     flat = out.reshape(out.size)
     _cast_all(flat, scale_acc, fa)
     _cast_all(flat, scale_res, fr)

@@ -220,9 +220,36 @@ def _as(x: np.ndarray, dtype: type) -> np.ndarray:
     return np.ascontiguousarray(x, dtype)
 
 
-def _actual(x: np.ndarray) -> int:
+class _Cells(NamedTuple):
+    """Per-cell values of a chunk as rows: sample b's cells are ``rows[offsets[b]:offsets[b + 1]]``; all-zero cells
+    may be left out (then a sample has fewer than ``cells`` rows)."""
+
+    rows: np.ndarray
+    offsets: np.ndarray
+    cells: int
+
+    @classmethod
+    def of(cls, x: np.ndarray | _Cells) -> _Cells:
+        if isinstance(x, _Cells):
+            return x
+        batch, cells, chans = x.shape
+        return cls(x.reshape(batch * cells, chans), np.arange(batch + 1, dtype=np.int64) * cells, cells)
+
+    def full(self) -> np.ndarray:
+        """``[samples, cells, C]``, the left-out cells zero."""
+        batch = len(self.offsets) - 1
+        if len(self.rows) == batch * self.cells:
+            return self.rows.reshape(batch, self.cells, -1)
+        full = np.zeros((batch, self.cells, self.rows.shape[-1]), self.rows.dtype)
+        for b in range(batch):  # only the rare int64 path comes here
+            first, last = self.offsets[b], self.offsets[b + 1]
+            full[b, : last - first] = self.rows[first:last]  # the order of the cells is kept, the zeros follow
+        return full
+
+
+def _actual(x: np.ndarray | _Cells) -> int:
     """The largest magnitude in ``x``."""
-    return int(np.abs(x).max(initial=0))
+    return int(np.abs(x.rows if isinstance(x, _Cells) else x).max(initial=0))
 
 
 class _Step:
@@ -416,42 +443,48 @@ def _int_dense(step: _Step, x: np.ndarray, b: _Sums, acc_bound: int) -> list:
     return [out]
 
 
-def _run_average(step: _Step, x: np.ndarray, bound: int, act: _Step | None, keep: bool) -> tuple[list, int]:
+def _run_average(step: _Step, x: Any, bound: int, act: _Step | None, keep: bool) -> tuple[list, int]:
     """Average pooling over the cells (axis 1), in ``accum_t``, then the truncating division by their number."""
-    acc, cells = step.acc, x.shape[1]
+    x = _Cells.of(x)
+    acc, cells, batch = step.acc, x.cells, len(x.offsets) - 1
     frac = max(acc.frac, step.src.frac)  # the exact sum y + x[i] has the finer of the two
     sx, sy = frac - step.src.frac, frac - acc.frac
     y_bound = min(acc.magnitude, cells * (((bound << sx) >> sy) + 2))
     step_bound = (y_bound << sy) + (bound << sx)  # of y + x[i], in the finer units
     total = cells * (bound << sx)  # of the exact sum
-    out = np.empty((x.shape[0], x.shape[2]))
+    out = np.empty((batch, x.rows.shape[-1]))
     if step_bound < _FLOAT and _float_ok(y_bound, step.s_res):
         free = sy == 0 and total < _FLOAT and (acc.wraps or total <= acc.inner)
         scales = math.ldexp(1.0, acc.frac - step.src.frac), _scale(step.s_res)
-        kernels.faverage_kernel(_as(x, np.float64), scales[0], acc.fparams(), free, float(cells), scales[1],
-                                step.res.fparams(), out)  # fmt: skip
+        kernels.faverage_kernel(_as(x.rows, np.float64), x.offsets, scales[0], acc.fparams(), free, float(cells),
+                                scales[1], step.res.fparams(), out)  # fmt: skip
     else:
         if step_bound >= _LIMIT:
             raise _Overflow
         _left_shift_ok(y_bound, step.s_res)
         out = out.astype(np.int64)
-        kernels.average_kernel(_as(x, np.int64), sx, sy, acc.params(), cells, step.s_res, step.res.params(), out)
+        x_full = _as(x.full(), np.int64)
+        kernels.average_kernel(x_full, sx, sy, acc.params(), cells, step.s_res, step.res.params(), out)
     return [out], _shifted_bound(y_bound, step.s_res, step.res)
 
 
-def _run_max(step: _Step, x: np.ndarray, bound: int, act: _Step | None, keep: bool) -> tuple[list, int]:
+def _run_max(step: _Step, x: Any, bound: int, act: _Step | None, keep: bool) -> tuple[list, int]:
     """Max pooling over the cells (axis 1): ``(result_t)(accum_t) max_i x[i]``."""
+    x = _Cells.of(x)
     s_acc = step.src.frac - step.acc.frac
     acc_bound = _shifted_bound(bound, s_acc, step.acc)
+    shape = (len(x.offsets) - 1, x.rows.shape[-1])
     if _float_ok(bound, s_acc) and _float_ok(acc_bound, step.s_res):
-        out = np.empty((x.shape[0], x.shape[2]))
-        scales = _scale(s_acc), _scale(step.s_res)
-        kernels.fmax_kernel(_as(x, np.float64), scales[0], step.acc.fparams(), scales[1], step.res.fparams(), out)
+        out = np.empty(shape)
+        fa, fr = step.acc.fparams(), step.res.fparams()
+        rows = _as(x.rows, np.float64)
+        kernels.fmax_kernel(rows, x.offsets, x.cells, _scale(s_acc), fa, _scale(step.s_res), fr, out)
     else:
         _left_shift_ok(bound, s_acc)
         _left_shift_ok(acc_bound, step.s_res)
-        out = np.empty((x.shape[0], x.shape[2]), np.int64)
-        kernels.max_kernel(_as(x, np.int64), s_acc, step.acc.params(), step.s_res, step.res.params(), out)
+        out = np.empty(shape, np.int64)
+        x_full = _as(x.full(), np.int64)
+        kernels.max_kernel(x_full, s_acc, step.acc.params(), step.s_res, step.res.params(), out)
     return [out], _shifted_bound(acc_bound, step.s_res, step.res)
 
 
@@ -601,6 +634,7 @@ class LayerKind:
         prepare: Sets the constants of a :class:`_Step` of this kind, if it needs any.
         activation: 1 for relu, 2 for linear (an activation that a product layer before it runs fused), else 0.
         fuses: Whether the activation after a layer of this kind runs fused with it.
+        pools: Whether the layer pools the cells of a sample (and so takes the real cells alone, in order).
         per_cell: Whether the layer works cell by cell and maps an all-zero cell to an all-zero cell (a product
             layer only when its biases are zero): leading such layers run on the real (non-zero) cells alone.
     """
@@ -617,6 +651,7 @@ class LayerKind:
     activation: int = 0
     fuses: bool = False
     per_cell: bool = False
+    pools: bool = False
 
     def tracer(self) -> Callable[[Any, EmulatedLayer], Any]:
         """The da4ml tracer named by :attr:`cost` (imported on first use)."""
@@ -646,9 +681,9 @@ LAYER_KINDS: dict[str, LayerKind] = {
         LayerKind("linear", "Activation", ("activation", "linear"), "nnet::linear<", _build_plain,
                   _run_activation, _takes_same, f"{_RTL}:trace_linear", activation=2, per_cell=True),
         LayerKind("average_pool", "GlobalPooling1D", ("pool_op", "average"), "nnet::global_pooling1d_cl<",
-                  _build_pool, _run_average, _takes_cells, f"{_RTL}:trace_average_pool"),
+                  _build_pool, _run_average, _takes_cells, f"{_RTL}:trace_average_pool", pools=True),
         LayerKind("max_pool", "GlobalPooling1D", ("pool_op", "max"), "nnet::global_pooling1d_cl<", _build_pool,
-                  _run_max, _takes_cells, f"{_RTL}:trace_max_pool"),
+                  _run_max, _takes_cells, f"{_RTL}:trace_max_pool", pools=True),
     )
 }  # fmt: skip
 
@@ -774,6 +809,8 @@ class Emulator:
             if not all(_keeps_zero_cells(step) for step in op if step is not None):
                 break
             self._cell_ops += 1
+        if self._cell_ops == len(self._ops) or not self._ops[self._cell_ops][0].kind.pools:
+            self._cell_ops = 0  # the real cells go on to a pooling layer, which takes them as they are
 
     @classmethod
     def from_hls(cls, hls_model: object) -> Emulator:
@@ -904,12 +941,11 @@ class Emulator:
         values: list[np.ndarray] = []
         ops = self._ops
         if self._cell_ops:
-            rows = m.reshape(-1, m.shape[-1])
-            real = np.flatnonzero(rows.any(axis=1))
-            if len(real) <= _COMPACT_SHARE * len(rows):  # enough padding to be worth the gather and scatter
-                m, bound = self._run_ops(ops[: self._cell_ops], rows[real], bound, every_layer, values)
-                m = _scatter(m, real, x.shape[:-1])
-                values[:] = [_scatter(v, real, x.shape[:-1]) for v in values]
+            compact, offsets, real = kernels.compact_kernel(m.reshape(-1, m.shape[-1]), m.shape[1])
+            if len(compact) <= _COMPACT_SHARE * len(x) * m.shape[1]:  # padding worth skipping
+                m, bound = self._run_ops(ops[: self._cell_ops], compact, bound, every_layer, values)
+                m = _Cells(m, offsets, x.shape[1])  # the pooling takes the real cells alone
+                values[:] = [_in_place(v, real, x.shape[:-1]) for v in values]
                 ops = ops[self._cell_ops :]
         m, _ = self._run_ops(ops, m, bound, every_layer, values)
         return m, values
@@ -924,6 +960,13 @@ class Emulator:
         return m, bound
 
 
+def _in_place(values: np.ndarray, real: np.ndarray, cells_shape: tuple[int, ...]) -> np.ndarray:
+    """Per-cell ``values`` of the non-zero cells (mask ``real``) back in their places among all cells."""
+    full = np.zeros((len(real), values.shape[-1]), values.dtype)
+    full[real] = values
+    return full.reshape((*cells_shape, values.shape[-1]))
+
+
 #: Leading per-cell layers run on the non-zero cells alone when at most this share of the cells is non-zero.
 _COMPACT_SHARE = 0.85
 
@@ -931,13 +974,6 @@ _COMPACT_SHARE = 0.85
 def _keeps_zero_cells(step: _Step) -> bool:
     """Whether ``step`` maps an all-zero cell to an all-zero cell, cell by cell."""
     return step.kind.per_cell and len(step.layer.shape) == 2 and getattr(step, "b_max", 0) == 0
-
-
-def _scatter(values: np.ndarray, real: np.ndarray, cells_shape: tuple[int, ...]) -> np.ndarray:
-    """Per-cell ``values`` of the non-zero cells ``real`` back in place among all cells (zero elsewhere)."""
-    full = np.zeros((int(np.prod(cells_shape)), values.shape[-1]), values.dtype)
-    full[real] = values
-    return full.reshape((*cells_shape, values.shape[-1]))
 
 
 def _spans(start: int, stop: int, size: int) -> list[tuple[int, int]]:
