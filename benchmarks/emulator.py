@@ -14,10 +14,13 @@ every layer matters; the inputs are synthetic clusters of 1 to ``cells`` real ce
 Timed, each on the same clusters:
 
 * ``csim``: hls4ml conversion, C++ build (``compile_model``) and C-simulation predict — once (it takes ~30 s);
-* ``emulate``: hls4ml conversion, :meth:`Emulator.from_hls` and :meth:`Emulator.predict`, best of a few, with the
-  three parts also timed alone (best of a few each);
+* ``emulate``: hls4ml conversion, :meth:`Emulator.from_hls` and :meth:`Emulator.predict`, with the three parts
+  also timed alone;
 * ``float``: Keras ``model.predict`` of the float network, after a warm-up call, at Keras' default batch size and
-  at 4096, best of a few.
+  at 4096.
+
+Emulation and float inference alternate, round by round (5 rounds), so that both see the same load; each figure
+is the best of its rounds.
 
 Recorded: the times, ``csim_over_emulate`` (goal ≥ 300), ``emulate_over_float`` (goal ≤ 1, against the faster
 of the two float figures), and the number of outputs, and of traced layer values, that differ from the C
@@ -37,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import Options, benchmark, best_of, load_average
+from benchmarks import Options, benchmark, load_average
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ class Case:
     seed: int = 3
     precision: str = "ap_fixed<18,10>"
     clusters: int = 20_000
-    repeats: int = 3
+    repeats: int = 5
     trace_clusters: int = 1_000
 
 
@@ -82,32 +85,32 @@ def make_inputs(case: Case) -> np.ndarray:
     return x
 
 
-def _emulate(model: Any, precision: str, x: np.ndarray, work: Path, repeats: int) -> dict[str, Any]:
-    """Convert + from_hls + predict, best of ``repeats``, and each part alone."""
+def _timings(model: Any, precision: str, x: np.ndarray, work: Path, repeats: int) -> dict[str, Any]:
+    """Emulation (convert + from_hls + predict, and each part alone) and float predict, interleaved round by round
+    so that both see the same load; the best of ``repeats`` rounds of each."""
     from calohls.firmware.hls import convert
     from calohls.quant.emulate import Emulator
 
-    counter = iter(range(10**6))
-
-    def whole() -> np.ndarray:
-        return Emulator.from_hls(convert(model, precision, work / f"emu{next(counter)}")).predict(x)
-
-    Emulator.from_hls(convert(model, precision, work / "warm")).predict(x[:10])  # numba's cache loaded
-    total, y = best_of(whole, repeats)
-    convert_s, hls_model = best_of(lambda: convert(model, precision, work / f"emu{next(counter)}"), repeats)
-    from_hls_s, emulator = best_of(lambda: Emulator.from_hls(hls_model), repeats)
-    predict_s, _ = best_of(lambda: emulator.predict(x), repeats)
-    return {"emulate_s": total, "convert_s": convert_s, "from_hls_s": from_hls_s, "predict_s": predict_s, "y": y,
-            "emulator": emulator}  # fmt: skip
-
-
-def _float(model: Any, x: np.ndarray, repeats: int) -> dict[str, float]:
     x32 = x.astype(np.float32)
-    out = {}
-    for key, batch_size in (("float_default_batch_s", None), ("float_batch_4096_s", 4096)):
+    Emulator.from_hls(convert(model, precision, work / "warm")).predict(x[:10])  # numba's cache loaded
+    for batch_size in (None, 4096):
         model.predict(x32[: batch_size or 32], batch_size=batch_size, verbose=0)  # traced and compiled
-        out[key], _ = best_of(lambda b=batch_size: model.predict(x32, batch_size=b, verbose=0), repeats)
-    return out
+    times: dict[str, list[float]] = {}
+
+    def timed(key: str, fn: Any) -> Any:
+        start = time.perf_counter()
+        result = fn()
+        times.setdefault(key, []).append(time.perf_counter() - start)
+        return result
+
+    for i in range(max(1, repeats)):
+        timed("float_default_batch_s", lambda: model.predict(x32, verbose=0))
+        timed("float_batch_4096_s", lambda: model.predict(x32, batch_size=4096, verbose=0))
+        y = timed("emulate_s", lambda i=i: Emulator.from_hls(convert(model, precision, work / f"e{i}")).predict(x))
+        hls_model = timed("convert_s", lambda i=i: convert(model, precision, work / f"c{i}"))
+        emulator = timed("from_hls_s", lambda h=hls_model: Emulator.from_hls(h))
+        timed("predict_s", lambda e=emulator: e.predict(x))
+    return {**{key: min(values) for key, values in times.items()}, "y": y, "emulator": emulator}
 
 
 def _csim(model: Any, precision: str, x: np.ndarray, work: Path, trace_clusters: int) -> dict[str, Any]:
@@ -125,17 +128,15 @@ def compare(case: Case, work: Path) -> dict[str, Any]:
     """Time C simulation, emulation and float inference of ``case`` side by side; count differing outputs."""
     model = build_model(case)
     x = make_inputs(case)
-    emu = _emulate(model, case.precision, x, work, case.repeats)
-    flt = _float(model, x, case.repeats)
+    emu = _timings(model, case.precision, x, work, case.repeats)
     csim = _csim(model, case.precision, x, work, case.trace_clusters)
     traced = emu.pop("emulator").trace(x[: case.trace_clusters])
     differing_layers = {name: int(np.sum(traced[name] != ref)) for name, ref in csim["trace"].items()}
-    fastest_float = min(flt.values())
+    fastest_float = min(emu["float_default_batch_s"], emu["float_batch_4096_s"])
     return {
         "case": asdict(case),
         "csim_s": csim["csim_s"],
         **{k: v for k, v in emu.items() if k != "y"},
-        **flt,
         "csim_over_emulate": csim["csim_s"] / emu["emulate_s"],
         "emulate_over_float": emu["emulate_s"] / fastest_float,
         "differing_outputs": int(np.sum(emu["y"] != csim["y"])),
