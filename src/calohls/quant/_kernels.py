@@ -370,19 +370,20 @@ def frounded_sums_kernel(x, w, scale, rounding, out):  # pragma: no cover - comp
 
 
 @numba.njit(**_JIT)
-def fpost_kernel(sums, scale_k, bias, how, fa, scale_res, fr, scale_act, fq, out_act):  # pragma: no cover
-    """The casts after the sum of a product layer, in place, and the activation after it (float64).
+def fpost_kernel(sums, scale_k, bias, how, fa, scale_res, fr, scale_act, fq, out, out_act):  # pragma: no cover
+    """The casts after the sum of a product layer, and the activation after it (float64).
 
-    ``sums`` becomes ``(result_t)(accum_t)(sums * scale_k + bias)``, the exact sum in ``accum_t`` units cast;
+    ``out`` (float64; it may be ``sums`` itself) becomes ``(result_t)(accum_t)(sums * scale_k + bias)``, the exact
+    sum (float64 or float32) in ``accum_t`` units cast;
     ``how = [acc_free, res_free, act, separate]``: ``acc_free``/``res_free``: the caller proved that cast changes
     nothing; ``act`` 1 (relu) or 2 (linear) writes the activation (shift ``scale_act``, type ``fq``) to ``out_act``,
-    which is ``sums`` itself unless ``separate`` (when the layer's own output is wanted too).
+    which is ``out`` itself unless ``separate`` (when the layer's own output is wanted too).
     """
     rows, n_out = sums.shape
     for i in range(rows):
         for j in range(n_out):
-            sums[i, j] = sums[i, j] * scale_k + bias[j]
-    flat = sums.reshape(sums.size)
+            out[i, j] = np.float64(sums[i, j]) * scale_k + bias[j]
+    flat = out.reshape(out.size)
     if not how[0]:
         _overflow_all(flat, fa)
     if not how[1]:

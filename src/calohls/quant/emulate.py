@@ -81,6 +81,8 @@ __all__ = ["KINDS", "LAYER_KINDS", "SUPPORTED", "EmulatedLayer", "Emulator", "La
 
 _ROUNDING = {"TRN": 0, "TRN_ZERO": 1, "RND": 2, "RND_ZERO": 3, "RND_INF": 4, "RND_MIN_INF": 5, "RND_CONV": 6}
 _OVERFLOW = {"WRAP": 0, "SAT": 1, "SAT_ZERO": 2, "SAT_SYM": 3}
+#: Float32 matrix products of integers are exact while every partial sum stays below this magnitude.
+_SINGLE = 1 << 24
 #: Largest right shift the float64 kernels take (keeps every scaled mantissa a normal double).
 _FLOAT_SHIFT = 960
 
@@ -323,6 +325,7 @@ def _prepare_product(step: _Step) -> None:
     if step.w_max >= _LIMIT:
         raise ConversionError(f"{step.where}: weights exceed the int64 emulation (2**62)")
     step.w_float = step.w.astype(np.float64) if step.w_max < _FLOAT else None
+    step.w_single = step.w.astype(np.float32) if step.w_max < _SINGLE else None
     step.s_prod = frac_product - step.acc.frac  # product to accumulator
     bias = [step.acc.cast_exact(int(b), bfmt.frac) for b in np.asarray(layer.biases).reshape(-1)]
     step.b_max = max(map(abs, bias), default=0)
@@ -394,22 +397,25 @@ def _fused(step: _Step, act: _Step | None, acc_bound: int) -> tuple[bool, int, i
 
 
 def _float_product(step: _Step, x: np.ndarray, b: _Sums, act: _Step | None, keep: bool, acc_bound: int) -> list:
-    x = _as(x, np.float64)
-    if step.exact_products:
-        sums, scale_k = x @ step.w_float, math.ldexp(1.0, -step.s_prod)  # BLAS, exact below 2**53
+    if step.exact_products and b.sums < _SINGLE and step.w_single is not None:
+        sums = _as(x, np.float32) @ step.w_single  # BLAS in float32: every partial sum an integer below 2**24
+        out = np.empty(sums.shape)
+    elif step.exact_products:
+        out = sums = _as(x, np.float64) @ step.w_float  # BLAS, exact below 2**53
     else:
-        sums, scale_k = np.empty((x.shape[0], step.w.shape[1])), 1.0
-        kernels.frounded_sums_kernel(x, step.w_float, _scale(step.s_prod), step.acc.rounding, sums)
+        out = sums = np.empty((x.shape[0], step.w.shape[1]))
+        kernels.frounded_sums_kernel(_as(x, np.float64), step.w_float, _scale(step.s_prod), step.acc.rounding, sums)
+    scale_k = math.ldexp(1.0, -step.s_prod) if step.exact_products else 1.0
     res_free, code, s_act, q = _fused(step, act, acc_bound)
     separate = act is not None and keep
-    out_act = np.empty_like(sums) if separate else sums
+    out_act = np.empty_like(out) if separate else out
     how = np.array([b.acc_free, res_free, code, separate], np.int64)
     scales = (scale_k, _scale(step.s_res), _scale(s_act))
     f = (step.acc.fparams(), step.res.fparams(), q.fparams())
-    kernels.fpost_kernel(sums, scales[0], step.bias_float, how, f[0], scales[1], f[1], scales[2], f[2], out_act)
+    kernels.fpost_kernel(sums, scales[0], step.bias_float, how, f[0], scales[1], f[1], scales[2], f[2], out, out_act)
     if act is None:
-        return [sums]
-    return [sums, out_act] if keep else [out_act]
+        return [out]
+    return [out, out_act] if keep else [out_act]
 
 
 def _int_affine(step: _Step, x: np.ndarray, b: _Sums, act: _Step | None, keep: bool, acc_bound: int) -> list:
