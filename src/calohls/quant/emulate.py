@@ -46,12 +46,16 @@ binary (xnor) and power-of-two weights, unsigned types wider than 62 bits. ``ap_
 product hls4ml selects (0 → 0, −1 → −x, any other → x).
 
 Speed. Inputs go in chunks of about 8k cells, on as many threads as numba may use (``NUMBA_NUM_THREADS``: one in
-the PTQ pool workers), every kernel serial and releasing the GIL. In the float64 form exact matrix products are one
-BLAS call per chunk (single-threaded), followed by one pass that adds the bias and applies the accumulator, result
-and activation casts (skipping casts proven to change nothing); products rounded into ``accum_t`` are rounded and
-summed in one pass when ``accum_t`` wraps (modular) or provably cannot overflow; every cast is branch-free, so it
-vectorises. Sequential saturating sums, and values beyond 2^52, take the int64 kernels. Compiled kernels are
-cached on disk by numba (the first call on a machine compiles them, a few seconds).
+the PTQ pool workers), every kernel serial and releasing the GIL. All-zero (padded) cells are dropped once, after
+the input conversion, when the leading per-cell layers keep them zero (bias-free Φ layers and activations: every
+cast maps 0 to 0) and a pooling layer follows, which takes the real cells as they are (adding 0 to an ``accum_t``
+sum changes nothing). In the float64 form exact matrix products are one single-threaded BLAS call per chunk — in
+float32 when every partial sum stays below 2^24 — followed by one pass that adds the bias and applies the
+accumulator, result and activation casts (skipping casts proven to change nothing); products rounded into
+``accum_t`` are rounded and summed in one pass when ``accum_t`` wraps (modular) or provably cannot overflow; every
+cast is a whole-array loop with its mode chosen outside, so it vectorises. Sequential saturating sums, and values
+beyond 2^52, take the int64 kernels. Compiled kernels are cached on disk by numba (the first call on a machine
+compiles them, a few seconds).
 """
 
 from __future__ import annotations
