@@ -14,7 +14,8 @@ import pytest
 from calohls.config import ModelConfig
 from calohls.errors import ConversionError, DataError, NonFiniteError
 from calohls.model.deepsets import build_deepsets
-from calohls.quant.emulate import EmulatedLayer, Emulator, _cast_kernel, _Format
+from calohls.quant import _kernels
+from calohls.quant.emulate import LAYER_KINDS, EmulatedLayer, Emulator, _cast_kernel, _Format
 from calohls.quant.fixed import FixedType, parse_fixed, quantize, quantize_int
 
 N_FEATURES = 17
@@ -187,6 +188,37 @@ def test_integer_casts_match_the_double_conversion(rounding, overflow):
             assert np.array_equal(out, expected), t
 
 
+@pytest.mark.parametrize("overflow", OVERFLOWS)
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+def test_float_casts_match_the_integer_casts(rounding, overflow):
+    """The float64 kernels (mantissas below 2**52) cast exactly as the int64 reference, relu included."""
+    rng = np.random.default_rng(ROUNDINGS.index(rounding) * 5 + OVERFLOWS.index(overflow))
+    for width, integer, signed in ((1, 1, True), (1, 0, False), (6, 2, True), (8, 3, False), (13, -2, True),
+                                   (24, 12, True), (40, 20, False), (52, 40, True), (60, 30, True)):  # fmt: skip
+        fmt = _Format.of(FixedType(width, integer, signed, rounding, overflow), "test")
+        m = rng.integers(-(2**51), 2**51, 600) >> rng.integers(0, 51, 600)
+        m[:10] = [0, 1, -1, 2**51 - 1, -(2**51) + 1, 3, -3, 5, -5, 2]
+        for s in (int(rng.integers(1, 45)), 0, -int(rng.integers(1, 4)), 0 if width > 50 else 50):
+            m_s = m >> max(-s, 0) + 1 if s < 0 else m  # keep |m << -s| below 2**52
+            for relu in (False, True):
+                expected = np.empty_like(m_s)
+                _cast_kernel(m_s, s, fmt.params(), relu, expected)
+                got = np.empty(m_s.shape)
+                _kernels.fcast_kernel(m_s.astype(np.float64), 2.0**-s, fmt.fparams(), relu, got)
+                assert np.array_equal(got, expected.astype(np.float64)), (fmt, s, relu)
+
+
+def test_layer_kinds_are_declared_once():
+    """Every kind names its hls4ml class, runner and (for layers after the input) a da4ml cost tracer."""
+    assert next(iter(LAYER_KINDS)) == "input"
+    for key, kind in LAYER_KINDS.items():
+        assert kind.key == key
+        if key != "input":
+            assert callable(kind.run)
+            assert callable(kind.takes)
+            assert kind.cost.startswith("calohls.firmware.ptq_rtl:")
+
+
 @pytest.mark.parametrize(
     "spelling",
     [
@@ -280,3 +312,31 @@ def test_inputs_are_checked(models, tmp_path):
     x[2, 0, 5] = np.nan
     with pytest.raises(NonFiniteError):
         emulator.predict(x)
+
+
+@pytest.mark.parametrize("pooling", ["average", "max"])
+def test_skipping_padded_cells_changes_nothing(pooling, tmp_path, monkeypatch):
+    """Leading per-cell layers run on the non-zero cells alone; outputs and traces equal those over all cells."""
+    from calohls.quant import emulate
+
+    cells = keras.Input((12, 5), name="cells")
+    h = keras.layers.Dense(8, use_bias=False, activation="relu", name="phi_1")(cells)
+    h = keras.layers.Dense(6, use_bias=False, name="phi_2")(h)  # linear: negative values reach the pooling
+    pool = keras.layers.GlobalMaxPooling1D if pooling == "max" else keras.layers.GlobalAveragePooling1D
+    model = keras.Model(cells, keras.layers.Dense(1, name="output")(pool(name="ksum")(h)))
+    rng = np.random.default_rng(4)
+    x = rng.normal(0.0, 2.0, (200, 12, 5))
+    x[np.arange(12)[None, :] >= rng.integers(1, 13, 200)[:, None]] = 0.0
+    x[:5] = rng.normal(0.0, 2.0, (5, 12, 5))  # some clusters without padding
+    for precision in ("ap_fixed<10,3,RND_CONV,WRAP>", "ap_fixed<9,3,RND,SAT>"):
+        config = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vitis",
+                                                      default_precision=precision)  # fmt: skip
+        emulator = Emulator.from_hls(_convert(model, config, tmp_path / f"{pooling}-{precision[9:13]}"))
+        assert emulator._cell_ops == 2  # phi_1 with its relu, phi_2
+        results = {}
+        for share in (1.0, -1.0):  # always and never skip
+            monkeypatch.setattr(emulate, "_COMPACT_SHARE", share)
+            results[share] = emulator.predict_and_trace(x, 150, batch_size=16)
+        assert np.array_equal(results[1.0][0], results[-1.0][0])
+        for name, values in results[-1.0][1].items():
+            assert np.array_equal(results[1.0][1][name], values), name

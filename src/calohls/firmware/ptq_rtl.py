@@ -20,6 +20,7 @@ the C++ semantics:
   nothing), the mantissa divided by N truncating towards zero (a multiplication by ``ceil(2^s/N)/2^s`` then
   truncation, exact over the accumulator's range; a shift for N a power of two), then ``(result_t)``; max pooling.
 
+Each layer is traced by the tracer that its kind names (``cost`` in :data:`calohls.quant.emulate.LAYER_KINDS`).
 Casts with rounding modes other than TRN and RND (where something actually rounds) and ``SAT_ZERO`` overflow are
 not supported by da4ml's quantizer and raise :class:`~calohls.errors.ConversionError` (hls4ml's defaults are TRN and
 WRAP). ``PTQTrace.predict`` runs da4ml's bit-exact interpreter of the logic; it equals
@@ -127,7 +128,7 @@ def _fits(bound: float, t: FixedType) -> bool:
 # -- layers ------------------------------------------------------------------------------------------------------
 
 
-def _affine(x: Any, layer: EmulatedLayer) -> Any:
+def trace_product(x: Any, layer: EmulatedLayer) -> Any:
     """Dense / pointwise layer: ``(result_t)(accum_t)(bias + Σ (accum_t)(x·w))`` as the C++ computes it."""
     acc_t, where = layer.accum, f"layer {layer.name!r}"
     w = np.ldexp(layer.weights.astype(np.float64), -layer.weight.fractional)
@@ -146,11 +147,25 @@ def _affine(x: Any, layer: EmulatedLayer) -> Any:
     return _cast(acc, layer.result, where)
 
 
-def _pool(x: Any, layer: EmulatedLayer) -> Any:
-    """Global pooling over the cells (axis 0)."""
+def trace_relu(x: Any, layer: EmulatedLayer) -> Any:
+    """ReLU: ``x > 0 ? (result_t) x : 0``."""
+    return _cast(x.relu(), layer.result, f"layer {layer.name!r}")
+
+
+def trace_linear(x: Any, layer: EmulatedLayer) -> Any:
+    """Linear activation: ``(result_t) x``."""
+    return _cast(x, layer.result, f"layer {layer.name!r}")
+
+
+def trace_max_pool(x: Any, layer: EmulatedLayer) -> Any:
+    """Global max pooling over the cells (axis 0): ``(result_t)(accum_t) max_i x[i]``."""
     acc_t, where = layer.accum, f"layer {layer.name!r}"
-    if layer.kind == "max_pool":
-        return _cast(_cast(np.amax(x, axis=0), acc_t, where), layer.result, where)
+    return _cast(_cast(np.amax(x, axis=0), acc_t, where), layer.result, where)
+
+
+def trace_average_pool(x: Any, layer: EmulatedLayer) -> Any:
+    """Global average pooling over the cells (axis 0): the sum in ``accum_t``, divided by their number."""
+    acc_t, where = layer.accum, f"layer {layer.name!r}"
     n = x.shape[0]
     exact = _frac(x) <= acc_t.fractional
     if exact and (acc_t.overflow == "WRAP" or _fits(n * _magnitude(x), acc_t)):
@@ -185,16 +200,13 @@ def _divide(acc: Any, n: int, acc_t: FixedType) -> Any:
 
 
 def _layer(x: Any, layer: EmulatedLayer) -> Any:
-    where = f"layer {layer.name!r}"
-    if layer.kind in ("pointwise_conv1d", "dense"):
-        return _affine(x, layer)
-    if layer.kind == "relu":
-        return _cast(x.relu(), layer.result, where)
-    if layer.kind == "linear":
-        return _cast(x, layer.result, where)
-    if layer.kind in ("average_pool", "max_pool"):
-        return _pool(x, layer)
-    raise ConversionError(f"{where}: kind {layer.kind!r} cannot be traced; DeepSets layers only")
+    """The layer traced by the tracer its kind names (:data:`calohls.quant.emulate.LAYER_KINDS`)."""
+    from calohls.quant.emulate import LAYER_KINDS
+
+    kind = LAYER_KINDS.get(layer.kind)
+    if kind is None or kind.cost is None:
+        raise ConversionError(f"layer {layer.name!r}: kind {layer.kind!r} cannot be traced; DeepSets layers only")
+    return kind.tracer()(x, layer)
 
 
 # -- public API --------------------------------------------------------------------------------------------------

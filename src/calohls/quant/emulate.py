@@ -31,46 +31,64 @@ What the C simulation computes (``nnet_utils`` headers), and so the emulator:
   bits. With float32 inputs the C simulation returns float32, ``to_float`` rounding likewise: equal to
   ``predict(x).astype(np.float32)`` for outputs of up to 53 bits.
 
-Exactness and limits. Mantissas are int64 and every intermediate value must stay below 2^62 in magnitude. Types of
-up to 62 bits always fit; wider ones (``auto`` accumulators of 32-bit data and weights reach ~70 bits) work while
-the values that occur fit, which the emulator checks per batch from bounds (tightened by the actual maximum when
-needed); when they do not it raises :class:`~calohls.errors.ConversionError` rather than return an inexact result.
-Refused when the emulator is built, with :class:`~calohls.errors.ConversionError` naming the layer: layer kinds
-other than the five above, activations other than relu and linear, the Resource strategy, ``io_stream``, other
-backends, binary (xnor) and power-of-two weights, unsigned types wider than 62 bits. ``ap_int<2>`` weights are the
-ternary product hls4ml selects (0 → 0, −1 → −x, any other → x).
+The layer kinds are declared once, in :data:`LAYER_KINDS` (hls4ml class, builder from the converted graph, runner,
+and the da4ml tracer that costs the PTQ design); everything else looks them up there.
 
-Speed. Inputs go in chunks of about 8k cells, which keep every array in the caches. Products with exact
-accumulation (the ``auto`` case) run as one numba pass per layer that sums in float64 (exact while every partial
-sum is an integer below 2^53, else in int64), then applies the accumulator, result and activation casts, skipping
-casts proven to change nothing. Products rounded into ``accum_t`` sum rounded products freely when ``accum_t``
-wraps (modular) or provably cannot overflow, and otherwise follow the sequential C++ loop. Compiled kernels are
-cached on disk by numba (the first call on a machine compiles them, a few seconds).
+Exactness and limits. Mantissas are held in float64 where every value that can occur (by bounds derived from the
+formats and the actual input maximum) stays below 2^52, which makes every product, sum, shift and cast exact, and in
+int64 otherwise, where every intermediate value must stay below 2^62. Types of up to 62 bits always fit; wider ones
+(``auto`` accumulators of 32-bit data and weights reach ~70 bits) work while the values that occur fit, which the
+emulator checks per chunk from bounds (tightened by the actual maximum when needed); when they do not it raises
+:class:`~calohls.errors.ConversionError` rather than return an inexact result. Refused when the emulator is built,
+with :class:`~calohls.errors.ConversionError` naming the layer: layer kinds other than those of
+:data:`LAYER_KINDS`, activations other than relu and linear, the Resource strategy, ``io_stream``, other backends,
+binary (xnor) and power-of-two weights, unsigned types wider than 62 bits. ``ap_int<2>`` weights are the ternary
+product hls4ml selects (0 → 0, −1 → −x, any other → x).
+
+Speed. Inputs go in chunks of about 8k cells, on as many threads as numba may use (``NUMBA_NUM_THREADS``: one in
+the PTQ pool workers), every kernel serial and releasing the GIL. All-zero (padded) cells are dropped once, after
+the input conversion, when the leading per-cell layers keep them zero (bias-free Φ layers and activations: every
+cast maps 0 to 0) and a pooling layer follows, which takes the real cells as they are (adding 0 to an ``accum_t``
+sum changes nothing). In the float64 form exact matrix products are one single-threaded BLAS call per chunk — in
+float32 when every partial sum stays below 2^24 — followed by one pass that adds the bias and applies the
+accumulator, result and activation casts (skipping casts proven to change nothing); products rounded into
+``accum_t`` are rounded and summed in one pass when ``accum_t`` wraps (modular) or provably cannot overflow; every
+cast is a whole-array loop with its mode chosen outside, so it vectorises. Sequential saturating sums, and values
+beyond 2^52, take the int64 kernels. Compiled kernels are cached on disk by numba (the first call on a machine
+compiles them, a few seconds).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import functools
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, NamedTuple
 
 import numba
 import numpy as np
 
 from calohls.errors import ConversionError, DataError, NonFiniteError, PrecisionError
+from calohls.quant import _kernels as kernels
+from calohls.quant._kernels import FLOAT_LIMIT as _FLOAT
+from calohls.quant._kernels import LIMIT as _LIMIT
+from calohls.quant._kernels import _cast
+from calohls.quant._kernels import cast_kernel as _cast_kernel
 from calohls.quant.fixed import FixedType, quantize_int
 
-__all__ = ["EmulatedLayer", "Emulator"]
-
-#: Every int64 intermediate value must stay strictly below this magnitude.
-_LIMIT = 1 << 62
-#: Float64 matrix products of integers are exact while every partial sum stays below this magnitude.
-_FLOAT_EXACT = 1 << 53
+__all__ = ["KINDS", "LAYER_KINDS", "SUPPORTED", "EmulatedLayer", "Emulator", "LayerKind"]
 
 _ROUNDING = {"TRN": 0, "TRN_ZERO": 1, "RND": 2, "RND_ZERO": 3, "RND_INF": 4, "RND_MIN_INF": 5, "RND_CONV": 6}
 _OVERFLOW = {"WRAP": 0, "SAT": 1, "SAT_ZERO": 2, "SAT_SYM": 3}
-
-#: Layer kinds the emulator supports, by hls4ml class name.
-SUPPORTED = ("Input", "PointwiseConv1D", "Dense", "Activation (relu, linear)", "GlobalPooling1D (average, max)")
+#: Float32 matrix products of integers are exact while every partial sum stays below this magnitude.
+_SINGLE = 1 << 24
+#: Largest right shift the float64 kernels take (keeps every scaled mantissa a normal double).
+_FLOAT_SHIFT = 960
 
 
 # -- fixed-point formats -------------------------------------------------------------------------------------
@@ -78,7 +96,7 @@ SUPPORTED = ("Input", "PointwiseConv1D", "Dense", "Activation (relu, linear)", "
 
 @dataclass(frozen=True)
 class _Format:
-    """A fixed-point type with the integers the kernels need: mantissa range and mode codes."""
+    """A fixed-point type with the numbers the kernels need: mantissa range and mode codes."""
 
     type: FixedType
     frac: int
@@ -99,18 +117,41 @@ class _Format:
         return max(-self.lo, self.hi)
 
     @property
+    def inner(self) -> int:
+        """Largest magnitude every value up to which lies in the type's range (no overflow possible)."""
+        return min(self.hi, -self.lo)
+
+    @property
     def wraps(self) -> bool:
         """Overflow wraps (modulo 2**width), so a sum may wrap once at its end instead of after every term."""
         return self.type.overflow == "WRAP"
 
     def params(self) -> np.ndarray:
-        """Kernel parameters ``[lo, hi, width, rounding, overflow]``, the range clipped to the int64 window.
+        """int64 kernel parameters ``[lo, hi, width, rounding, overflow]``, the range clipped to the int64 window.
 
         Clipping is harmless: kernels only see values below ``2**62``, for which the clipped range decides
         overflow exactly as the full one (and a type wider than 62 bits never wraps them).
         """
+        return self._params
+
+    @cached_property
+    def _params(self) -> np.ndarray:
         lo, hi = max(self.lo, -_LIMIT), min(self.hi, _LIMIT)
         return np.array([lo, hi, self.type.width, self.rounding, self.overflow], np.int64)
+
+    def fparams(self) -> np.ndarray:
+        """float64 kernel parameters ``[lo, hi, 2**width, 2**-width, rounding, overflow]``.
+
+        The range and modulus are clipped to 2**60: float kernels see values below 2**52, which a type that wide
+        never overflows.
+        """
+        return self._fparams
+
+    @cached_property
+    def _fparams(self) -> np.ndarray:
+        width = min(self.type.width, 60)
+        lo, hi = float(max(self.lo, -(1 << 60))), float(min(self.hi, 1 << 60))
+        return np.array([lo, hi, 2.0**width, 2.0**-width, self.rounding, self.overflow], np.float64)
 
     def cast_exact(self, mantissa: int, frac: int) -> int:
         """Assign the value ``mantissa * 2**-frac`` to this type (Python integers of any size)."""
@@ -121,222 +162,7 @@ class _Format:
         return str(self.type)
 
 
-# -- kernels -------------------------------------------------------------------------------------------------
-# Compiled with numba. They work on int64 mantissas below 2**62 in magnitude; the Python side checks the bounds
-# that guarantee it before every call.
-
-
-@numba.njit(cache=True)
-def _cast(m, s, lo, hi, width, rounding, overflow):  # pragma: no cover - compiled
-    """``ap_fixed`` assignment of mantissa ``m`` with ``s`` more fractional bits than the target (fewer if s < 0).
-
-    ``lo``/``hi``: the target's mantissa range (``lo`` is -max for SAT_SYM); ``width``: its bits, for wrapping.
-    The same code runs compiled on int64 (``|m| < 2**62``) and, through ``py_func``, on Python integers.
-    """
-    if s > 0:
-        far = s >= 63 and -_LIMIT < m < _LIMIT  # a shift past every bit of m (undefined on int64)
-        q = (-1 if m < 0 else 0) if far else m >> s  # floor
-        if rounding != 0:
-            if far:  # the first dropped bit is the sign, the later ones are not all zero unless m is
-                qb = m < 0
-                r = m != 0
-            else:
-                rem = m - (q << s)
-                half = 1 << (s - 1)
-                qb = rem >= half  # the first dropped bit
-                r = (rem & (half - 1)) != 0  # any later dropped bit
-            neg = m < 0
-            if rounding == 2:  # RND: ties up
-                inc = qb
-            elif rounding == 3:  # RND_ZERO: ties towards zero
-                inc = qb and (neg or r)
-            elif rounding == 4:  # RND_INF: ties away from zero
-                inc = qb and ((not neg) or r)
-            elif rounding == 5:  # RND_MIN_INF: ties down
-                inc = qb and r
-            elif rounding == 6:  # RND_CONV: ties to even
-                inc = qb and ((q & 1) != 0 or r)
-            else:  # TRN_ZERO: towards zero
-                inc = neg and (qb or r)
-            if inc:
-                q += 1
-    elif s < 0:
-        q = m << -s if m != 0 else m  # the caller guarantees |m << -s| < 2**62
-    else:
-        q = m
-    if lo <= q <= hi:
-        return q
-    if overflow == 0:  # WRAP; only reachable for widths up to 62 bits
-        return lo + (q - lo) % (1 << width)
-    if overflow == 2:  # SAT_ZERO
-        return 0
-    return hi if q > hi else lo  # SAT, SAT_SYM
-
-
-@numba.njit(cache=True, parallel=True)
-def _input_kernel(bits, frac, p, out, flags):  # pragma: no cover - compiled
-    """``out = (T) x`` for doubles given by their IEEE-754 bits, as ``ap_fixed(double)``.
-
-    A normal double is ``±(2**52 + f) * 2**(e - 1075)`` exactly; its integer significand goes through :func:`_cast`.
-    ``flags``: 2 for inf and NaN, 1 for what is left to the exact reference (subnormals, whose header reading
-    differs from their value, and doubles too large for the int64 window), 0 when done.
-    """
-    for i in numba.prange(bits.size):
-        b = bits[i]
-        e = (b >> 52) & 0x7FF
-        f = b & 0xFFFFFFFFFFFFF
-        out[i] = 0
-        if e == 0x7FF:
-            flags[i] = 2
-        elif e == 0:
-            if f != 0:
-                flags[i] = 1
-        else:
-            significand = f | 0x10000000000000
-            s = 1075 - e - frac
-            if s < 0:
-                flags[i] = 1
-            else:
-                out[i] = _cast(-significand if b < 0 else significand, s, p[0], p[1], p[2], p[3], p[4])
-
-
-@numba.njit(cache=True, parallel=True)
-def _cast_kernel(x, s, p, relu, out):  # pragma: no cover - compiled
-    """``out = (T) x`` element-wise, or ``x > 0 ? (T) x : 0`` when ``relu``."""
-    for i in numba.prange(x.size):
-        v = x[i]
-        if relu and v <= 0:
-            out[i] = 0
-        else:
-            out[i] = _cast(v, s, p[0], p[1], p[2], p[3], p[4])
-
-
-@numba.njit(cache=True, parallel=True)
-def _affine_kernel(x, w, w_float, bias, how, pa, pr, pq, out, out_act):  # pragma: no cover - compiled
-    """A product layer that needs a single cast of the exact sum, and the activation after it.
-
-    ``out = (result_t)(accum_t)(bias + (x @ w) << k)``. ``how`` = ``[exact_float, k, acc_free, s_res, res_free,
-    act, s_act]``: sums accumulate in float64 when ``exact_float`` (the caller proved every partial sum an integer
-    below 2**53), else in int64; ``acc_free``/``res_free``: the caller proved that cast leaves every value unchanged;
-    ``act`` 1 (relu) or 2 (linear) writes the activation of ``out`` (shift ``s_act``, type ``pq``) to ``out_act``,
-    which may be ``out`` itself when ``out`` is not wanted.
-    """
-    exact_float, k, acc_free, s_res, res_free, act, s_act = how[0], how[1], how[2], how[3], how[4], how[5], how[6]
-    rows, n_in = x.shape
-    n_out = w.shape[1]
-    for block in numba.prange((rows + 63) // 64):
-        sums = np.empty(n_out, np.int64)
-        sums_float = np.empty(n_out, np.float64)
-        for i in range(block * 64, min(block * 64 + 64, rows)):
-            if exact_float:
-                sums_float[:] = 0.0
-                for c in range(n_in):
-                    xv = np.float64(x[i, c])
-                    if xv != 0.0:
-                        for j in range(n_out):
-                            sums_float[j] += xv * w_float[c, j]
-                for j in range(n_out):
-                    sums[j] = np.int64(sums_float[j])
-            else:
-                sums[:] = 0
-                for c in range(n_in):
-                    xi = x[i, c]
-                    if xi != 0:
-                        for j in range(n_out):
-                            sums[j] += xi * w[c, j]
-            for j in range(n_out):
-                v = (sums[j] << k) + bias[j]
-                if not acc_free:
-                    v = _cast(v, 0, pa[0], pa[1], pa[2], pa[3], pa[4])
-                if not res_free:
-                    v = _cast(v, s_res, pr[0], pr[1], pr[2], pr[3], pr[4])
-                out[i, j] = v
-                if act == 1:
-                    out_act[i, j] = 0 if v <= 0 else _cast(v, s_act, pq[0], pq[1], pq[2], pq[3], pq[4])
-                elif act == 2:
-                    out_act[i, j] = _cast(v, s_act, pq[0], pq[1], pq[2], pq[3], pq[4])
-
-
-@numba.njit(cache=True, parallel=True)
-def _dense_kernel(x, w, bias, s_prod, pa, s_res, pr, free_sum, out):  # pragma: no cover - compiled
-    """A product layer that casts every product to ``accum_t``, then adds them in input order in ``accum_t``.
-
-    ``free_sum``: the caller proved the sum needs no overflow handling on the way (``accum_t`` wraps, which is
-    modular, or no partial sum can leave its range), so the cast products are summed in int64 and cast once.
-    Otherwise TRN and RND products into a SAT or SAT_SYM accumulator take a branch-free loop, and any other
-    combination the reference loop of :func:`_cast` calls.
-    """
-    rows, n_in = x.shape
-    n_out = w.shape[1]
-    lo, hi, rounding, overflow = pa[0], pa[1], pa[3], pa[4]
-    shift_only = s_prod <= 0 or rounding == 0 or rounding == 2  # TRN and RND are a shift after adding `half`
-    half = (1 << (s_prod - 1)) if s_prod > 0 and rounding == 2 else 0
-    fast_saturate = shift_only and (overflow == 1 or overflow == 3)
-    for block in numba.prange((rows + 63) // 64):
-        acc = np.empty(n_out, np.int64)
-        for i in range(block * 64, min(block * 64 + 64, rows)):
-            if free_sum:
-                acc[:] = 0
-            else:
-                acc[:] = bias
-            for c in range(n_in):
-                xi = x[i, c]
-                if free_sum and shift_only:
-                    if s_prod > 0:
-                        for j in range(n_out):
-                            acc[j] += (xi * w[c, j] + half) >> s_prod
-                    else:
-                        for j in range(n_out):
-                            acc[j] += (xi * w[c, j]) << -s_prod
-                elif free_sum:
-                    for j in range(n_out):
-                        acc[j] += _cast(xi * w[c, j], s_prod, pa[0], pa[1], pa[2], pa[3], pa[4])
-                elif fast_saturate:
-                    for j in range(n_out):
-                        p = (xi * w[c, j] + half) >> s_prod if s_prod > 0 else (xi * w[c, j]) << -s_prod
-                        p = min(max(p, lo), hi)
-                        acc[j] = min(max(acc[j] + p, lo), hi)
-                else:
-                    for j in range(n_out):
-                        p = _cast(xi * w[c, j], s_prod, pa[0], pa[1], pa[2], pa[3], pa[4])
-                        acc[j] = _cast(acc[j] + p, 0, pa[0], pa[1], pa[2], pa[3], pa[4])
-            for j in range(n_out):
-                v = acc[j]
-                if free_sum:
-                    v = _cast(v + bias[j], 0, pa[0], pa[1], pa[2], pa[3], pa[4])
-                out[i, j] = _cast(v, s_res, pr[0], pr[1], pr[2], pr[3], pr[4])
-
-
-@numba.njit(cache=True, parallel=True)
-def _average_kernel(x, sx, sy, pa, divisor, s_res, pr, out):  # pragma: no cover - compiled
-    """``y = 0; y += x[i] (accum_t); y /= divisor (truncating); out = (result_t) y`` per sample and channel."""
-    batch, cells, chans = x.shape
-    for b in numba.prange(batch):
-        for c in range(chans):
-            y = np.int64(0)
-            for n in range(cells):
-                y = _cast((y << sy) + (x[b, n, c] << sx), sy, pa[0], pa[1], pa[2], pa[3], pa[4])
-            y = y // divisor if y >= 0 else -((-y) // divisor)
-            out[b, c] = _cast(y, s_res, pr[0], pr[1], pr[2], pr[3], pr[4])
-
-
-@numba.njit(cache=True, parallel=True)
-def _max_kernel(x, s_acc, pa, s_res, pr, out):  # pragma: no cover - compiled
-    """``out = (result_t)(accum_t) max_i x[i]`` per sample and channel."""
-    batch, cells, chans = x.shape
-    for b in numba.prange(batch):
-        for c in range(chans):
-            y = x[b, 0, c]
-            for n in range(1, cells):
-                y = max(y, x[b, n, c])
-            a = _cast(y, s_acc, pa[0], pa[1], pa[2], pa[3], pa[4])
-            out[b, c] = _cast(a, s_res, pr[0], pr[1], pr[2], pr[3], pr[4])
-
-
 # -- layers --------------------------------------------------------------------------------------------------
-
-#: Layer kinds of :class:`EmulatedLayer`.
-KINDS = ("input", "pointwise_conv1d", "dense", "relu", "linear", "average_pool", "max_pool")
 
 
 @dataclass(frozen=True, eq=False)
@@ -345,7 +171,7 @@ class EmulatedLayer:
 
     Attributes:
         name: hls4ml layer name (the key of :meth:`Emulator.trace`).
-        kind: One of :data:`KINDS`.
+        kind: One of :data:`KINDS` (a key of :data:`LAYER_KINDS`).
         shape: Output shape of one sample, as hls4ml's output variable.
         result: ``result_t``.
         accum: ``accum_t`` of matrix products and pooling, else ``None``.
@@ -385,11 +211,59 @@ def _left_shift_ok(bound: int, s: int) -> None:
         raise _Overflow
 
 
+def _float_ok(bound: int, s: int = 0) -> bool:
+    """Whether a cast with shift ``s`` of values up to ``bound`` stays exact in float64 (below 2**52)."""
+    return bound < _FLOAT and s <= _FLOAT_SHIFT and (s >= 0 or bound << -s < _FLOAT)
+
+
+def _scale(s: int) -> float:
+    """``2**-s``: the factor of a cast with shift ``s``."""
+    return math.ldexp(1.0, -s)
+
+
+def _as(x: np.ndarray, dtype: type) -> np.ndarray:
+    """``x`` as a C-contiguous array of ``dtype`` (no copy when it is one)."""
+    return np.ascontiguousarray(x, dtype)
+
+
+class _Cells(NamedTuple):
+    """Per-cell values of a chunk as rows: sample b's cells are ``rows[offsets[b]:offsets[b + 1]]``; all-zero cells
+    may be left out (then a sample has fewer than ``cells`` rows)."""
+
+    rows: np.ndarray
+    offsets: np.ndarray
+    cells: int
+
+    @classmethod
+    def of(cls, x: np.ndarray | _Cells) -> _Cells:
+        if isinstance(x, _Cells):
+            return x
+        batch, cells, chans = x.shape
+        return cls(x.reshape(batch * cells, chans), np.arange(batch + 1, dtype=np.int64) * cells, cells)
+
+    def full(self) -> np.ndarray:
+        """``[samples, cells, C]``, the left-out cells zero."""
+        batch = len(self.offsets) - 1
+        if len(self.rows) == batch * self.cells:
+            return self.rows.reshape(batch, self.cells, -1)
+        full = np.zeros((batch, self.cells, self.rows.shape[-1]), self.rows.dtype)
+        for b in range(batch):  # only the rare int64 path comes here
+            first, last = self.offsets[b], self.offsets[b + 1]
+            full[b, : last - first] = self.rows[first:last]  # the order of the cells is kept, the zeros follow
+        return full
+
+
+def _actual(x: np.ndarray | _Cells) -> int:
+    """The largest magnitude in ``x``."""
+    return int(np.abs(x.rows if isinstance(x, _Cells) else x).max(initial=0))
+
+
 class _Step:
-    """A layer ready to run: its formats, shifts and the int64 constants of its kernels."""
+    """A layer ready to run: its kind, formats, shifts and the constants of its kernels."""
 
     def __init__(self, layer: EmulatedLayer, src: _Format) -> None:
         self.layer = layer
+        self.kind = LAYER_KINDS[layer.kind]
         self.where = f"layer {layer.name!r} ({layer.kind})"
         self.src = src
         self.res = _Format.of(layer.result, f"{self.where} result_t")
@@ -397,34 +271,8 @@ class _Step:
         self.s_act = src.frac - self.res.frac  # activations: input to result
         if self.acc is not None:
             self.s_res = self.acc.frac - self.res.frac  # accumulator to result
-        if layer.kind in ("pointwise_conv1d", "dense"):
-            self._prepare_product()
-
-    def _prepare_product(self) -> None:
-        layer = self.layer
-        wfmt = _Format.of(layer.weight, f"{self.where} weight_t")
-        bfmt = _Format.of(layer.bias, f"{self.where} bias_t")
-        w = np.asarray(layer.weights, np.int64)
-        if layer.product == "weight_ternary":
-            w = np.where(w == 0, 0, np.where(w == -1, -1, 1)).astype(np.int64)
-            frac_product = self.src.frac
-        else:
-            frac_product = self.src.frac + wfmt.frac
-        self.w = np.ascontiguousarray(w)
-        self.w_float = self.w.astype(np.float64)
-        self.w_max = int(np.abs(w).max(initial=0))
-        self.w_colsum = max((sum(abs(int(v)) for v in col) for col in w.T), default=0)
-        if self.w_max >= _LIMIT:
-            raise ConversionError(f"{self.where}: weights exceed the int64 emulation (2**62)")
-        self.s_prod = frac_product - self.acc.frac  # product to accumulator
-        bias = [self.acc.cast_exact(int(b), bfmt.frac) for b in np.asarray(layer.biases).reshape(-1)]
-        self.b_max = max(map(abs, bias), default=0)
-        if self.b_max >= _LIMIT:
-            raise ConversionError(f"{self.where}: biases in {self.acc} exceed the int64 emulation (2**62)")
-        self.bias = np.array(bias, np.int64)
-        # Products that need no rounding into accum_t: one matrix product, then one cast, if accum_t wraps (the
-        # wraps of the sequential sum add up to one wrap at the end) or no partial sum can leave its range.
-        self.exact_products = self.s_prod <= 0
+        if self.kind.prepare is not None:
+            self.kind.prepare(self)
 
     def run(self, x: np.ndarray, bound: int, act: _Step | None = None, keep: bool = True) -> tuple[list, int]:
         """Outputs for input mantissas ``x`` with ``|x| <= bound``, and a bound of the last output.
@@ -433,12 +281,12 @@ class _Step:
         return this step's own output when fused (else only the activation's).
         """
         try:
-            return self._run(x, bound, act, keep)
+            return self.kind.run(self, x, bound, act, keep)
         except _Overflow:
-            actual = int(np.abs(x).max(initial=0))
+            actual = _actual(x)
             if actual < bound:
                 try:
-                    return self._run(x, actual, act, keep)
+                    return self.kind.run(self, x, actual, act, keep)
                 except _Overflow:
                     pass
         raise ConversionError(
@@ -446,116 +294,488 @@ class _Step:
             "fixed-point types (or smaller inputs)"
         )
 
-    def _run(self, x: np.ndarray, bound: int, act: _Step | None, keep: bool) -> tuple[list, int]:
-        kind = self.layer.kind
-        if kind in ("relu", "linear"):
-            out, bound = self._activation(x, bound)
-            return [out], bound
-        if kind in ("pointwise_conv1d", "dense"):
-            outs, bound = self._product(x.reshape(-1, x.shape[-1]), bound, act, keep)
-            return [o.reshape((*x.shape[:-1], o.shape[-1])) for o in outs], bound
-        if kind == "average_pool":
-            out, bound = self._average(x, bound)
-        else:
-            out, bound = self._max(x, bound)
-        return [out], bound
 
-    def _activation(self, x: np.ndarray, bound: int) -> tuple[np.ndarray, int]:
-        _left_shift_ok(bound, self.s_act)
-        flat = np.ascontiguousarray(x).reshape(-1)
-        out = np.empty_like(flat)
-        _cast_kernel(flat, self.s_act, self.res.params(), self.layer.kind == "relu", out)
-        return out.reshape(x.shape), _shifted_bound(bound, self.s_act, self.res)
+# -- running the kinds ---------------------------------------------------------------------------------------
 
-    def _product(self, x: np.ndarray, bound: int, act: _Step | None, keep: bool) -> tuple[list, int]:
-        out = np.empty((x.shape[0], self.w.shape[1]), np.int64)
-        k = -self.s_prod  # bits a product gains on its way into accum_t (negative: it is rounded)
-        if self.exact_products and not self.acc.wraps and (bound * self.w_colsum << k) + self.b_max > self.acc.hi:
-            bound = min(bound, int(np.abs(x).max(initial=0)))  # the actual inputs may prove no overflow
-        sum_bound = bound * self.w_colsum
-        acc_bound = ((sum_bound << k) + self.b_max) if self.exact_products else _LIMIT
-        acc_free = acc_bound <= min(self.acc.hi, -self.acc.lo)  # no partial sum can overflow
-        if acc_bound < _LIMIT and (self.acc.wraps or acc_free):
-            acc_bound = min(acc_bound, self.acc.magnitude)
-            _left_shift_ok(acc_bound, self.s_res)
-            res_free = self.s_res == 0 and acc_bound <= min(self.res.hi, -self.res.lo)
-            res_bound = _shifted_bound(acc_bound, self.s_res, self.res)
-            code, s_act, pq, bound_out = 0, 0, self.res.params(), res_bound
-            out_act = out
-            if act is not None:
-                _left_shift_ok(res_bound, act.s_act)
-                code, s_act, pq = (1 if act.layer.kind == "relu" else 2), act.s_act, act.res.params()
-                bound_out = _shifted_bound(res_bound, act.s_act, act.res)
-                out_act = np.empty_like(out) if keep else out
-            how = np.array([sum_bound < _FLOAT_EXACT, k, acc_free, self.s_res, res_free, code, s_act], np.int64)
-            x = np.ascontiguousarray(x)
-            _affine_kernel(
-                x, self.w, self.w_float, self.bias, how, self.acc.params(), self.res.params(), pq, out, out_act
-            )
-            if act is None:
-                return [out], bound_out
-            return ([out, out_act] if keep else [out_act]), bound_out
-        gain = max(k, 0)
-        if (bound * self.w_max) << gain >= _LIMIT:
+
+def _run_activation(step: _Step, x: np.ndarray, bound: int, act: _Step | None, keep: bool) -> tuple[list, int]:
+    """``relu``: ``x > 0 ? (result_t) x : 0``; ``linear``: ``(result_t) x``."""
+    s, relu = step.s_act, step.kind.activation == 1
+    if _float_ok(bound, s):
+        x = _as(x, np.float64)
+        out = np.empty_like(x)
+        kernels.fcast_kernel(x.reshape(-1), _scale(s), step.res.fparams(), relu, out.reshape(-1))
+    else:
+        _left_shift_ok(bound, s)
+        x = _as(x, np.int64)
+        out = np.empty_like(x)
+        _cast_kernel(x.reshape(-1), s, step.res.params(), relu, out.reshape(-1))
+    return [out], _shifted_bound(bound, s, step.res)
+
+
+def _prepare_product(step: _Step) -> None:
+    layer = step.layer
+    wfmt = _Format.of(layer.weight, f"{step.where} weight_t")
+    bfmt = _Format.of(layer.bias, f"{step.where} bias_t")
+    w = np.asarray(layer.weights, np.int64)
+    if layer.product == "weight_ternary":
+        w = np.where(w == 0, 0, np.where(w == -1, -1, 1)).astype(np.int64)
+        frac_product = step.src.frac
+    else:
+        frac_product = step.src.frac + wfmt.frac
+    step.w = np.ascontiguousarray(w)
+    step.w_max = _actual(w)
+    step.w_colsum = max((sum(abs(int(v)) for v in col) for col in w.T), default=0)
+    if step.w_max >= _LIMIT:
+        raise ConversionError(f"{step.where}: weights exceed the int64 emulation (2**62)")
+    step.w_float = step.w.astype(np.float64) if step.w_max < _FLOAT else None
+    step.w_single = step.w.astype(np.float32) if step.w_max < _SINGLE else None
+    step.s_prod = frac_product - step.acc.frac  # product to accumulator
+    bias = [step.acc.cast_exact(int(b), bfmt.frac) for b in np.asarray(layer.biases).reshape(-1)]
+    step.b_max = max(map(abs, bias), default=0)
+    if step.b_max >= _LIMIT:
+        raise ConversionError(f"{step.where}: biases in {step.acc} exceed the int64 emulation (2**62)")
+    step.bias = np.array(bias, np.int64)
+    step.bias_float = step.bias.astype(np.float64)
+    # Products that need no rounding into accum_t: one matrix product, then one cast, if accum_t wraps (the
+    # wraps of the sequential sum add up to one wrap at the end) or no partial sum can leave its range.
+    step.exact_products = step.s_prod <= 0
+
+
+def _run_product(step: _Step, x: np.ndarray, bound: int, act: _Step | None, keep: bool) -> tuple[list, int]:
+    """Dense / pointwise layers on the last axis, fused with the activation ``act`` after them."""
+    rows = x.reshape(-1, x.shape[-1])
+    outs, bound = _product(step, rows, bound, act, keep)
+    return [o.reshape((*x.shape[:-1], o.shape[-1])) for o in outs], bound
+
+
+class _Sums(NamedTuple):
+    """Bounds of a product layer's sum for one chunk."""
+
+    bound: int  # of the inputs (tightened to their actual maximum where that helps)
+    sums: int  # of the exact sum of products, |x| |w| summed
+    acc: int  # of the accumulator before its final cast: the exact (or rounded-product) sum plus the bias
+    acc_free: bool  # no partial sum can leave accum_t's range
+
+
+def _sum_bounds(step: _Step, x: np.ndarray, bound: int) -> _Sums:
+    k = -step.s_prod  # bits a product gains on its way into accum_t (negative: it is rounded)
+    if step.exact_products and not step.acc.wraps and (bound * step.w_colsum << k) + step.b_max > step.acc.hi:
+        bound = min(bound, _actual(x))  # the actual inputs may prove no overflow
+    sums = bound * step.w_colsum
+    # a rounded product loses -k bits, and its rounding adds at most 1
+    acc = (sums << k) + step.b_max if step.exact_products else step.b_max + (sums >> -k) + x.shape[1]
+    return _Sums(bound, sums, acc, acc <= step.acc.inner)
+
+
+def _product(step: _Step, x: np.ndarray, bound: int, act: _Step | None, keep: bool) -> tuple[list, int]:
+    b = _sum_bounds(step, x, bound)
+    one_cast = step.acc.wraps or b.acc_free  # the sum may be cast once, at its end
+    acc_bound = min(b.acc, step.acc.magnitude)
+    res_bound = _shifted_bound(acc_bound, step.s_res, step.res)
+    floats = one_cast and b.acc < _FLOAT and _float_ok(acc_bound, step.s_res) and step.w_float is not None
+    if not step.exact_products:
+        floats = floats and b.bound * step.w_max < _FLOAT and step.s_prod <= _FLOAT_SHIFT
+    if floats and act is not None:
+        floats = _float_ok(res_bound, act.s_act)
+    if floats:
+        outs = _float_product(step, x, b, act, keep, acc_bound)
+    elif step.exact_products and one_cast and b.acc < _LIMIT:
+        outs = _int_affine(step, x, b, act, keep, acc_bound)
+    else:
+        outs = _int_dense(step, x, b, acc_bound)
+        if act is not None:
+            post, _ = act.run(outs[0], res_bound)
+            outs = [outs[0], post[0]] if keep else post
+    if act is None:
+        return outs, res_bound
+    return outs, _shifted_bound(res_bound, act.s_act, act.res)
+
+
+def _fused(step: _Step, act: _Step | None, acc_bound: int) -> tuple[bool, int, int, Any]:
+    """``res_free``, the activation code, its shift and its result format (or that of ``result_t``)."""
+    res_free = step.s_res == 0 and acc_bound <= step.res.inner
+    if act is None:
+        return res_free, 0, 0, step.res
+    return res_free, act.kind.activation, act.s_act, act.res
+
+
+def _float_product(step: _Step, x: np.ndarray, b: _Sums, act: _Step | None, keep: bool, acc_bound: int) -> list:
+    if step.exact_products and b.sums < _SINGLE and step.w_single is not None:
+        sums = _as(x, np.float32) @ step.w_single  # BLAS in float32: every partial sum an integer below 2**24
+        out = np.empty(sums.shape)
+    elif step.exact_products:
+        out = sums = _as(x, np.float64) @ step.w_float  # BLAS, exact below 2**53
+    else:
+        out = sums = np.empty((x.shape[0], step.w.shape[1]))
+        kernels.frounded_sums_kernel(_as(x, np.float64), step.w_float, _scale(step.s_prod), step.acc.rounding, sums)
+    scale_k = math.ldexp(1.0, -step.s_prod) if step.exact_products else 1.0
+    res_free, code, s_act, q = _fused(step, act, acc_bound)
+    separate = act is not None and keep
+    out_act = np.empty_like(out) if separate else out
+    how = np.array([b.acc_free, res_free, code, separate], np.int64)
+    scales = (scale_k, _scale(step.s_res), _scale(s_act))
+    f = (step.acc.fparams(), step.res.fparams(), q.fparams())
+    kernels.fpost_kernel(sums, scales[0], step.bias_float, how, f[0], scales[1], f[1], scales[2], f[2], out, out_act)
+    if act is None:
+        return [out]
+    return [out, out_act] if keep else [out_act]
+
+
+def _int_affine(step: _Step, x: np.ndarray, b: _Sums, act: _Step | None, keep: bool, acc_bound: int) -> list:
+    _left_shift_ok(acc_bound, step.s_res)
+    res_free, code, s_act, q = _fused(step, act, acc_bound)
+    if act is not None:
+        _left_shift_ok(_shifted_bound(acc_bound, step.s_res, step.res), s_act)
+    out = np.empty((x.shape[0], step.w.shape[1]), np.int64)
+    out_act = np.empty_like(out) if (act is not None and keep) else out
+    how = np.array([-step.s_prod, b.acc_free, step.s_res, res_free, code, s_act], np.int64)
+    kernels.affine_kernel(_as(x, np.int64), step.w, step.bias, how, step.acc.params(), step.res.params(), q.params(),
+                          out, out_act)  # fmt: skip
+    if act is None:
+        return [out]
+    return [out, out_act] if keep else [out_act]
+
+
+def _int_dense(step: _Step, x: np.ndarray, b: _Sums, acc_bound: int) -> list:
+    """Products cast one by one into ``accum_t`` and summed in order, in int64."""
+    gain = max(-step.s_prod, 0)
+    if (b.bound * step.w_max) << gain >= _LIMIT:
+        raise _Overflow
+    sum_cast = b.acc if not step.exact_products else b.acc + x.shape[1]
+    free_sum = sum_cast < _LIMIT and (step.acc.wraps or sum_cast <= step.acc.inner)
+    if not free_sum and step.acc.type.width > 61:  # narrower ones keep the sum of two values below 2**61
+        raise _Overflow
+    _left_shift_ok(acc_bound, step.s_res)
+    out = np.empty((x.shape[0], step.w.shape[1]), np.int64)
+    pa, pr = step.acc.params(), step.res.params()
+    kernels.dense_kernel(_as(x, np.int64), step.w, step.bias, step.s_prod, pa, step.s_res, pr, free_sum, out)
+    return [out]
+
+
+def _run_average(step: _Step, x: Any, bound: int, act: _Step | None, keep: bool) -> tuple[list, int]:
+    """Average pooling over the cells (axis 1), in ``accum_t``, then the truncating division by their number."""
+    x = _Cells.of(x)
+    acc, cells, batch = step.acc, x.cells, len(x.offsets) - 1
+    frac = max(acc.frac, step.src.frac)  # the exact sum y + x[i] has the finer of the two
+    sx, sy = frac - step.src.frac, frac - acc.frac
+    y_bound = min(acc.magnitude, cells * (((bound << sx) >> sy) + 2))
+    step_bound = (y_bound << sy) + (bound << sx)  # of y + x[i], in the finer units
+    total = cells * (bound << sx)  # of the exact sum
+    out = np.empty((batch, x.rows.shape[-1]))
+    if step_bound < _FLOAT and _float_ok(y_bound, step.s_res):
+        free = sy == 0 and total < _FLOAT and (acc.wraps or total <= acc.inner)
+        scales = math.ldexp(1.0, acc.frac - step.src.frac), _scale(step.s_res)
+        kernels.faverage_kernel(_as(x.rows, np.float64), x.offsets, scales[0], acc.fparams(), free, float(cells),
+                                scales[1], step.res.fparams(), out)  # fmt: skip
+    else:
+        if step_bound >= _LIMIT:
             raise _Overflow
-        # |sum of the cast products and the bias|: each product loses -k bits (k < 0), rounding adds at most 1.
-        sum_cast = self.b_max + (((sum_bound << gain) >> max(-k, 0)) + x.shape[1])
-        free_sum = sum_cast < _LIMIT and (self.acc.wraps or sum_cast <= min(self.acc.hi, -self.acc.lo))
-        acc_bound = min(self.acc.magnitude, sum_cast)
-        if not free_sum and self.acc.type.width > 61:  # narrower ones keep the sum of two values below 2**61
-            raise _Overflow
-        _left_shift_ok(acc_bound, self.s_res)
-        pa, pr = self.acc.params(), self.res.params()
-        _dense_kernel(np.ascontiguousarray(x), self.w, self.bias, self.s_prod, pa, self.s_res, pr, free_sum, out)
-        res_bound = _shifted_bound(acc_bound, self.s_res, self.res)
-        if act is None:
-            return [out], res_bound
-        post, bound_out = act._activation(out, res_bound)
-        return ([out, post] if keep else [post]), bound_out
+        _left_shift_ok(y_bound, step.s_res)
+        out = out.astype(np.int64)
+        x_full = _as(x.full(), np.int64)
+        kernels.average_kernel(x_full, sx, sy, acc.params(), cells, step.s_res, step.res.params(), out)
+    return [out], _shifted_bound(y_bound, step.s_res, step.res)
 
-    def _average(self, x: np.ndarray, bound: int) -> tuple[np.ndarray, int]:
-        cells = x.shape[1]
-        frac = max(self.acc.frac, self.src.frac)  # the exact sum y + x[i] has the finer of the two
-        sx, sy = frac - self.src.frac, frac - self.acc.frac
-        y_bound = min(self.acc.magnitude, cells * (((bound << sx) >> sy) + 2))
-        if (y_bound << sy) + (bound << sx) >= _LIMIT:
-            raise _Overflow
-        _left_shift_ok(y_bound, self.s_res)
-        out = np.empty((x.shape[0], x.shape[2]), np.int64)
-        x = np.ascontiguousarray(x)
-        _average_kernel(x, sx, sy, self.acc.params(), cells, self.s_res, self.res.params(), out)
-        return out, _shifted_bound(y_bound, self.s_res, self.res)
 
-    def _max(self, x: np.ndarray, bound: int) -> tuple[np.ndarray, int]:
-        s_acc = self.src.frac - self.acc.frac
+def _run_max(step: _Step, x: Any, bound: int, act: _Step | None, keep: bool) -> tuple[list, int]:
+    """Max pooling over the cells (axis 1): ``(result_t)(accum_t) max_i x[i]``."""
+    x = _Cells.of(x)
+    s_acc = step.src.frac - step.acc.frac
+    acc_bound = _shifted_bound(bound, s_acc, step.acc)
+    shape = (len(x.offsets) - 1, x.rows.shape[-1])
+    if _float_ok(bound, s_acc) and _float_ok(acc_bound, step.s_res):
+        out = np.empty(shape)
+        fa, fr = step.acc.fparams(), step.res.fparams()
+        rows = _as(x.rows, np.float64)
+        kernels.fmax_kernel(rows, x.offsets, x.cells, _scale(s_acc), fa, _scale(step.s_res), fr, out)
+    else:
         _left_shift_ok(bound, s_acc)
-        acc_bound = _shifted_bound(bound, s_acc, self.acc)
-        _left_shift_ok(acc_bound, self.s_res)
-        out = np.empty((x.shape[0], x.shape[2]), np.int64)
-        _max_kernel(np.ascontiguousarray(x), s_acc, self.acc.params(), self.s_res, self.res.params(), out)
-        return out, _shifted_bound(acc_bound, self.s_res, self.res)
+        _left_shift_ok(acc_bound, step.s_res)
+        out = np.empty(shape, np.int64)
+        x_full = _as(x.full(), np.int64)
+        kernels.max_kernel(x_full, s_acc, step.acc.params(), step.s_res, step.res.params(), out)
+    return [out], _shifted_bound(acc_bound, step.s_res, step.res)
+
+
+# -- reading a converted hls4ml model ------------------------------------------------------------------------
+
+
+class _Source(NamedTuple):
+    """An hls4ml layer being read, with what every builder needs."""
+
+    layer: Any
+    previous: Any
+    where: str
+    shape: tuple[int, ...]
+    result: FixedType
+
+
+def _int64(mantissas: np.ndarray, what: str) -> np.ndarray:
+    """Mantissas as a contiguous int64 array, checked to stay below 2**62 in magnitude."""
+    m = np.asarray(mantissas)
+    if m.size and max(int(m.max()), -int(m.min())) >= _LIMIT:
+        raise ConversionError(f"{what}: mantissas exceed the int64 emulation (2**62); use narrower types")
+    return np.ascontiguousarray(m, np.int64)
+
+
+def _fixed(precision: object, where: str) -> FixedType:
+    try:
+        return FixedType.from_hls4ml(precision)
+    except PrecisionError as err:
+        raise ConversionError(f"{where}: {err}") from None
+
+
+def _written(var: object, t: FixedType, where: str) -> np.ndarray:
+    """Mantissas of a weight variable as the C++ loads it: the writer's decimal text, parsed, then converted."""
+    try:
+        text = list(var)  # the strings the writer prints into weights/*.txt and weights/*.h
+        values = np.array([float(s) for s in text], np.float64)
+    except (TypeError, ValueError) as err:
+        raise ConversionError(f"{where}: cannot read the weights as written ({err})") from None
+    return _int64(quantize_int(values, t), where).reshape(np.shape(var.data))
+
+
+def _product_kind(where: str, data_precision: object, weight_precision: object) -> str:
+    """``nnet::product`` the backend picks for these types (FPGABackend.product_type), if emulated."""
+    from hls4ml.model.types import ExponentPrecisionType, IntegerPrecisionType, XnorPrecisionType
+
+    if isinstance(weight_precision, ExponentPrecisionType | XnorPrecisionType) or isinstance(
+        data_precision, XnorPrecisionType
+    ):
+        raise ConversionError(f"{where}: binary and power-of-two weights or data are not emulated")
+    if isinstance(weight_precision, IntegerPrecisionType):
+        if weight_precision.width == 2 and weight_precision.signed:
+            return "weight_ternary"
+        one_bit = weight_precision.width == 1 and not weight_precision.signed
+        if one_bit and isinstance(data_precision, IntegerPrecisionType) and data_precision.width == 1:
+            raise ConversionError(f"{where}: 1-bit unsigned data with 1-bit unsigned weights are not emulated")
+    return "mult"
+
+
+def _build_plain(src: _Source, kind: LayerKind) -> EmulatedLayer:
+    """The input and activations: a result type and nothing else."""
+    return EmulatedLayer(src.layer.name, kind.key, src.shape, src.result)
+
+
+_UNIT_KERNEL = {"filt_width": 1, "stride_width": 1, "pad_left": 0, "pad_right": 0}
+
+
+def _build_product(src: _Source, kind: LayerKind) -> EmulatedLayer:
+    """``Dense`` and ``PointwiseConv1D``: types, and the weights as the C++ loads them."""
+    layer, where = src.layer, src.where
+    strategy = str(layer.get_attr("strategy", "latency")).lower()
+    if strategy != "latency":
+        raise ConversionError(f"{where}: strategy {strategy} is not emulated; use the Latency strategy")
+    if kind.key == "pointwise_conv1d" and (
+        {a: layer.get_attr(a, d) for a, d in _UNIT_KERNEL.items()} != _UNIT_KERNEL
+        or layer.get_attr("data_format", "channels_last") != "channels_last"
+    ):
+        raise ConversionError(f"{where}: only width-1, stride-1, unpadded channels-last kernels are emulated")
+    weight_var, bias_var = layer.weights["weight"], layer.weights["bias"]
+    weight_t, bias_t = weight_var.type.precision, bias_var.type.precision
+    product = _product_kind(where, src.previous.get_output_variable().type.precision, weight_t)
+    config = layer.get_attr("config_cpp", None)
+    if isinstance(config, str) and (f"nnet::product::{product}<" not in config or "Latency<" not in config):
+        raise ConversionError(f"{where}: its C++ configuration uses a product or kernel the emulator lacks")
+    weight, bias = _fixed(weight_t, f"{where}: weight_t"), _fixed(bias_t, f"{where}: bias_t")
+    return EmulatedLayer(
+        layer.name,
+        kind.key,
+        src.shape,
+        src.result,
+        accum=_fixed(layer.types["accum_t"].precision, f"{where}: accum_t"),
+        weight=weight,
+        bias=bias,
+        weights=_written(weight_var, weight, f"{where}: weights").reshape(-1, src.shape[-1]),
+        biases=_written(bias_var, bias, f"{where}: biases").reshape(-1),
+        product=product,
+    )
+
+
+def _build_pool(src: _Source, kind: LayerKind) -> EmulatedLayer:
+    """``GlobalPooling1D``: channels-last, with its accumulator."""
+    if src.layer.get_attr("data_format", "channels_last") != "channels_last":
+        raise ConversionError(f"{src.where}: only channels-last average and max pooling are emulated")
+    accum = _fixed(src.layer.types["accum_t"].precision, f"{src.where}: accum_t")
+    return EmulatedLayer(src.layer.name, kind.key, src.shape, src.result, accum=accum)
+
+
+# -- input shapes each kind takes ------------------------------------------------------------------------------
+
+
+def _takes_same(layer: EmulatedLayer, shape: tuple[int, ...]) -> bool:
+    return layer.shape == shape
+
+
+def _takes_cells(layer: EmulatedLayer, shape: tuple[int, ...]) -> bool:
+    return len(shape) == 2 and layer.shape == shape[1:]
+
+
+def _takes_product(layer: EmulatedLayer, shape: tuple[int, ...], per_cell: bool) -> bool:
+    if layer.weights is None or layer.biases is None or np.ndim(layer.weights) != 2:
+        return False
+    n_in, n_out = np.shape(layer.weights)
+    ok = shape[-1:] == (n_in,) and layer.shape[-1:] == (n_out,) and np.size(layer.biases) == n_out
+    if per_cell:
+        return ok and len(shape) == 2 and layer.shape == (shape[0], n_out)
+    return ok and len(shape) == 1
+
+
+# -- the layer kinds -------------------------------------------------------------------------------------------
+
+_Runner = Callable[[_Step, np.ndarray, int, "_Step | None", bool], tuple[list, int]]
+
+
+@dataclass(frozen=True)
+class LayerKind:
+    """One kind of layer the emulator reproduces, declared once in :data:`LAYER_KINDS`.
+
+    Attributes:
+        key: The kind's name (:attr:`EmulatedLayer.kind`).
+        hls_class: The hls4ml layer class it is read from.
+        variant: ``(attribute, value)`` telling apart kinds of one class (``("activation", "relu")``), else None.
+        function: The C++ call (a prefix of the layer's ``function_cpp``) it reproduces; None for the input.
+        build: Reads a converted hls4ml layer into an :class:`EmulatedLayer` (the ``from_hls`` builder).
+        run: Runs the layer on a chunk of mantissas: ``run(step, x, bound, act, keep) -> (outputs, bound)``.
+        takes: Whether a layer of this kind can take an input of the given per-sample shape.
+        cost: How the PTQ design of the layer is costed: ``"module:function"`` of its da4ml tracer
+            (``tracer(x, layer)``, see :mod:`calohls.firmware.ptq_rtl`); None for the input.
+        prepare: Sets the constants of a :class:`_Step` of this kind, if it needs any.
+        activation: 1 for relu, 2 for linear (an activation that a product layer before it runs fused), else 0.
+        fuses: Whether the activation after a layer of this kind runs fused with it.
+        pools: Whether the layer pools the cells of a sample (and so takes the real cells alone, in order).
+        per_cell: Whether the layer works cell by cell and maps an all-zero cell to an all-zero cell (a product
+            layer only when its biases are zero): leading such layers run on the real (non-zero) cells alone.
+    """
+
+    key: str
+    hls_class: str
+    variant: tuple[str, str] | None
+    function: str | None
+    build: Callable[[_Source, LayerKind], EmulatedLayer]
+    run: _Runner | None
+    takes: Callable[[EmulatedLayer, tuple[int, ...]], bool] | None
+    cost: str | None
+    prepare: Callable[[_Step], None] | None = None
+    activation: int = 0
+    fuses: bool = False
+    per_cell: bool = False
+    pools: bool = False
+
+    def tracer(self) -> Callable[[Any, EmulatedLayer], Any]:
+        """The da4ml tracer named by :attr:`cost` (imported on first use)."""
+        if self.cost is None:
+            raise ConversionError(f"layer kind {self.key!r} has no cost tracer")
+        import importlib
+
+        module, name = self.cost.split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+_RTL = "calohls.firmware.ptq_rtl"
+
+#: Every layer kind the emulator reproduces, by key, in the order hls4ml lists a DeepSets network's layers.
+LAYER_KINDS: dict[str, LayerKind] = {
+    kind.key: kind
+    for kind in (
+        LayerKind("input", "Input", None, None, _build_plain, None, None, None),
+        LayerKind("pointwise_conv1d", "PointwiseConv1D", None, "nnet::pointwise_conv_1d_cl<", _build_product,
+                  _run_product, functools.partial(_takes_product, per_cell=True), f"{_RTL}:trace_product",
+                  prepare=_prepare_product, fuses=True, per_cell=True),
+        LayerKind("dense", "Dense", None, "nnet::dense<", _build_product, _run_product,
+                  functools.partial(_takes_product, per_cell=False), f"{_RTL}:trace_product",
+                  prepare=_prepare_product, fuses=True),
+        LayerKind("relu", "Activation", ("activation", "relu"), "nnet::relu<", _build_plain, _run_activation,
+                  _takes_same, f"{_RTL}:trace_relu", activation=1, per_cell=True),
+        LayerKind("linear", "Activation", ("activation", "linear"), "nnet::linear<", _build_plain,
+                  _run_activation, _takes_same, f"{_RTL}:trace_linear", activation=2, per_cell=True),
+        LayerKind("average_pool", "GlobalPooling1D", ("pool_op", "average"), "nnet::global_pooling1d_cl<",
+                  _build_pool, _run_average, _takes_cells, f"{_RTL}:trace_average_pool", pools=True),
+        LayerKind("max_pool", "GlobalPooling1D", ("pool_op", "max"), "nnet::global_pooling1d_cl<", _build_pool,
+                  _run_max, _takes_cells, f"{_RTL}:trace_max_pool", pools=True),
+    )
+}  # fmt: skip
+
+#: Layer kinds of :class:`EmulatedLayer`.
+KINDS = tuple(LAYER_KINDS)
+
+
+def _supported() -> tuple[str, ...]:
+    """The hls4ml classes read, with their variants: ``("Input", ..., "Activation (relu, linear)", ...)``."""
+    variants: dict[str, list[str]] = {}
+    for kind in LAYER_KINDS.values():
+        variants.setdefault(kind.hls_class, []).extend([kind.variant[1]] if kind.variant else [])
+    return tuple(f"{c} ({', '.join(v)})" if v else c for c, v in variants.items())
+
+
+#: hls4ml layer classes the emulator reads.
+SUPPORTED = _supported()
+
+
+def _kind_of(layer: Any, where: str) -> LayerKind:
+    """The kind of a converted hls4ml layer."""
+    candidates = [kind for kind in LAYER_KINDS.values() if kind.hls_class == layer.class_name]
+    if not candidates:
+        raise ConversionError(f"{where} is not supported by the emulator; supported kinds: {', '.join(SUPPORTED)}")
+    if candidates[0].variant is None:
+        return candidates[0]
+    attribute = candidates[0].variant[0]
+    value = str(layer.get_attr(attribute, "")).lower()
+    for kind in candidates:
+        if kind.variant[1] == value:
+            return kind
+    names = ", ".join(kind.variant[1] for kind in candidates)
+    raise ConversionError(f"{where}: {attribute} {value!r} is not emulated; supported: {names}")
+
+
+def _from_hls_layer(layer: Any, previous: Any | None) -> EmulatedLayer:
+    where = f"layer {layer.name!r} of kind {layer.class_name}"
+    if previous is not None and list(layer.inputs) != list(previous.outputs):
+        raise ConversionError(f"{where} does not take the output of {previous.name!r}; only chains are emulated")
+    kind = _kind_of(layer, where)
+    out = layer.get_output_variable()
+    shape = tuple(int(d) for d in out.shape)
+    result = _fixed(out.type.precision, f"{where}: result_t")
+    layer_def = kind.build(_Source(layer, previous, where, shape, result), kind)
+    function = layer.get_attr("function_cpp", None)
+    if kind.function is not None and isinstance(function, str) and kind.function not in function:
+        raise ConversionError(f"{where}: its C++ call {function!r} is not the one the emulator reproduces")
+    return layer_def
 
 
 # -- the emulator --------------------------------------------------------------------------------------------
 
 #: Rows (cells) per chunk: chunks this size keep every intermediate array in the caches.
-_CHUNK_ROWS = 8192
+_CHUNK_ROWS = 32768
 
 
-def _expected_input_shape(layer: EmulatedLayer, shape: tuple[int, ...]) -> bool:
-    """Whether ``layer`` can take an input of per-sample ``shape``."""
-    kind = layer.kind
-    if kind in ("relu", "linear"):
-        return layer.shape == shape
-    if kind in ("average_pool", "max_pool"):
-        return len(shape) == 2 and layer.shape == shape[1:]
-    if layer.weights is None or layer.biases is None or np.ndim(layer.weights) != 2:
-        return False
-    n_in, n_out = np.shape(layer.weights)
-    ok = shape[-1:] == (n_in,) and layer.shape[-1:] == (n_out,) and np.size(layer.biases) == n_out
-    if kind == "dense":
-        return ok and len(shape) == 1
-    return ok and len(shape) == 2 and layer.shape == (shape[0], n_out)
+@functools.cache
+def _blas_controller() -> Any:
+    """threadpoolctl's controller of the loaded BLAS, where threadpoolctl is installed (else None)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - installed with the ml extra
+        return None
+    return ThreadpoolController()
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """BLAS single-threaded: the emulator runs chunks on its own threads, and BLAS thread teams on small matrices
+    cost more than they gain (much more on a loaded machine)."""
+    controller = _blas_controller()
+    if controller is None:  # pragma: no cover
+        yield
+        return
+    with controller.limit(limits=1, user_api="blas"):
+        yield
+
+
+def _threads() -> int:
+    """Threads to run chunks on: numba's thread count (``NUMBA_NUM_THREADS``), at most the usable cores."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(int(numba.config.NUMBA_NUM_THREADS), usable))
 
 
 class Emulator:
@@ -576,9 +796,10 @@ class Emulator:
         steps: list[_Step] = []
         src, shape = self._input, self.layers[0].shape
         for layer in self.layers[1:]:
-            if layer.kind not in KINDS[1:]:
+            kind = LAYER_KINDS.get(layer.kind)
+            if kind is None or kind.run is None:
                 raise ConversionError(f"layer {layer.name!r}: kind {layer.kind!r} is not one of {KINDS[1:]}")
-            if not _expected_input_shape(layer, shape):
+            if not kind.takes(layer, shape):
                 raise ConversionError(
                     f"layer {layer.name!r} ({layer.kind}, output {layer.shape}) cannot take an input of shape {shape}"
                 )
@@ -589,11 +810,17 @@ class Emulator:
         self._ops: list[tuple[_Step, _Step | None]] = []
         for step in steps:
             previous = self._ops[-1] if self._ops else None
-            fuse = step.layer.kind in ("relu", "linear") and previous is not None and previous[1] is None
-            if fuse and previous[0].layer.kind in ("pointwise_conv1d", "dense"):
+            if step.kind.activation and previous is not None and previous[1] is None and previous[0].kind.fuses:
                 self._ops[-1] = (previous[0], step)
             else:
                 self._ops.append((step, None))
+        self._cell_ops = 0  # leading ops that keep zero cells zero: they run on the non-zero cells alone
+        for op in self._ops:
+            if not all(_keeps_zero_cells(step) for step in op if step is not None):
+                break
+            self._cell_ops += 1
+        if self._cell_ops == len(self._ops) or not self._ops[self._cell_ops][0].kind.pools:
+            self._cell_ops = 0  # the real cells go on to a pooling layer, which takes them as they are
 
     @classmethod
     def from_hls(cls, hls_model: object) -> Emulator:
@@ -643,24 +870,52 @@ class Emulator:
             float64 ``[n]`` for a single output (``[n, *output_shape]`` otherwise), equal bit for bit to the
             compiled model's ``hls_model.predict(x)`` for float64 ``x``.
         """
-        x = self._check_input(x)
-        out = np.empty((len(x), *self.output_shape), np.float64)
-        frac = self._steps[-1].res.frac if self._steps else self._input.frac
-        for start, values in self._run(x, batch_size, every_layer=False):
-            out[start : start + len(values[-1])] = np.ldexp(values[-1].astype(np.float64), -frac)
-        return out.reshape(len(x)) if int(np.prod(self.output_shape)) == 1 else out
+        return self.predict_and_trace(x, 0, batch_size)[0]
 
     def trace(self, x: np.ndarray, batch_size: int | None = None) -> dict[str, np.ndarray]:
         """Every layer's output after the input layer: layer name -> float64 ``[n, *shape]``.
 
         The names and shapes are those of ``hls_model.trace(x)`` with tracing enabled for every layer.
         """
+        return self.predict_and_trace(x, len(x), batch_size)[1]
+
+    def predict_and_trace(
+        self, x: np.ndarray, trace_samples: int, batch_size: int | None = None
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """:meth:`predict` of all of ``x`` and :meth:`trace` of its first ``trace_samples`` samples, in one pass."""
         x = self._check_input(x)
-        out = {s.layer.name: np.empty((len(x), *s.layer.shape), np.float64) for s in self._steps}
-        for start, values in self._run(x, batch_size, every_layer=True):
-            for step, m in zip(self._steps, values, strict=True):
-                out[step.layer.name][start : start + len(m)] = np.ldexp(m.astype(np.float64), -step.res.frac)
-        return out
+        n = len(x)
+        k = min(max(int(trace_samples), 0), n)
+        out = np.empty((n, *self.output_shape), np.float64)
+        traced = {s.layer.name: np.empty((k, *s.layer.shape), np.float64) for s in self._steps}
+        frac = self._steps[-1].res.frac if self._steps else self._input.frac
+        per_chunk = self._batch_size(batch_size)
+
+        def work(span: tuple[int, int]) -> None:
+            start, stop = span
+            last, values = self._run_chunk(x[start:stop], every_layer=stop <= k)
+            out[start:stop] = np.ldexp(_as(last, np.float64), -frac)
+            for step, m in zip(self._steps, values, strict=False):
+                traced[step.layer.name][start:stop] = np.ldexp(_as(m, np.float64), -step.res.frac)
+
+        spans = [*_spans(0, k, per_chunk), *_spans(k, n, per_chunk)]
+        threads = min(_threads(), len(spans))
+        with _one_blas_thread():
+            if threads <= 1:
+                for span in spans:
+                    work(span)
+            else:
+                with ThreadPoolExecutor(threads, thread_name_prefix="calohls-emulate") as pool:
+                    for _ in pool.map(work, spans):
+                        pass
+        return (out.reshape(n) if int(np.prod(self.output_shape)) == 1 else out), traced
+
+    def _batch_size(self, batch_size: int | None) -> int:
+        if batch_size is None:
+            return max(1, _CHUNK_ROWS // max(1, int(np.prod(self.input_shape[:-1]))))
+        if batch_size < 1:
+            raise DataError(f"batch_size={batch_size} must be at least 1")
+        return int(batch_size)
 
     def _check_input(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
@@ -670,150 +925,67 @@ class Emulator:
             raise DataError(f"inputs of shape {x.shape} do not match the network input; pass [n, *{self.input_shape}]")
         return np.ascontiguousarray(x, np.float64)
 
-    def _quantized_input(self, x: np.ndarray) -> np.ndarray:
-        """``x`` (contiguous float64) converted to the input type: mantissas, int64."""
-        flat = x.reshape(-1)
-        out = np.empty(flat.shape, np.int64)
+    def _quantized_input(self, x: np.ndarray) -> tuple[np.ndarray, int]:
+        """``x`` (contiguous float64) converted to the input type: mantissas, and their largest magnitude."""
+        fmt, flat = self._input, x.reshape(-1)
         flags = np.zeros(flat.shape, np.uint8)
-        _input_kernel(flat.view(np.int64), self._input.frac, self._input.params(), out, flags)
-        if flags.any():
+        if fmt.magnitude < _FLOAT:
+            out = np.empty(flat.shape, np.float64)
+            top, flagged = kernels.finput_kernel(flat, math.ldexp(1.0, min(fmt.frac, 1100)), fmt.fparams(), out, flags)
+        else:
+            out = np.empty(flat.shape, np.int64)
+            top, flagged = kernels.input_kernel(flat.view(np.int64), fmt.frac, fmt.params(), out, flags)
+        top = int(top)
+        if flagged:
             if (flags == 2).any():
                 raise NonFiniteError("inputs hold NaN or inf; the fixed-point network needs finite inputs")
             rest = np.flatnonzero(flags)  # left to the reference conversion
-            out[rest] = _int64(quantize_int(flat[rest], self._input.type), f"inputs in {self._input}")
-        return out.reshape(x.shape)
+            exact = _int64(quantize_int(flat[rest], fmt.type), f"inputs in {fmt}")
+            out[rest] = exact
+            top = max(top, _actual(exact))
+        return out.reshape(x.shape), top
 
-    def _run(self, x: np.ndarray, batch_size: int | None, every_layer: bool):
-        if batch_size is None:
-            batch_size = max(1, _CHUNK_ROWS // max(1, int(np.prod(self.input_shape[:-1]))))
-        if batch_size < 1:
-            raise DataError(f"batch_size={batch_size} must be at least 1")
-        for start in range(0, len(x), batch_size):
-            m = self._quantized_input(x[start : start + batch_size])
-            bound = int(np.abs(m).max(initial=0))
-            values = []
-            for step, act in self._ops:
-                outs, bound = step.run(m, bound, act, keep=every_layer)
-                m = outs[-1]
+    def _run_chunk(self, x: np.ndarray, every_layer: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The last output of a chunk, and every step's output when ``every_layer``."""
+        m, bound = self._quantized_input(x)
+        values: list[np.ndarray] = []
+        ops = self._ops
+        if self._cell_ops:
+            compact, offsets, real = kernels.compact_kernel(m.reshape(-1, m.shape[-1]), m.shape[1])
+            if len(compact) <= _COMPACT_SHARE * len(x) * m.shape[1]:  # padding worth skipping
+                m, bound = self._run_ops(ops[: self._cell_ops], compact, bound, every_layer, values)
+                m = _Cells(m, offsets, x.shape[1])  # the pooling takes the real cells alone
+                values[:] = [_in_place(v, real, x.shape[:-1]) for v in values]
+                ops = ops[self._cell_ops :]
+        m, _ = self._run_ops(ops, m, bound, every_layer, values)
+        return m, values
+
+    @staticmethod
+    def _run_ops(ops: list, m: np.ndarray, bound: int, every_layer: bool, values: list) -> tuple[np.ndarray, int]:
+        for step, act in ops:
+            outs, bound = step.run(m, bound, act, keep=every_layer)
+            m = outs[-1]
+            if every_layer:
                 values.extend(outs)
-            yield start, values if every_layer else [m]
+        return m, bound
 
 
-# -- reading a converted hls4ml model ------------------------------------------------------------------------
-
-_FUNCTIONS = {
-    "pointwise_conv1d": "nnet::pointwise_conv_1d_cl<",
-    "dense": "nnet::dense<",
-    "relu": "nnet::relu<",
-    "linear": "nnet::linear<",
-    "average_pool": "nnet::global_pooling1d_cl<",
-    "max_pool": "nnet::global_pooling1d_cl<",
-}
+def _in_place(values: np.ndarray, real: np.ndarray, cells_shape: tuple[int, ...]) -> np.ndarray:
+    """Per-cell ``values`` of the non-zero cells (mask ``real``) back in their places among all cells."""
+    full = np.zeros((len(real), values.shape[-1]), values.dtype)
+    full[real] = values
+    return full.reshape((*cells_shape, values.shape[-1]))
 
 
-def _int64(mantissas: np.ndarray, what: str) -> np.ndarray:
-    """Mantissas as a contiguous int64 array, checked to stay below 2**62 in magnitude."""
-    m = np.asarray(mantissas)
-    if m.size and max(int(m.max()), -int(m.min())) >= _LIMIT:
-        raise ConversionError(f"{what}: mantissas exceed the int64 emulation (2**62); use narrower types")
-    return np.ascontiguousarray(m, np.int64)
+#: Leading per-cell layers run on the non-zero cells alone when at most this share of the cells is non-zero.
+_COMPACT_SHARE = 0.85
 
 
-def _fixed(precision: object, where: str) -> FixedType:
-    try:
-        return FixedType.from_hls4ml(precision)
-    except PrecisionError as err:
-        raise ConversionError(f"{where}: {err}") from None
+def _keeps_zero_cells(step: _Step) -> bool:
+    """Whether ``step`` maps an all-zero cell to an all-zero cell, cell by cell."""
+    return step.kind.per_cell and len(step.layer.shape) == 2 and getattr(step, "b_max", 0) == 0
 
 
-def _written(var: object, t: FixedType, where: str) -> np.ndarray:
-    """Mantissas of a weight variable as the C++ loads it: the writer's decimal text, parsed, then converted."""
-    try:
-        text = list(var)  # the strings the writer prints into weights/*.txt and weights/*.h
-        values = np.array([float(s) for s in text], np.float64)
-    except (TypeError, ValueError) as err:
-        raise ConversionError(f"{where}: cannot read the weights as written ({err})") from None
-    return _int64(quantize_int(values, t), where).reshape(np.shape(var.data))
-
-
-def _product_kind(where: str, data_precision: object, weight_precision: object) -> str:
-    """``nnet::product`` the backend picks for these types (FPGABackend.product_type), if emulated."""
-    from hls4ml.model.types import ExponentPrecisionType, IntegerPrecisionType, XnorPrecisionType
-
-    if isinstance(weight_precision, ExponentPrecisionType | XnorPrecisionType) or isinstance(
-        data_precision, XnorPrecisionType
-    ):
-        raise ConversionError(f"{where}: binary and power-of-two weights or data are not emulated")
-    if isinstance(weight_precision, IntegerPrecisionType):
-        if weight_precision.width == 2 and weight_precision.signed:
-            return "weight_ternary"
-        one_bit = weight_precision.width == 1 and not weight_precision.signed
-        if one_bit and isinstance(data_precision, IntegerPrecisionType) and data_precision.width == 1:
-            raise ConversionError(f"{where}: 1-bit unsigned data with 1-bit unsigned weights are not emulated")
-    return "mult"
-
-
-def _from_hls_layer(layer: object, previous: object | None) -> EmulatedLayer:
-    name, class_name = layer.name, layer.class_name
-    where = f"layer {name!r} of kind {class_name}"
-    if previous is not None and list(layer.inputs) != list(previous.outputs):
-        raise ConversionError(f"{where} does not take the output of {previous.name!r}; only chains are emulated")
-    out = layer.get_output_variable()
-    shape = tuple(int(d) for d in out.shape)
-    result = _fixed(out.type.precision, f"{where}: result_t")
-    function = layer.get_attr("function_cpp", None)
-    if class_name == "Input":
-        return EmulatedLayer(name, "input", shape, result)
-
-    if class_name in ("PointwiseConv1D", "Dense"):
-        kind = "pointwise_conv1d" if class_name == "PointwiseConv1D" else "dense"
-        strategy = str(layer.get_attr("strategy", "latency")).lower()
-        if strategy != "latency":
-            raise ConversionError(f"{where}: strategy {strategy} is not emulated; use the Latency strategy")
-        if kind == "pointwise_conv1d":
-            geometry = {
-                a: layer.get_attr(a, d)
-                for a, d in (("filt_width", 1), ("stride_width", 1), ("pad_left", 0), ("pad_right", 0))
-            }
-            if (
-                geometry != {"filt_width": 1, "stride_width": 1, "pad_left": 0, "pad_right": 0}
-                or layer.get_attr("data_format", "channels_last") != "channels_last"
-            ):
-                raise ConversionError(f"{where}: only width-1, stride-1, unpadded channels-last kernels are emulated")
-        weight_var, bias_var = layer.weights["weight"], layer.weights["bias"]
-        weight_t, bias_t = weight_var.type.precision, bias_var.type.precision
-        product = _product_kind(where, previous.get_output_variable().type.precision, weight_t)
-        config = layer.get_attr("config_cpp", None)
-        if isinstance(config, str) and (f"nnet::product::{product}<" not in config or "Latency<" not in config):
-            raise ConversionError(f"{where}: its C++ configuration uses a product or kernel the emulator lacks")
-        weight, bias = _fixed(weight_t, f"{where}: weight_t"), _fixed(bias_t, f"{where}: bias_t")
-        weights = _written(weight_var, weight, f"{where}: weights")
-        weights = weights.reshape(-1, shape[-1])
-        layer_def = EmulatedLayer(
-            name,
-            kind,
-            shape,
-            result,
-            accum=_fixed(layer.types["accum_t"].precision, f"{where}: accum_t"),
-            weight=weight,
-            bias=bias,
-            weights=weights,
-            biases=_written(bias_var, bias, f"{where}: biases").reshape(-1),
-            product=product,
-        )
-    elif class_name == "Activation":
-        activation = str(layer.get_attr("activation", "")).lower()
-        if activation not in ("relu", "linear"):
-            raise ConversionError(f"{where}: activation {activation!r} is not emulated; supported: relu, linear")
-        layer_def = EmulatedLayer(name, activation, shape, result)
-    elif class_name == "GlobalPooling1D":
-        op = str(layer.get_attr("pool_op", "")).lower()
-        if op not in ("average", "max") or layer.get_attr("data_format", "channels_last") != "channels_last":
-            raise ConversionError(f"{where}: only channels-last average and max pooling are emulated; got {op!r}")
-        accum = _fixed(layer.types["accum_t"].precision, f"{where}: accum_t")
-        layer_def = EmulatedLayer(name, f"{op}_pool", shape, result, accum=accum)
-    else:
-        raise ConversionError(f"{where} is not supported by the emulator; supported kinds: {', '.join(SUPPORTED)}")
-    if isinstance(function, str) and _FUNCTIONS[layer_def.kind] not in function:
-        raise ConversionError(f"{where}: its C++ call {function!r} is not the one the emulator reproduces")
-    return layer_def
+def _spans(start: int, stop: int, size: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` in pieces of ``size``."""
+    return [(i, min(i + size, stop)) for i in range(start, stop, size)]

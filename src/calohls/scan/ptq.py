@@ -167,8 +167,8 @@ def evaluate_point(point: Point) -> dict[str, Any]:
         if point.engine == "emulate":
             from calohls.quant.emulate import Emulator
 
-            emulator = Emulator.from_hls(hls_model)
-            y_q, layer_out = emulator.predict(x), emulator.trace(x[:k])
+            # one pass: the traced first k clusters give their outputs too
+            y_q, layer_out = Emulator.from_hls(hls_model).predict_and_trace(x, k)
         else:
             compile_model(hls_model)
             y_q, layer_out = csim_predict(hls_model, x), trace(hls_model, x[:k])
