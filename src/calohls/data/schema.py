@@ -84,6 +84,17 @@ def cell_field_index(name: str) -> int:
         raise DataError(f"unknown cell field {name!r}; known fields: {', '.join(CELL_FIELDS)}") from None
 
 
+def _check_dtypes(cells: np.ndarray, cell_id: np.ndarray, n_cells: np.ndarray) -> None:
+    """Raise :class:`DataError` naming the first of the cell arrays whose dtype is not the schema's."""
+    for name, array, dtype in (
+        ("cells", cells, np.float32),
+        ("cell_id", cell_id, np.int64),
+        ("n_cells", n_cells, np.int32),
+    ):
+        if array.dtype != dtype:
+            raise DataError(f"{name} has dtype {array.dtype}; expected {np.dtype(dtype)} (convert with .astype)")
+
+
 @dataclass(frozen=True)
 class ClusterBatch:
     """A batch of clusters in the padded layout described in the module docstring."""
@@ -170,13 +181,7 @@ class ClusterBatch:
     # -- checks ---------------------------------------------------------------------------------------------------
     def validate(self) -> None:
         """Check shapes, dtypes, cell counts and finiteness; raise :class:`DataError` naming the first problem."""
-        for name, array, dtype in (
-            ("cells", self.cells, np.float32),
-            ("cell_id", self.cell_id, np.int64),
-            ("n_cells", self.n_cells, np.int32),
-        ):
-            if array.dtype != dtype:
-                raise DataError(f"{name} has dtype {array.dtype}; expected {np.dtype(dtype)} (convert with .astype)")
+        _check_dtypes(self.cells, self.cell_id, self.n_cells)
         if self.cells.ndim != 3 or self.cells.shape[2] != len(CELL_FIELDS):
             raise DataError(
                 f"cells has shape {self.cells.shape}; expected [n, N, {len(CELL_FIELDS)}] with fields {CELL_FIELDS}"
@@ -262,13 +267,7 @@ class RaggedClusters:
 
     def validate(self) -> None:
         """The checks of :meth:`ClusterBatch.validate`, on the stored cells."""
-        for name, array, dtype in (
-            ("cells", self.cells, np.float32),
-            ("cell_id", self.cell_id, np.int64),
-            ("n_cells", self.n_cells, np.int32),
-        ):
-            if array.dtype != dtype:
-                raise DataError(f"{name} has dtype {array.dtype}; expected {np.dtype(dtype)} (convert with .astype)")
+        _check_dtypes(self.cells, self.cell_id, self.n_cells)
         if self.cells.ndim != 2 or self.cells.shape[1] != len(CELL_FIELDS):
             raise DataError(f"cells has shape {self.cells.shape}; expected [M, {len(CELL_FIELDS)}] ({CELL_FIELDS})")
         if self.n_cells.ndim != 1 or self.cell_id.shape != (self.cells.shape[0],):
