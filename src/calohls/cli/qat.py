@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from calohls.cli.defaults import default
 from calohls.config import PRESETS, QATConfig, load_config
 from calohls.files import refuse_inputs_inside
 
@@ -16,16 +17,34 @@ __all__ = ["qat_command"]
 @click.command("qat", short_help="Quantization-aware training (HGQ2) of a DeepSets calibration.")
 @click.argument("data", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("-o", "--output", "run_dir", type=click.Path(path_type=Path), required=True, help="Run folder to write.")
-@click.option("--preset", type=click.Choice(list(PRESETS)), help="Named network size. [default: small]")
+@click.option(
+    "--preset", type=click.Choice(list(PRESETS)), help=f"Named network size. {default(QATConfig, 'model.preset')}"
+)
 @click.option("--phi", metavar="WIDTHS", help="Φ layer widths, e.g. 16,16 (overrides the preset).")
 @click.option("--f", "f_widths", metavar="WIDTHS", help="F layer widths, e.g. 16,8 (overrides the preset).")
-@click.option("--max-cells", type=int, help="Cells per cluster the network sees, most energetic first. [default: 32]")
-@click.option("--epochs", type=int, help="Most epochs: the beta ramp, then training at --beta-end. [default: 80]")
-@click.option("--beta-start", type=float, help="Weight of EBOPs in the loss at the first epoch. [default: 1e-09]")
-@click.option("--beta-end", type=float, help="Weight of EBOPs in the loss after the ramp. [default: 1e-07]")
-@click.option("--batch-size", type=int, help="Clusters per gradient step. [default: 512]")
-@click.option("--learning-rate", type=float, help="Learning rate. [default: 0.002]")
-@click.option("--seed", type=int, help="Seed of the split, the initial weights and the batch order. [default: 0]")
+@click.option(
+    "--max-cells",
+    type=int,
+    help=f"Cells per cluster the network sees, most energetic first. {default(QATConfig, 'model.max_cells')}",
+)
+@click.option(
+    "--epochs",
+    type=int,
+    help=f"Most epochs: the beta ramp, then training at --beta-end. {default(QATConfig, 'epochs')}",
+)
+@click.option(
+    "--beta-start",
+    type=float,
+    help=f"Weight of EBOPs in the loss at the first epoch. {default(QATConfig, 'beta_start')}",
+)
+@click.option(
+    "--beta-end", type=float, help=f"Weight of EBOPs in the loss after the ramp. {default(QATConfig, 'beta_end')}"
+)
+@click.option("--batch-size", type=int, help=f"Clusters per gradient step. {default(QATConfig, 'batch_size')}")
+@click.option("--learning-rate", type=float, help=f"Learning rate. {default(QATConfig, 'learning_rate')}")
+@click.option(
+    "--seed", type=int, help=f"Seed of the split, the initial weights and the batch order. {default(QATConfig, 'seed')}"
+)
 @click.option("--max-clusters", type=int, help="Use at most this many clusters of DATA.")
 @click.option(
     "--select",
@@ -33,7 +52,11 @@ __all__ = ["qat_command"]
     help="Pareto checkpoint kept as the model: best validation loss, or fewest EBOPs within --max-loss-increase "
     "of it. [default: ebops]",
 )
-@click.option("--max-loss-increase", type=float, help="Relative loss increase --select ebops accepts. [default: 0.02]")
+@click.option(
+    "--max-loss-increase",
+    type=float,
+    help=f"Relative loss increase --select ebops accepts. {default(QATConfig, 'max_loss_increase')}",
+)
 @click.option(
     "--init-from",
     type=click.Path(path_type=Path, file_okay=False),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from calohls.cli.defaults import default
 from calohls.config import PRESETS, TrainConfig, load_config
 from calohls.files import refuse_inputs_inside
 
@@ -16,14 +17,26 @@ __all__ = ["train_command"]
 @click.command("train", short_help="Train a DeepSets calibration on a cluster file.")
 @click.argument("data", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("-o", "--output", "run_dir", type=click.Path(path_type=Path), required=True, help="Run folder to write.")
-@click.option("--preset", type=click.Choice(list(PRESETS)), help="Named network size. [default: medium]")
+@click.option(
+    "--preset", type=click.Choice(list(PRESETS)), help=f"Named network size. {default(TrainConfig, 'model.preset')}"
+)
 @click.option("--phi", metavar="WIDTHS", help="Φ layer widths, e.g. 32,32 (overrides the preset).")
 @click.option("--f", "f_widths", metavar="WIDTHS", help="F layer widths, e.g. 32,16 (overrides the preset).")
-@click.option("--max-cells", type=int, help="Cells per cluster the network sees, most energetic first. [default: 64]")
-@click.option("--epochs", type=int, help="Most epochs (early stopping usually ends sooner). [default: 80]")
-@click.option("--batch-size", type=int, help="Clusters per gradient step. [default: 512]")
-@click.option("--learning-rate", type=float, help="Initial learning rate. [default: 0.002]")
-@click.option("--seed", type=int, help="Seed of the split, the initial weights and the batch order. [default: 0]")
+@click.option(
+    "--max-cells",
+    type=int,
+    help=f"Cells per cluster the network sees, most energetic first. {default(TrainConfig, 'model.max_cells')}",
+)
+@click.option(
+    "--epochs", type=int, help=f"Most epochs (early stopping usually ends sooner). {default(TrainConfig, 'epochs')}"
+)
+@click.option("--batch-size", type=int, help=f"Clusters per gradient step. {default(TrainConfig, 'batch_size')}")
+@click.option("--learning-rate", type=float, help=f"Initial learning rate. {default(TrainConfig, 'learning_rate')}")
+@click.option(
+    "--seed",
+    type=int,
+    help=f"Seed of the split, the initial weights and the batch order. {default(TrainConfig, 'seed')}",
+)
 @click.option("--max-clusters", type=int, help="Use at most this many clusters of DATA.")
 @click.option(
     "--config",
