@@ -73,7 +73,7 @@ def _firmware_timings(study: Path) -> dict[str, Any]:
 
 @benchmark()
 def run_end_to_end(opts: Options) -> dict[str, Any]:
-    """Wall time of ``calohls run`` with the built-in default study (about 15 minutes; --quick: a tiny study),
+    """Wall time of ``calohls run`` with the built-in default study (about 7 minutes; --quick: a tiny study),
     the seconds of its tasks by stage, its answer, and the time of a second run on the same folder (all up to date).
     """
     config = None

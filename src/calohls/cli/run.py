@@ -32,8 +32,8 @@ def run_command(
     overwrite: bool,
     hide_progress: bool,
 ) -> None:
-    """Run the study into OUTPUT and write OUTPUT/report.html. The built-in default (3 sizes on 40k simulated
-    events) takes about a quarter of an hour on a 2-core laptop; --full reproduces the whole study.
+    """Run the study into OUTPUT and write OUTPUT/report.html. The built-in default (3 sizes on 60k simulated
+    events) takes about 7 minutes on a 2-core laptop; --full reproduces the whole study.
 
     Stages whose outputs are up to date (same options, same inputs, by content hash) are skipped, so running it
     again after an interruption or a change of options redoes only what is missing or changed.
