@@ -281,6 +281,11 @@ class TrainConfig(_Strict):
         description="loss weight of a cluster ∝ E_EM^energy_weight (mean 1): the narrow high-energy responses then "
         "count beside the wide low-energy ones (0: every cluster alike)",
     )
+    loss: Literal["mse", "mae"] = Field(
+        "mse",
+        description="regression loss on the target: 'mse' (its conditional mean) or 'mae' (its conditional median, "
+        "which stays with the more likely particle type where π0 and π± overlap)",
+    )
     em_weight: float = Field(
         0.0,
         ge=0,
@@ -317,6 +322,7 @@ class QATConfig(TrainConfig):
     beta_ramp: float = Field(
         0.75, gt=0, le=1, description="share of the epochs over which beta rises from beta_start to beta_end"
     )
+    loss: Literal["mse"] = Field("mse", description="QAT fits MSE (+ beta × EBOPs) only")
     select: Literal["loss", "ebops"] = Field(
         "ebops",
         description="checkpoint kept as the run's model: the best validation loss ('loss'), or the fewest EBOPs "

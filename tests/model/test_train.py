@@ -8,7 +8,7 @@ import pytest
 import yaml
 from tests.conftest import TINY_TRAIN, set_cell
 
-from calohls.config import TrainConfig
+from calohls.config import QATConfig, TrainConfig
 from calohls.data.hdf5 import read_clusters
 from calohls.errors import DataError, FileExistsRefusedError, InputFileError, SchemaError
 from calohls.model.prepare import split_events
@@ -59,6 +59,16 @@ def test_without_the_em_head_only_the_energy_is_fitted(sim_file, tmp_path):
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert "em_loss" not in history[0]
     assert len(open_run(tmp_path / "run").model.outputs) == 1
+
+
+def test_the_loss_option_reaches_keras():
+    from calohls.model.train import _compiled
+
+    for loss in ("mse", "mae"):
+        _, trainer = _compiled(TrainConfig.model_validate({**TINY_TRAIN, "loss": loss}), output_mean=0.0)
+        assert trainer.loss == loss
+    with pytest.raises(ValueError, match="loss"):
+        QATConfig.model_validate({"loss": "mae"})  # QAT fits MSE + beta x EBOPs only
 
 
 def test_train_fraction_keeps_validation_and_test_whole(sim_file, tmp_path):

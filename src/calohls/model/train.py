@@ -197,12 +197,12 @@ def _compiled(config: TrainConfig, output_mean: float) -> tuple[Any, Any]:
 
     keras.utils.set_random_seed(config.seed)
     model = build_deepsets(config.model, len(FEATURES), seed=config.seed, output_mean=output_mean)
-    trainer, loss = model, {"output": "mse"}
+    trainer, loss = model, {"output": config.loss}
     if config.em_weight > 0:
         trainer, loss = with_em_head(model, seed=config.seed), {**loss, EM_HEAD: "binary_crossentropy"}
     trainer.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss=loss if config.em_weight > 0 else "mse",
+        loss=loss if config.em_weight > 0 else config.loss,
         loss_weights={"output": 1.0, EM_HEAD: config.em_weight} if config.em_weight > 0 else None,
     )
     return model, trainer
