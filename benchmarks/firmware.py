@@ -200,14 +200,14 @@ def _yosys_one(opts: Options, preset: str) -> dict[str, Any]:
         "preset": preset,
         "max_cells": _qat_cells(opts),
         "write_s": write_s,
-        "seconds": synth["seconds"],
-        "family": synth["family"],
-        "yosys": synth["yosys"],
-        **{k: synth[k] for k in ("LUT", "FF", "CARRY", "DSP", "BRAM")},
+        "seconds": synth.seconds,
+        "family": synth.family,
+        "yosys": synth.yosys,
+        **synth.resources,
         "estimate": _estimate(est),
-        "lut_ratio": synth["LUT"] / est["LUT"] if est["LUT"] else None,
-        "ff_ratio": synth["FF"] / est["FF"] if est["FF"] else None,
-        "timing": synth["timing"].to_json(),
+        "lut_ratio": synth.lut / est["LUT"] if est["LUT"] else None,
+        "ff_ratio": synth.ff / est["FF"] if est["FF"] else None,
+        "timing": synth.timing.to_json(),
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 from pathlib import Path
@@ -349,17 +350,17 @@ def _synthesised_project(folder: Path) -> Path:
 def test_parse_report_of_a_project_and_of_an_xml(tmp_path):
     xml = _synthesised_project(tmp_path / "prj")
     report = parse_report(tmp_path / "prj")
-    assert report["latency_best_cycles"] == 17
-    assert report["latency_worst_cycles"] == 19
-    assert report["interval_min_cycles"] == report["interval_max_cycles"] == 1
-    assert report["clock_target_ns"] == 5.0
-    assert report["clock_estimated_ns"] == pytest.approx(3.649)
-    assert report["resources"] == {"BRAM_18K": 0, "DSP": 212, "FF": 10533, "LUT": 40210, "URAM": 0}
-    assert report["available"]["DSP"] == 12288
-    assert report["vivado"] == {"LUT": 31250, "FF": 9876, "BRAM_TILE": 0.5, "URAM": 0, "DSP": 198}
-    assert report["report"] == str(xml)
+    assert report.latency_best_cycles == 17
+    assert report.latency_worst_cycles == 19
+    assert report.interval_min_cycles == report.interval_max_cycles == 1
+    assert report.clock_target_ns == 5.0
+    assert report.clock_estimated_ns == pytest.approx(3.649)
+    assert report.resources == {"BRAM_18K": 0, "DSP": 212, "FF": 10533, "LUT": 40210, "URAM": 0}
+    assert report.available["DSP"] == 12288
+    assert report.vivado == {"LUT": 31250, "FF": 9876, "BRAM_TILE": 0.5, "URAM": 0, "DSP": 198}
+    assert report.report == str(xml)
     alone = parse_report(xml)
-    assert alone == {**report, "vivado": None}
+    assert alone == dataclasses.replace(report, vivado=None)
 
 
 def test_parse_report_errors_name_the_path(tmp_path):

@@ -206,18 +206,18 @@ def test_shorter_stages_mean_more_of_them(model):
 
 
 def test_yosys_counts(synthesis, design):
-    assert synthesis["LUT"] > 0
-    assert synthesis["FF"] > 0
-    assert synthesis["CARRY"] > 0
-    assert synthesis["DSP"] == 0  # constant multiplications are adder trees
-    assert synthesis["BRAM"] == 0
-    assert synthesis["family"] == "xcup"
-    cells = synthesis["cells"]
-    assert synthesis["LUT"] == sum(n for c, n in cells.items() if c.startswith("LUT") or c == "INV")
-    assert synthesis["FF"] == sum(n for c, n in cells.items() if c.startswith("FD"))
+    assert synthesis.lut > 0
+    assert synthesis.ff > 0
+    assert synthesis.carry > 0
+    assert synthesis.dsp == 0  # constant multiplications are adder trees
+    assert synthesis.bram == 0
+    assert synthesis.family == "xcup"
+    cells = synthesis.cells
+    assert synthesis.lut == sum(n for c, n in cells.items() if c.startswith("LUT") or c == "INV")
+    assert synthesis.ff == sum(n for c, n in cells.items() if c.startswith("FD"))
     # Yosys and da4ml's estimate agree within a factor of two
-    assert 0.5 < synthesis["LUT"] / design.estimate.lut < 2.0
-    assert 0.5 < synthesis["FF"] / design.estimate.ff < 2.0
+    assert 0.5 < synthesis.lut / design.estimate.lut < 2.0
+    assert 0.5 < synthesis.ff / design.estimate.ff < 2.0
     assert "synth_xilinx -top deepsets -family xcup" in (design.path / "synth.ys").read_text()
     assert "Number of cells" in (design.path / "yosys.log").read_text()
 
@@ -233,14 +233,14 @@ def test_yosys_script_reruns_from_a_copied_folder(synthesis, design, tmp_path):
         ["yosys", "-q", "-l", "rerun.log", "-s", "synth.ys"], cwd=copy, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert _cell_counts((copy / "rerun.log").read_text(), "deepsets") == synthesis["cells"]
+    assert _cell_counts((copy / "rerun.log").read_text(), "deepsets") == synthesis.cells
     assert (copy / "netlist.json").is_file()  # the script writes the netlist; synthesize() reads it, then removes it
     assert not (design.path / "netlist.json").exists()
     assert (design.path / "sim" / "build.sh").read_text().startswith("#!/bin/sh")
 
 
 def test_timing_estimate_of_every_stage(synthesis, design):
-    timing = synthesis["timing"]
+    timing = synthesis.timing
     assert isinstance(timing, TimingEstimate)
     assert [s.stage for s in timing.stages] == list(range(design.stages))
     for stage in timing.stages:

@@ -15,7 +15,7 @@ from calohls.data.features import FEATURES, cell_features
 from calohls.data.hdf5 import read_clusters
 from calohls.errors import ConfigError, FileExistsRefusedError, InputFileError
 from calohls.model.prepare import split_events
-from calohls.model.qat import build_qat_deepsets, pareto_front, select_checkpoint, train_qat
+from calohls.model.qat import Checkpoint, build_qat_deepsets, pareto_front, select_checkpoint, train_qat
 from calohls.model.run_folder import load_run, open_run
 from calohls.model.train import train
 from calohls.stages.evaluate import evaluate_and_write
@@ -97,20 +97,20 @@ def test_pareto_front_and_selection(qat_run):
 
 def test_pareto_helpers():
     points = [
-        {"epoch": 1, "val_loss": 0.030, "ebops": 900},
-        {"epoch": 2, "val_loss": 0.020, "ebops": 1000},
-        {"epoch": 3, "val_loss": 0.021, "ebops": 500},
-        {"epoch": 4, "val_loss": 0.021, "ebops": 600},  # dominated by 3
-        {"epoch": 5, "val_loss": 0.025, "ebops": 500},  # dominated by 3 (same EBOPs, worse loss)
-        {"epoch": 6, "val_loss": 0.020, "ebops": 1000},  # identical to 2: the first is kept
-        {"epoch": 7, "val_loss": 0.040, "ebops": 100},
+        Checkpoint(1, 0.030, 900),
+        Checkpoint(2, 0.020, 1000),
+        Checkpoint(3, 0.021, 500),
+        Checkpoint(4, 0.021, 600),  # dominated by 3
+        Checkpoint(5, 0.025, 500),  # dominated by 3 (same EBOPs, worse loss)
+        Checkpoint(6, 0.020, 1000),  # identical to 2: the first is kept
+        Checkpoint(7, 0.040, 100),
     ]
     front = pareto_front(points)
-    assert [p["epoch"] for p in front] == [7, 3, 2]
-    assert select_checkpoint(front, "loss", 0.05)["epoch"] == 2
-    assert select_checkpoint(front, "ebops", 0.05)["epoch"] == 3
-    assert select_checkpoint(front, "ebops", 0.0)["epoch"] == 2
-    assert select_checkpoint(front, "ebops", 1.0)["epoch"] == 7
+    assert [p.epoch for p in front] == [7, 3, 2]
+    assert select_checkpoint(front, "loss", 0.05).epoch == 2
+    assert select_checkpoint(front, "ebops", 0.05).epoch == 3
+    assert select_checkpoint(front, "ebops", 0.0).epoch == 2
+    assert select_checkpoint(front, "ebops", 1.0).epoch == 7
     with pytest.raises(ConfigError, match="no Pareto checkpoint"):
         select_checkpoint([], "ebops", 0.05)
 

@@ -3,21 +3,32 @@ from __future__ import annotations
 import json
 
 from calohls.config import PTQConfig
+from calohls.scan.ptq import PTQPoint
 from calohls.scan.ptq_summary import PTQSummary, summarize_ptq
 
 
-def _record(run: str, sweep: str, value: int, mpe: float, ksum_rel: float, phi_rel: float) -> dict:
-    return {
-        "run": run,
-        "sweep": sweep,
-        "value": value,
-        "mpe": mpe,
-        "resolution": 0.2,
-        "layers": {
+def _record(run: str, sweep: str, value: int, mpe: float, ksum_rel: float, phi_rel: float) -> PTQPoint:
+    return PTQPoint(
+        key=f"{run}|{sweep}|{value}",
+        run=run,
+        sweep=sweep,
+        value=value,
+        default="",
+        label="",
+        engine="emulate",
+        trace_clusters=0,
+        mpe=mpe,
+        mean_signed_difference=0.0,
+        identical_fraction=0.0,
+        median_response=1.0,
+        resolution=0.2,
+        layers={
             "ksum": {"mean_abs": ksum_rel, "reference_mean_abs": 1.0},
             "phi_1": {"mean_abs": phi_rel, "reference_mean_abs": 1.0},
         },
-    }
+        types={},
+        seconds=0.0,
+    )
 
 
 def test_findings_from_constructed_sweeps():

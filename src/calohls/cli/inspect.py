@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import yaml
@@ -14,6 +14,9 @@ from rich.table import Table
 
 from calohls.physics.response import QUANTILE_PAIRS, log_bins
 
+if TYPE_CHECKING:
+    from calohls.physics.summary import FileSummary, HitCoverage
+
 __all__ = ["inspect_command"]
 
 
@@ -21,36 +24,54 @@ def _num(x: float | None, fmt: str = ".3f") -> str:
     return "–" if x is None or not math.isfinite(x) else format(x, fmt)
 
 
-def _coverage_line(cov: dict[str, Any]) -> str:
-    if not cov["has_hits"]:
+def _coverage_line(cov: HitCoverage) -> str:
+    if not cov.has_hits:
         return "cell calibration hits: none (cell e_true is 0), so the cells cover none of ENG_CALIB_TOT"
-    if cov["median"] is None:
+    if cov.median is None:
         return "cell calibration hits cover: – (no cluster with ENG_CALIB_TOT > 0)"
     return (
-        f"cell calibration hits cover a median {cov['median']:.3f} of ENG_CALIB_TOT "
-        f"(16–84 %: {cov['q16']:.3f}–{cov['q84']:.3f}; {cov['clusters']:,} clusters with ENG_CALIB_TOT > 0 "
-        f"of the first {cov['read']:,}; stored cells only)"
+        f"cell calibration hits cover a median {cov.median:.3f} of ENG_CALIB_TOT "
+        f"(16–84 %: {cov.q16:.3f}–{cov.q84:.3f}; {cov.clusters:,} clusters with ENG_CALIB_TOT > 0 "
+        f"of the first {cov.read:,}; stored cells only)"
     )
 
 
-def _print_summary(s: dict[str, Any], console: Console) -> None:
-    trunc = s["truncated"]
+def _stored_config(path: Path) -> dict[str, Any]:
+    """The generating config stored in a cluster file: free-form YAML, printed back as it was written.
+
+    Raises:
+        InputFileError: the file cannot be read, or holds no config (not written by ``calohls simulate``).
+    """
+    from calohls.data.convert import detect_format
+    from calohls.data.hdf5 import open_clusters
+    from calohls.errors import InputFileError
+
+    if detect_format(path) == "root":
+        raise InputFileError(f"{path} is a ROOT file, which holds no generating config; inspect it without --config")
+    with open_clusters(path) as f:
+        config = f.config
+    if config is None:
+        raise InputFileError(
+            f"{path} holds no generating config (it was not written by 'calohls simulate'); inspect it without --config"
+        )
+    return dict(config)
+
+
+def _print_summary(f: FileSummary, console: Console) -> None:
+    s, trunc = f.scalars, f.scalars.truncated
     console.print(
-        f"[bold]{s['path']}[/bold]: "
-        f"{'MLTree ROOT' if s['format'] == 'root' else 'schema version ' + str(s['schema_version'])}, "
-        f"{s['n_clusters']:,} clusters "
-        f"in {s['n_events']:,} events, up to {s['max_cells']} cells stored per cluster",
+        f"[bold]{f.path}[/bold]: "
+        f"{'MLTree ROOT' if f.format == 'root' else 'schema version ' + str(f.schema_version)}, "
+        f"{s.n_clusters:,} clusters "
+        f"in {s.n_events:,} events, up to {s.max_cells} cells stored per cluster",
         soft_wrap=True,
     )
     console.print(
-        f"truncated clusters (more than {s['max_cells']} cells): {trunc['clusters']:,} "
-        f"({100 * trunc['fraction']:.2f} %), largest has {trunc['max_cells_total']} cells",
+        f"truncated clusters (more than {s.max_cells} cells): {trunc.clusters:,} "
+        f"({100 * trunc.fraction:.2f} %), largest has {trunc.max_cells_total} cells",
         soft_wrap=True,
     )
-
-    cov = s.get("hit_coverage")
-    if cov is not None:
-        console.print(_coverage_line(cov), soft_wrap=True)
+    console.print(_coverage_line(f.hit_coverage), soft_wrap=True)
 
     particles = Table(title="Clusters per particle")
     for name, justify in (
@@ -60,33 +81,33 @@ def _print_summary(s: dict[str, Any], console: Console) -> None:
         ("share", "right"),
     ):
         particles.add_column(name, justify=justify)
-    for name, p in s["particles"].items():
-        particles.add_row(name, str(p["pdg"]), f"{p['clusters']:,}", f"{100 * p['fraction']:.1f} %")
+    for name, p in s.particles.items():
+        particles.add_row(name, str(p.pdg), f"{p.clusters:,}", f"{100 * p.fraction:.1f} %")
     console.print(particles)
 
     energy = Table(title="Energies [GeV]")
     for name in ("quantity", "min", "median", "max"):
         energy.add_column(name, justify="left" if name == "quantity" else "right")
-    for field, r in s["energy"].items():
-        energy.add_row(field, *(_num(r and r[k], ".4g") for k in ("min", "median", "max")))
+    for field, r in s.energy.items():
+        energy.add_row(field, *(_num(r and getattr(r, k), ".4g") for k in ("min", "median", "max")))
     console.print(energy)
 
-    resp = s["response"]
-    for g in resp["groups"].values():
-        table = Table(title=f"{g['label']} response {resp['quantity']} ({g['clusters']:,} clusters)")
-        for name in ("E_true [GeV]", "clusters", "median", resp["resolution_label"]):
+    resp = s.response
+    for g in resp.groups.values():
+        table = Table(title=f"{g.label} response {resp.quantity} ({g.clusters:,} clusters)")
+        for name in ("E_true [GeV]", "clusters", "median", resp.resolution_label):
             table.add_column(name, justify="right")
-        edges = g["edges"]
-        for i, count in enumerate(g["counts"]):
+        t = g.table
+        for i, count in enumerate(t.counts):
             table.add_row(
-                f"{edges[i]:.3g} – {edges[i + 1]:.3g}",
-                f"{count:,}",
-                _num(g["median"][i]),
-                _num(g["resolution"][i]),
+                f"{t.edges[i]:.3g} – {t.edges[i + 1]:.3g}",
+                f"{int(count):,}",
+                _num(float(t.median[i])),
+                _num(float(t.resolution[i])),
             )
         console.print(table)
-    if resp["groups"]:
-        min_count = next(iter(resp["groups"].values()))["min_count"]
+    if resp.groups:
+        min_count = next(iter(resp.groups.values())).table.min_count
         console.print(f"bins with fewer than {min_count} clusters show –")
 
 
@@ -154,10 +175,10 @@ def inspect_command(
       calohls inspect job1.events.root --geometry cell_geo.root
     """
     from calohls.data.root import BranchMap
-    from calohls.physics.summary import stored_config, summarize_file
+    from calohls.physics.summary import summarize_file
 
     if show_config:
-        config = stored_config(file)
+        config = _stored_config(file)
         click.echo(json.dumps(config, indent=2) if as_json else yaml.safe_dump(config, sort_keys=False), nl=as_json)
         return
 
@@ -170,6 +191,6 @@ def inspect_command(
         geometry=geometry,
     )
     if as_json:
-        click.echo(json.dumps(summary, indent=2, allow_nan=False))
+        click.echo(json.dumps(summary.to_json(), indent=2, allow_nan=False))
     else:
         _print_summary(summary, Console())

@@ -42,7 +42,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import h5py
 import numpy as np
@@ -113,6 +113,17 @@ _V2_RAW_COLUMNS = ("e", "e_true")  # cell fields stored without compression
 _CHUNK_BYTES = 2 << 20  # target size of a `cells` chunk (version 1)
 _CELL_CHUNK = 1 << 18  # cells per chunk of a /cells dataset (version 2)
 _MAX_CHUNK_ROWS = 65536  # upper bound of clusters per chunk (1-D datasets)
+
+
+class _DatasetSpec(NamedTuple):
+    """One dataset of the file's layout: its shape after the first axis, dtype, chunk rows and h5py filters."""
+
+    tail: tuple[int, ...]
+    dtype: np.dtype
+    chunk_rows: int
+    filters: dict[str, Any]
+
+
 _CHUNK_CACHE_BYTES = 32 << 20  # per-dataset chunk cache, above one chunk: partial chunks are not re-read
 # Writing fills chunks in order, so a cache of two chunks of the largest kind never re-reads one; a larger one only
 # holds finished chunks (version 2 has 24 datasets: 32 MiB each kept ~350 MB of a large file in memory).
@@ -272,8 +283,8 @@ class ClusterWriter:
                 path, shape=(0, *tail), dtype=dtype, maxshape=(None, *tail), chunks=(chunk_rows, *tail), **filters
             )
 
-    def _specs(self) -> dict[str, tuple[tuple[int, ...], np.dtype, int, dict[str, Any]]]:
-        """Every dataset of the file's layout: path -> (shape after the first axis, dtype, chunk rows, filters)."""
+    def _specs(self) -> dict[str, _DatasetSpec]:
+        """Every dataset of the file's layout: path -> its :class:`_DatasetSpec`."""
         scalars = {f"{_GROUP}/{k}": ((), dt, _MAX_CHUNK_ROWS) for k, dt in SCALAR_FIELDS.items()}
         if self.schema_version == 1:
             big_n, nf = self.max_cells, len(CELL_FIELDS)
@@ -284,7 +295,7 @@ class ClusterWriter:
                 f"{_GROUP}/n_cells": ((), np.dtype(np.int32), _MAX_CHUNK_ROWS),
                 **scalars,
             }
-            return {path: (*spec, _COMPRESSION) for path, spec in specs.items()}
+            return {path: _DatasetSpec(*spec, _COMPRESSION) for path, spec in specs.items()}
         specs = {
             f"{_GROUP}/n_cells": ((), np.dtype(np.int32), _MAX_CHUNK_ROWS),
             f"{_GROUP}/first_cell": ((), np.dtype(np.int64), _MAX_CHUNK_ROWS),
@@ -293,7 +304,7 @@ class ClusterWriter:
             f"{_CELLS}/cell_id": ((), np.dtype(np.int64), _CELL_CHUNK),
         }
         raw = {f"{_CELLS}/{name}" for name in _V2_RAW_COLUMNS}
-        return {path: (*spec, {} if path in raw else _V2_COMPRESSION) for path, spec in specs.items()}
+        return {path: _DatasetSpec(*spec, {} if path in raw else _V2_COMPRESSION) for path, spec in specs.items()}
 
     # -- data ------------------------------------------------------------------------------------------------
     def append(self, batch: ClusterBatch | RaggedClusters) -> None:

@@ -55,6 +55,7 @@ from calohls.firmware.rtl import (
     DEFAULT_CLOCK_PERIOD,
     DEFAULT_PART,
     RTLDesign,
+    Synthesis,
     check_family,
     compile_rtl,
     is_quantized,
@@ -218,7 +219,7 @@ def _firmware_info(
     model: keras.Model,
     design: RTLDesign,
     checks: dict[str, tuple[int, float]],
-    synthesis: dict[str, Any] | None,
+    synthesis: Synthesis | None,
     system: tuple[TimingEstimate | None, L0View],
     **fields: Any,
 ) -> dict[str, Any]:
@@ -236,8 +237,8 @@ def _firmware_info(
         "differing": differing,
         "max_abs_difference": {name: d for name, (_, d) in checks.items()},
         "bit_exact": not any(differing.values()),
-        "resources": {k: synthesis[k] for k in ("LUT", "FF", "CARRY", "DSP", "BRAM")} if synth else None,
-        "cells": synthesis["cells"] if synth else None,
+        "resources": synthesis.resources if synth else None,
+        "cells": synthesis.cells if synth else None,
         "estimate": design.estimate.to_json(),
         "latency": {
             "cycles": design.latency_cycles,
@@ -250,7 +251,7 @@ def _firmware_info(
         "latency_levels": design.estimate.latency_levels,
         "timing": timing.to_json() if timing is not None else None,
         "l0": l0.to_json(),
-        "family": synthesis["family"] if synth else None,
+        "family": synthesis.family if synth else None,
         "part": design.part,
         **fields,
         "files": {
@@ -265,19 +266,17 @@ def _firmware_info(
     }
 
 
-def _system(
-    design: RTLDesign, synthesis: dict[str, Any] | None, lut_budget: int
-) -> tuple[TimingEstimate | None, L0View]:
+def _system(design: RTLDesign, synthesis: Synthesis | None, lut_budget: int) -> tuple[TimingEstimate | None, L0View]:
     """The timing estimate (with synthesis) and the L0 view of a design."""
-    timing = synthesis["timing"] if synthesis is not None else None
-    lut = synthesis["LUT"] if synthesis is not None else design.estimate.lut
+    timing = synthesis.timing if synthesis is not None else None
+    lut = synthesis.lut if synthesis is not None else design.estimate.lut
     period = timing.period_ns if timing is not None else None
     return timing, l0_view(max(int(lut), 1), design.ii, design.clock_period, period, lut_budget)
 
 
 def _build(
     model: keras.Model, x: np.ndarray, staging: Path, options: dict[str, Any], synth_family: str | None
-) -> tuple[RTLDesign, dict[str, tuple[int, float]], dict[str, Any] | None, dict[str, float]]:
+) -> tuple[RTLDesign, dict[str, tuple[int, float]], Synthesis | None, dict[str, float]]:
     """The checks of :func:`build_firmware` in ``staging``: hls4ml and Verilator against Keras, then Yosys."""
     timings: dict[str, float] = {}
     start = time.perf_counter()

@@ -42,7 +42,7 @@ import re
 import weakref
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ALL_LAYERS",
     "PRECISION_KEYS",
+    "HLSReport",
     "Precision",
     "compile_model",
     "convert",
@@ -547,9 +548,42 @@ def _project_name(folder: Path) -> str | None:
 
 
 _RESOURCES = ("BRAM_18K", "DSP", "FF", "LUT", "URAM")
+#: Vivado's counts: our name → (hls4ml's report key, type). hls4ml files Vivado's "Block RAM Tile" (36 Kb tiles)
+#: under BRAM_18K and DSPs under DSP48E.
+_VIVADO = {"LUT": ("LUT", int), "FF": ("FF", int), "BRAM_TILE": ("BRAM_18K", float), "URAM": ("URAM", int),
+           "DSP": ("DSP48E", int)}  # fmt: skip
 
 
-def parse_report(path: str | Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class HLSReport:
+    """What a Vivado/Vitis HLS synthesis report says (:func:`parse_report`).
+
+    Attributes:
+        latency_best_cycles, latency_worst_cycles, interval_min_cycles, interval_max_cycles: In clock cycles (None
+            where the report says undefined).
+        clock_target_ns, clock_estimated_ns: The target and the estimated clock period.
+        resources, available: ``BRAM_18K``, ``DSP``, ``FF``, ``LUT``, ``URAM`` estimates of HLS, and the device's.
+        vivado: ``LUT``, ``FF``, ``BRAM_TILE`` (36 Kb Block RAM tiles), ``URAM``, ``DSP`` after Vivado synthesis;
+            None without that report.
+        report: The XML file read.
+    """
+
+    latency_best_cycles: int | None
+    latency_worst_cycles: int | None
+    interval_min_cycles: int | None
+    interval_max_cycles: int | None
+    clock_target_ns: float | None
+    clock_estimated_ns: float | None
+    resources: dict[str, int | None]
+    available: dict[str, int | None]
+    vivado: dict[str, float | None] | None
+    report: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_report(path: str | Path) -> HLSReport:
     """Latency, interval, clock and resources from a Vivado/Vitis HLS synthesis report.
 
     Args:
@@ -558,11 +592,7 @@ def parse_report(path: str | Path) -> dict[str, Any]:
             synthesis ran); or one ``*_csynth.xml`` file.
 
     Returns:
-        ``latency_best_cycles``, ``latency_worst_cycles``, ``interval_min_cycles``, ``interval_max_cycles`` (None
-        where the report says undefined), ``clock_target_ns``, ``clock_estimated_ns``, ``resources`` and
-        ``available`` (``BRAM_18K``, ``DSP``, ``FF``, ``LUT``, ``URAM`` estimates of HLS), ``vivado`` (``LUT``,
-        ``FF``, ``BRAM_TILE`` — 36 Kb Block RAM tiles —, ``URAM``, ``DSP`` after Vivado synthesis; None without
-        that report) and ``report`` (the XML file read).
+        The :class:`HLSReport`: latency, interval, clock and resources (and Vivado's counts when it ran).
 
     Raises:
         InputFileError: the report is missing, unreadable or not of the expected format.
@@ -603,29 +633,20 @@ def parse_report(path: str | Path) -> dict[str, Any]:
             ) from None
     else:
         raise InputFileError(f"synthesis report {path} not found; give an HLS project folder or a *_csynth.xml file")
-    report = {
-        "latency_best_cycles": _number(csynth.get("BestLatency"), int),
-        "latency_worst_cycles": _number(csynth.get("WorstLatency"), int),
-        "interval_min_cycles": _number(csynth.get("IntervalMin"), int),
-        "interval_max_cycles": _number(csynth.get("IntervalMax"), int),
-        "clock_target_ns": _number(csynth.get("TargetClockPeriod"), float),
-        "clock_estimated_ns": _number(csynth.get("EstimatedClockPeriod"), float),
-        "resources": {key: _number(csynth.get(key), int) for key in _RESOURCES},
-        "available": {key: _number(csynth.get("Available" + key), int) for key in _RESOURCES},
-        "vivado": None,
-        "report": str(xml),
-    }
-    if report["clock_estimated_ns"] is None or report["resources"]["LUT"] is None:
+    report = HLSReport(
+        latency_best_cycles=_number(csynth.get("BestLatency"), int),
+        latency_worst_cycles=_number(csynth.get("WorstLatency"), int),
+        interval_min_cycles=_number(csynth.get("IntervalMin"), int),
+        interval_max_cycles=_number(csynth.get("IntervalMax"), int),
+        clock_target_ns=_number(csynth.get("TargetClockPeriod"), float),
+        clock_estimated_ns=_number(csynth.get("EstimatedClockPeriod"), float),
+        resources={key: _number(csynth.get(key), int) for key in _RESOURCES},
+        available={key: _number(csynth.get("Available" + key), int) for key in _RESOURCES},
+        vivado={k: _number(vivado_raw.get(raw), kind) for k, (raw, kind) in _VIVADO.items()} if vivado_raw else None,
+        report=str(xml),
+    )
+    if report.clock_estimated_ns is None or report.resources["LUT"] is None:
         raise InputFileError(f"{xml} lacks the clock or resource estimates of a csynth report; is it complete?")
-    if vivado_raw:
-        # hls4ml files Vivado's "Block RAM Tile" (36 Kb tiles) under BRAM_18K and DSPs under DSP48E.
-        report["vivado"] = {
-            "LUT": _number(vivado_raw.get("LUT"), int),
-            "FF": _number(vivado_raw.get("FF"), int),
-            "BRAM_TILE": _number(vivado_raw.get("BRAM_18K"), float),
-            "URAM": _number(vivado_raw.get("URAM"), int),
-            "DSP": _number(vivado_raw.get("DSP48E"), int),
-        }
     return report
 
 

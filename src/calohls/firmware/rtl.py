@@ -67,6 +67,7 @@ __all__ = [
     "FAMILIES",
     "RTLDesign",
     "RTLEstimate",
+    "Synthesis",
     "check_family",
     "compile_rtl",
     "estimate",
@@ -672,20 +673,53 @@ def _cell_counts(text: str, top: str) -> dict[str, int]:
     return cells
 
 
-def _resources(cells: Mapping[str, int]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Synthesis:
+    """What Yosys ``synth_xilinx`` made of a design (:func:`synthesize`).
+
+    Attributes:
+        lut: LUT1–LUT6, inverters, shift-register and distributed-RAM LUTs.
+        ff: All ``FD*`` cells.
+        carry: CARRY4/CARRY8 cells.
+        dsp: ``DSP*`` cells.
+        bram: 36 Kb Block RAM tiles (an 18 Kb block counts 0.5).
+        cells: Every cell type and its count.
+        family: The ``synth_xilinx -family``.
+        seconds: Time Yosys took.
+        log: The Yosys log file.
+        yosys: The Yosys version.
+        timing: Per-stage longest paths of the netlist.
+    """
+
+    lut: int
+    ff: int
+    carry: int
+    dsp: int
+    bram: float
+    cells: dict[str, int]
+    family: str
+    seconds: float
+    log: str
+    yosys: str
+    timing: TimingEstimate
+
+    @property
+    def resources(self) -> dict[str, float]:
+        """The counts by their names in ``firmware.json``: ``LUT``, ``FF``, ``CARRY``, ``DSP``, ``BRAM``."""
+        return {"LUT": self.lut, "FF": self.ff, "CARRY": self.carry, "DSP": self.dsp, "BRAM": self.bram}
+
+
+def _resources(cells: Mapping[str, int]) -> tuple[int, int, int, int, float]:
+    """LUT, FF, CARRY, DSP and BRAM (36 Kb tiles) of Yosys's cell counts."""
+
     def total(pattern: re.Pattern[str]) -> int:
         return sum(n for cell, n in cells.items() if pattern.match(cell))
 
-    return {
-        "LUT": total(_LUT_CELLS),
-        "FF": total(_FF_CELLS),
-        "CARRY": total(_CARRY_CELLS),
-        "DSP": total(_DSP_CELLS),
-        "BRAM": sum(_BRAM_TILES.get(cell, 0.0) * n for cell, n in cells.items()),
-    }
+    bram = sum(_BRAM_TILES.get(cell, 0.0) * n for cell, n in cells.items())
+    return total(_LUT_CELLS), total(_FF_CELLS), total(_CARRY_CELLS), total(_DSP_CELLS), bram
 
 
-def synthesize(design: RTLDesign, *, family: str = "xcup", timeout: float | None = None) -> dict[str, Any]:
+def synthesize(design: RTLDesign, *, family: str = "xcup", timeout: float | None = None) -> Synthesis:
     """Synthesise ``design`` with Yosys ``synth_xilinx`` (flattened, out of context) and count its cells.
 
     Writes ``synth.ys`` and ``yosys.log`` into the design folder. ``synth.ys`` names its files relative to the
@@ -698,10 +732,8 @@ def synthesize(design: RTLDesign, *, family: str = "xcup", timeout: float | None
         timeout: Seconds after which Yosys is stopped (None: no limit).
 
     Returns:
-        ``LUT`` (LUT1–LUT6, inverters, shift-register and distributed-RAM LUTs), ``FF`` (all ``FD*`` cells),
-        ``CARRY`` (CARRY4/CARRY8), ``DSP`` (``DSP*`` cells), ``BRAM`` (36 Kb tiles; an 18 Kb block counts 0.5),
-        ``cells`` (every cell type and count), ``family``, ``seconds``, ``log``, ``yosys`` (version) and ``timing``
-        (:class:`~calohls.firmware.timing.TimingEstimate`: per-stage longest paths of the netlist).
+        The :class:`Synthesis`: LUT, FF, CARRY, DSP and BRAM counts, every cell type's count, the family, the time,
+        the log, the Yosys version and the :class:`~calohls.firmware.timing.TimingEstimate` of the netlist.
 
     Raises:
         ConfigError: unknown ``family``.
@@ -732,9 +764,9 @@ def synthesize(design: RTLDesign, *, family: str = "xcup", timeout: float | None
             f.write(done.stdout + done.stderr)
         raise HLSError(f"Yosys failed on {design.path} (exit {done.returncode}); see {logfile}")
     cells = _cell_counts(logfile.read_text(errors="replace"), design.name)
-    out = {**_resources(cells), "cells": cells, "family": family, "seconds": seconds}
-    out |= {"log": str(logfile), "yosys": yosys_version(yosys), "timing": _timing(design, cwd / _NETLIST)}
-    log.info("synthesised %s in %.0f s: %d LUT, %d FF", design.path, seconds, out["LUT"], out["FF"])
+    timing = _timing(design, cwd / _NETLIST)
+    out = Synthesis(*_resources(cells), cells, family, seconds, str(logfile), yosys_version(yosys), timing)
+    log.info("synthesised %s in %.0f s: %d LUT, %d FF", design.path, seconds, out.lut, out.ff)
     return out
 
 

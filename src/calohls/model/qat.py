@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -47,6 +47,8 @@ from calohls.model.run_folder import write_run_files
 from calohls.model.train import OnEpoch, fit_model, history_callback
 
 __all__ = [
+    "Checkpoint",
+    "ParetoPoint",
     "QATResult",
     "beta_schedule",
     "build_qat_deepsets",
@@ -146,7 +148,30 @@ def beta_schedule(config: QATConfig) -> Callable[[int], float]:
     return PieceWiseSchedule([(0, config.beta_start, "log"), (config.ramp_epochs - 1, config.beta_end, "constant")])
 
 
-def pareto_front(points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+class Checkpoint(NamedTuple):
+    """A saved QAT checkpoint, re-measured: its epoch (from 1), validation MSE and EBOPs."""
+
+    epoch: int
+    val_loss: float
+    ebops: int
+
+
+class ParetoPoint(NamedTuple):
+    """A checkpoint kept on the Pareto front (a line of ``pareto.json``): its numbers, the beta it was trained at, its
+    file in the run folder and whether it is the selected one."""
+
+    epoch: int
+    val_loss: float
+    ebops: int
+    beta: float
+    file: str
+    selected: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return self._asdict()
+
+
+def pareto_front(points: Sequence[Checkpoint]) -> list[Checkpoint]:
     """The points that no other point dominates in (``val_loss``, ``ebops``), both to minimise, sorted by EBOPs.
 
     A point is dominated by one that is no worse in both and better in one; of identical points the first is kept.
@@ -154,29 +179,27 @@ def pareto_front(points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     front = []
     for i, p in enumerate(points):
         dominated = any(
-            q["val_loss"] <= p["val_loss"]
-            and q["ebops"] <= p["ebops"]
-            and (q["val_loss"] < p["val_loss"] or q["ebops"] < p["ebops"] or j < i)
+            q.val_loss <= p.val_loss and q.ebops <= p.ebops and (q.val_loss < p.val_loss or q.ebops < p.ebops or j < i)
             for j, q in enumerate(points)
             if j != i
         )
         if not dominated:
             front.append(p)
-    return sorted(front, key=lambda p: (p["ebops"], p["val_loss"]))
+    return sorted(front, key=lambda p: (p.ebops, p.val_loss))
 
 
-def select_checkpoint(front: Sequence[dict[str, Any]], select: str, max_loss_increase: float) -> dict[str, Any]:
+def select_checkpoint(front: Sequence[Checkpoint], select: str, max_loss_increase: float) -> Checkpoint:
     """The checkpoint the run keeps: the best validation loss (``select="loss"``), or the fewest EBOPs among those
     within ``max_loss_increase`` (relative) of the best validation loss (``select="ebops"``)."""
     if not front:
         raise ConfigError("no Pareto checkpoint to select from; train for at least one epoch")
-    best = min(front, key=lambda p: p["val_loss"])
+    best = min(front, key=lambda p: p.val_loss)
     if select == "loss":
         return best
     if select != "ebops":
         raise ConfigError(f"select={select!r} is unknown; use 'loss' or 'ebops'")
-    limit = best["val_loss"] * (1 + max_loss_increase)
-    return min((p for p in front if p["val_loss"] <= limit), key=lambda p: (p["ebops"], p["val_loss"]))
+    limit = best.val_loss * (1 + max_loss_increase)
+    return min((p for p in front if p.val_loss <= limit), key=lambda p: (p.ebops, p.val_loss))
 
 
 def float_start(run_dir: str | Path, config: QATConfig, data_path: Path) -> Any:
@@ -275,7 +298,9 @@ def _callbacks(config: QATConfig, pareto_dir: Path, history_path: Path) -> list[
     ]
 
 
-def _remeasure(model: Any, files: list[Path], x_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray) -> list[dict]:
+def _remeasure(
+    model: Any, files: list[Path], x_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray
+) -> list[Checkpoint]:
     """Trace each checkpoint's activation ranges on the training inputs, save it so, and measure its EBOPs and
     validation MSE (the numbers of the deployed model)."""
     from hgq.utils import trace_minmax
@@ -287,29 +312,31 @@ def _remeasure(model: Any, files: list[Path], x_train: np.ndarray, x_val: np.nda
         y = model.predict(x_val, batch_size=4096, verbose=0)[:, 0]
         model.save(path)
         epoch = int(path.stem.removeprefix("epoch_"))
-        points.append({"epoch": epoch, "val_loss": float(np.mean((y - y_val) ** 2)), "ebops": int(ebops)})
+        points.append(Checkpoint(epoch, float(np.mean((y - y_val) ** 2)), int(ebops)))
     return points
 
 
 def _keep_pareto(
     model: Any, pareto_dir: Path, prepared: PreparedData, config: QATConfig
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+) -> tuple[list[ParetoPoint], ParetoPoint]:
     """Re-measure the checkpoints saved in ``pareto_dir``, delete those off the front of the re-measured numbers,
     and select one; the front (sorted by EBOPs, each with its beta, file and whether selected) and the selected."""
     files = sorted(pareto_dir.glob("epoch_*.keras"))
     points = _remeasure(model, files, prepared.part("train")[0], *prepared.part("val"))
     front = pareto_front(points)
-    kept = {p["epoch"] for p in front}
+    kept = {p.epoch for p in front}
     for path, p in zip(files, points, strict=True):
-        if p["epoch"] not in kept:
+        if p.epoch not in kept:
             path.unlink()
     chosen = select_checkpoint(front, config.select, config.max_loss_increase)
     schedule = beta_schedule(config)
-    for p in front:
-        p["beta"] = schedule(p["epoch"] - 1)
-        p["file"] = f"{pareto_dir.name}/{CHECKPOINT_NAME.format(epoch=p['epoch'])}"
-        p["selected"] = p is chosen
-    return front, chosen
+    kept_front = [
+        ParetoPoint(
+            *p, schedule(p.epoch - 1), f"{pareto_dir.name}/{CHECKPOINT_NAME.format(epoch=p.epoch)}", p is chosen
+        )
+        for p in front
+    ]
+    return kept_front, next(p for p in kept_front if p.selected)
 
 
 def _weights_nonzero(model: Any) -> int:
@@ -342,15 +369,17 @@ def _compiled_model(config: QATConfig, prepared: PreparedData, init: Any) -> tup
     return model, prepared
 
 
-def _run_info(config: QATConfig, model: Any, front: list[dict], chosen: dict, epochs: int, fit_s: float) -> dict:
+def _run_info(
+    config: QATConfig, model: Any, front: list[ParetoPoint], chosen: ParetoPoint, epochs: int, fit_s: float
+) -> dict:
     """The QAT keys of ``run.json`` (after the keys every run has)."""
     return {
         "epochs": epochs,
-        "best_epoch": chosen["epoch"],
-        "best_val_loss": chosen["val_loss"],
-        "ebops": chosen["ebops"],
+        "best_epoch": chosen.epoch,
+        "best_val_loss": chosen.val_loss,
+        "ebops": chosen.ebops,
         "weights_nonzero": _weights_nonzero(model),
-        "selected": {k: chosen[k] for k in ("epoch", "val_loss", "ebops", "beta")}
+        "selected": {k: getattr(chosen, k) for k in ("epoch", "val_loss", "ebops", "beta")}
         | {"rule": config.select, "max_loss_increase": config.max_loss_increase},
         "pareto_points": len(front),
         "beta": {"start": config.beta_start, "end": config.beta_end, "ramp_epochs": config.ramp_epochs},
@@ -397,8 +426,8 @@ def train_qat(
         fit_seconds = time.perf_counter() - fit_start
 
         front, chosen = _keep_pareto(model, pareto_dir, prepared, config)
-        (staging / "pareto.json").write_text(json.dumps(front, indent=1))
-        shutil.copyfile(staging / chosen["file"], staging / "model.keras")
+        (staging / "pareto.json").write_text(json.dumps([p.to_json() for p in front], indent=1))
+        shutil.copyfile(staging / chosen.file, staging / "model.keras")
         model.load_weights(staging / "model.keras")
         extra = _run_info(config, model, front, chosen, epochs, fit_seconds)
         info = write_run_files(
@@ -407,18 +436,18 @@ def train_qat(
         )  # fmt: skip
     log.info(
         "QAT of %s in %.0f s: %d epochs, selected epoch %d (validation loss %.5f, %d EBOPs) of %d Pareto points",
-        model.name, info["seconds"], epochs, chosen["epoch"], chosen["val_loss"], chosen["ebops"], len(front),
+        model.name, info.record["seconds"], epochs, chosen.epoch, chosen.val_loss, chosen.ebops, len(front),
     )  # fmt: skip
     split = prepared.split
     return QATResult(
         run_dir=run_dir,
         epochs=epochs,
-        best_epoch=chosen["epoch"],
-        best_val_loss=chosen["val_loss"],
-        ebops=chosen["ebops"],
+        best_epoch=chosen.epoch,
+        best_val_loss=chosen.val_loss,
+        ebops=chosen.ebops,
         pareto_points=len(front),
         n_train=int(split["train"].size),
         n_val=int(split["val"].size),
         n_test=int(split["test"].size),
-        seconds=info["seconds"],
+        seconds=info.record["seconds"],
     )

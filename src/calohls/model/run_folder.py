@@ -74,11 +74,12 @@ def write_run_files(
     model: Any,
     start: float,
     extra: dict[str, Any],
-) -> dict[str, Any]:
+) -> RunInfo:
     """Write the files every run folder has besides the model and history: ``features.json``, ``correction.json``
     (fitted with ``model`` on the validation clusters), ``split.npz``, ``config.yaml`` and ``run.json``.
 
-    ``extra`` (with at least ``epochs``) goes into ``run.json`` after the common keys; the info written is returned.
+    ``extra`` (with at least ``epochs``) goes into ``run.json`` after the common keys; returns the :class:`RunInfo`
+    written.
     """
     prepared.scaler.save(staging / "features.json")
     data, val = prepared.data, prepared.split["val"]
@@ -102,7 +103,7 @@ def write_run_files(
         "train_clusters_per_second": prepared.split["train"].size * extra["epochs"] / max(seconds, 1e-9),
     }
     (staging / "run.json").write_text(json.dumps(info, indent=1))
-    return info
+    return RunInfo(stage, info)
 
 
 def _network_parameters(model: Any) -> int:

@@ -257,7 +257,7 @@ def train(
             staging, stage="train", config=config, data_path=data_path, prepared=prepared, model=best_model,
             start=start, extra=extra,
         )  # fmt: skip
-    log.info("trained %s in %.0f s; %s", best_model.name, info["seconds"], ended.message)
+    log.info("trained %s in %.0f s; %s", best_model.name, info.record["seconds"], ended.message)
     split = prepared.split
     return TrainResult(run_dir, len(val_loss), best + 1, val_loss[best], split["train"].size, split["val"].size,
-                       split["test"].size, info["seconds"], ended)  # fmt: skip
+                       split["test"].size, info.record["seconds"], ended)  # fmt: skip

@@ -368,7 +368,7 @@ def _fit_methods(batch: ClusterBatch, seed: int) -> tuple[dict[str, Calibration]
             continue
         begin = time.perf_counter()
         calibrations[key] = method.fit(batch, seed)
-        fits[key] = {"seconds": round(time.perf_counter() - begin, 2), **calibrations[key].record()}
+        fits[key] = {"seconds": round(time.perf_counter() - begin, 2), **calibrations[key].to_json()}
     return calibrations, fits
 
 

@@ -221,7 +221,7 @@ class GBDTCalibration:
             y = self.model.predict(x)
         return e_ref * np.power(10.0, y)
 
-    def record(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         """What the calibration was fitted on (for ``metrics.json``)."""
         return dict(self.training)
 

@@ -47,7 +47,7 @@ class Calibration(Protocol):
 
     def predict(self, batch: ClusterBatch) -> np.ndarray: ...
 
-    def record(self) -> dict[str, Any]: ...
+    def to_json(self) -> dict[str, Any]: ...
 
     def save(self, folder: Path) -> None: ...
 
@@ -59,7 +59,7 @@ class EMScale:
     def predict(self, batch: ClusterBatch) -> np.ndarray:
         return np.asarray(batch["e_em"], dtype=np.float64)
 
-    def record(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {}
 
     def save(self, folder: Path) -> None:
@@ -100,7 +100,7 @@ class ParticleOracle:
             out[sel] = correction.apply(out[sel])
         return out
 
-    def record(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"particle_types": sorted(self.corrections)}
 
     def save(self, folder: Path) -> None:
@@ -128,7 +128,7 @@ class _LCWMethod:
     def predict(self, batch: ClusterBatch) -> np.ndarray:
         return self.lcw.predict(batch)
 
-    def record(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return dict(self.lcw.training or {})
 
     def save(self, folder: Path) -> None:

@@ -1,14 +1,16 @@
 """What a cluster file holds: counts per particle, energy ranges, truncation and the EM-scale response.
 
 :func:`summarize_file` is the library side of ``calohls inspect``; :func:`summarize_scalars` does the same
-work on arrays already in memory. Both return plain JSON-ready dicts (NaN written as ``None``).
+work on arrays already in memory. They return typed records (:class:`FileSummary`, :class:`ScalarSummary`) whose
+``to_json`` is the JSON ``calohls inspect --json`` prints (NaN written as ``None``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -16,16 +18,23 @@ from calohls.data.convert import detect_format, read_cell_truth, read_scalars
 from calohls.data.hdf5 import open_clusters
 from calohls.data.root import BranchMap
 from calohls.data.schema import PARTICLES
-from calohls.errors import InputFileError
 from calohls.physics.methods import PARTICLE_GROUPS, ParticleGroup
-from calohls.physics.response import DEFAULT_QUANTILES, log_bins, resolution_label, summarize_response
+from calohls.physics.response import (
+    DEFAULT_QUANTILES,
+    ResponseTable,
+    log_bins,
+    resolution_label,
+    summarize_response,
+)
 
 __all__ = [
     "COVERAGE_CLUSTERS",
     "RESPONSE_GROUPS",
     "SUMMARY_FIELDS",
+    "FileSummary",
+    "HitCoverage",
+    "ScalarSummary",
     "hit_coverage",
-    "stored_config",
     "summarize_file",
     "summarize_scalars",
 ]
@@ -43,6 +52,132 @@ _RANGE_FIELDS = ("e_true", "e_em", "e_particle")
 _PARTICLE_NAMES = {pdg: name for name, pdg in PARTICLES.items()}
 
 
+class HitCoverage(NamedTuple):
+    """How much of each cluster's ``e_true`` its stored cells' calibration hits hold (:func:`hit_coverage`)."""
+
+    read: int
+    clusters: int
+    median: float | None
+    q16: float | None
+    q84: float | None
+    has_hits: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return self._asdict()
+
+
+class Truncation(NamedTuple):
+    """Clusters with more cells than are stored: how many, their share, and the most cells of any cluster."""
+
+    clusters: int
+    fraction: float
+    max_cells_total: int
+
+    def to_json(self) -> dict[str, Any]:
+        return self._asdict()
+
+
+class ParticleCount(NamedTuple):
+    """Clusters of one particle type: its PDG id, their number and share."""
+
+    pdg: int
+    clusters: int
+    fraction: float
+
+
+class EnergyRange(NamedTuple):
+    """Smallest, median and largest value of an energy field (GeV)."""
+
+    min: float
+    median: float
+    max: float
+
+
+class GroupResponse(NamedTuple):
+    """The EM-scale response of one particle group: its label, PDG ids, clusters and binned table."""
+
+    label: str
+    pdg: list[int]
+    clusters: int
+    table: ResponseTable
+
+    def to_json(self) -> dict[str, Any]:
+        return {"label": self.label, "pdg": self.pdg, "clusters": self.clusters, **self.table.to_dict()}
+
+
+class ResponseSummary(NamedTuple):
+    """The EM-scale response per particle group (key of :data:`RESPONSE_GROUPS`, present groups only)."""
+
+    quantity: str
+    resolution_label: str
+    groups: dict[str, GroupResponse]
+
+    def to_json(self) -> dict[str, Any]:
+        groups = {k: g.to_json() for k, g in self.groups.items()}
+        return {"quantity": self.quantity, "resolution_label": self.resolution_label, "groups": groups}
+
+
+@dataclass(frozen=True)
+class ScalarSummary:
+    """Summary of clusters from their scalar fields (:func:`summarize_scalars`).
+
+    Attributes:
+        n_clusters: Clusters.
+        n_events: Distinct events.
+        max_cells: Cells stored per cluster.
+        truncated: Clusters with more cells than stored.
+        particles: Particle name → :class:`ParticleCount`, most frequent first.
+        energy: Field → its :class:`EnergyRange` (None without clusters).
+        response: The EM-scale response per particle group.
+    """
+
+    n_clusters: int
+    n_events: int
+    max_cells: int
+    truncated: Truncation
+    particles: dict[str, ParticleCount]
+    energy: dict[str, EnergyRange | None]
+    response: ResponseSummary
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready values, NaN written as ``None``."""
+        return {
+            "n_clusters": self.n_clusters,
+            "n_events": self.n_events,
+            "max_cells": self.max_cells,
+            "truncated": self.truncated.to_json(),
+            "particles": {name: p._asdict() for name, p in self.particles.items()},
+            "energy": {field: None if r is None else r._asdict() for field, r in self.energy.items()},
+            "response": self.response.to_json(),
+        }
+
+
+@dataclass(frozen=True)
+class FileSummary:
+    """Summary of a cluster file (:func:`summarize_file`), as ``calohls inspect`` prints it.
+
+    Attributes:
+        path: The file.
+        format: ``hdf5`` or ``root``.
+        schema_version: Schema version of an HDF5 file (None for ROOT).
+        config: The generating config stored in the file, or None.
+        scalars: The summary of its clusters.
+        hit_coverage: The hit coverage of its first :data:`COVERAGE_CLUSTERS` clusters.
+    """
+
+    path: str
+    format: str
+    schema_version: int | None
+    config: Mapping[str, Any] | None
+    scalars: ScalarSummary
+    hit_coverage: HitCoverage
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``calohls inspect --json`` prints."""
+        head = {"path": self.path, "format": self.format, "schema_version": self.schema_version, "config": self.config}
+        return head | self.scalars.to_json() | {"hit_coverage": self.hit_coverage.to_json()}
+
+
 def _particle_name(pdg: int) -> str:
     return _PARTICLE_NAMES.get(pdg, f"pdg {pdg}")
 
@@ -54,7 +189,7 @@ def summarize_scalars(
     bins: Any = None,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     min_count: int = 10,
-) -> dict[str, Any]:
+) -> ScalarSummary:
     """Summary of clusters given their scalar fields.
 
     Args:
@@ -66,11 +201,11 @@ def summarize_scalars(
         min_count: Bins with fewer clusters get no response values.
 
     Returns:
-        A dict with ``n_clusters``, ``n_events``, ``max_cells``, ``truncated`` (``clusters``, ``fraction``,
-        ``max_cells_total``), ``particles`` (name → ``pdg``, ``clusters``, ``fraction``), ``energy`` (field
-        → ``min``, ``median``, ``max`` in GeV, or None when there are no clusters) and ``response``
-        (``quantity``, ``resolution_label``, and ``groups``: key of :data:`RESPONSE_GROUPS` → ``label``,
-        ``pdg``, ``clusters`` and the :meth:`ResponseTable.to_dict` fields).
+        The :class:`ScalarSummary`: ``n_clusters``, ``n_events``, ``max_cells``, ``truncated`` (``clusters``,
+        ``fraction``, ``max_cells_total``), ``particles`` (name → ``pdg``, ``clusters``, ``fraction``), ``energy``
+        (field → ``min``, ``median``, ``max`` in GeV, or None when there are no clusters) and ``response``
+        (``quantity``, ``resolution_label``, and ``groups``: key of :data:`RESPONSE_GROUPS` → ``label``, ``pdg``,
+        ``clusters`` and the :class:`ResponseTable`).
     """
     if bins is None:
         bins = log_bins(0.5, 500.0, per_decade=3)
@@ -81,14 +216,14 @@ def summarize_scalars(
 
     ids, counts = np.unique(particle, return_counts=True)
     particles = {
-        _particle_name(int(pdg)): {"pdg": int(pdg), "clusters": int(c), "fraction": float(c / n)}
+        _particle_name(int(pdg)): ParticleCount(int(pdg), int(c), float(c / n))
         for pdg, c in sorted(zip(ids, counts, strict=True), key=lambda x: (-x[1], x[0]))
     }
 
-    energy: dict[str, dict[str, float] | None] = {}
+    energy: dict[str, EnergyRange | None] = {}
     for field in _RANGE_FIELDS:
         v = np.asarray(scalars[field], dtype=np.float64)
-        energy[field] = {"min": float(v.min()), "median": float(np.median(v)), "max": float(v.max())} if n else None
+        energy[field] = EnergyRange(float(v.min()), float(np.median(v)), float(v.max())) if n else None
 
     masks = {key: np.isin(particle, pdgs) for key, (_, pdgs) in RESPONSE_GROUPS.items()}
     masks = {key: m for key, m in masks.items() if m.any()}
@@ -96,31 +231,19 @@ def summarize_scalars(
         scalars["e_true"], scalars["e_em"], bins, masks, quantiles=quantiles, min_count=min_count
     )
     groups = {
-        key: {
-            "label": RESPONSE_GROUPS[key][0],
-            "pdg": list(RESPONSE_GROUPS[key][1]),
-            "clusters": int(masks[key].sum()),
-            **table.to_dict(),
-        }
+        key: GroupResponse(RESPONSE_GROUPS[key][0], list(RESPONSE_GROUPS[key][1]), int(masks[key].sum()), table)
         for key, table in tables.items()
     }
-    return {
-        "n_clusters": n,
-        "n_events": int(np.unique(np.asarray(scalars["event"])).shape[0]),
-        "max_cells": int(max_cells),
-        "truncated": {
-            "clusters": n_truncated,
-            "fraction": float(n_truncated / n) if n else 0.0,
-            "max_cells_total": int(n_total.max()) if n else 0,
-        },
-        "particles": particles,
-        "energy": energy,
-        "response": {
-            "quantity": "e_em / e_true",
-            "resolution_label": resolution_label(quantiles),
-            "groups": groups,
-        },
-    }
+    truncated = Truncation(n_truncated, float(n_truncated / n) if n else 0.0, int(n_total.max()) if n else 0)
+    return ScalarSummary(
+        n_clusters=n,
+        n_events=int(np.unique(np.asarray(scalars["event"])).shape[0]),
+        max_cells=int(max_cells),
+        truncated=truncated,
+        particles=particles,
+        energy=energy,
+        response=ResponseSummary("e_em / e_true", resolution_label(quantiles), groups),
+    )
 
 
 def summarize_file(
@@ -131,7 +254,7 @@ def summarize_file(
     min_count: int = 10,
     branches: BranchMap | None = None,
     geometry: str | Path | None = None,
-) -> dict[str, Any]:
+) -> FileSummary:
     """Summary of a cluster file (calohls HDF5 or MLTree ROOT), as printed by ``calohls inspect``.
 
     Args:
@@ -143,9 +266,9 @@ def summarize_file(
         min_count: Bins with fewer clusters get no response values.
 
     Returns:
-        ``path``, ``schema_version``, ``config`` (the generating config stored in the file, or None),
-        ``hit_coverage`` (see :func:`hit_coverage`; of the first :data:`COVERAGE_CLUSTERS` clusters) and the
-        keys of :func:`summarize_scalars`.
+        The :class:`FileSummary`: ``path``, ``format``, ``schema_version``, ``config`` (the generating config
+        stored in the file, or None), ``scalars`` (:func:`summarize_scalars`) and ``hit_coverage`` (see
+        :func:`hit_coverage`; of the first :data:`COVERAGE_CLUSTERS` clusters).
 
     Raises:
         InputFileError: the file is missing or unreadable (or a subclass: bad schema, unknown schema version).
@@ -153,19 +276,19 @@ def summarize_file(
     """
     if detect_format(path) == "hdf5":
         with open_clusters(path) as f:
-            head = {"path": str(path), "format": "hdf5", "schema_version": int(f.schema_version), "config": f.config}
+            head = (str(path), "hdf5", int(f.schema_version), f.config)
     else:
-        head = {"path": str(path), "format": "root", "schema_version": None, "config": None}
+        head = (str(path), "root", None, None)
     scalars, max_cells = read_scalars(path, SUMMARY_FIELDS, branches=branches, geometry=geometry)
     cells, e_true = read_cell_truth(
         path, branches=branches, geometry=geometry, max_cells=max_cells, limit=COVERAGE_CLUSTERS
     )
     coverage = hit_coverage(cells, e_true)
     summary = summarize_scalars(scalars, max_cells, bins=bins, quantiles=quantiles, min_count=min_count)
-    return head | summary | {"hit_coverage": coverage}
+    return FileSummary(*head, summary, coverage)
 
 
-def hit_coverage(cells_e_true: np.ndarray, e_true: np.ndarray) -> dict[str, Any]:
+def hit_coverage(cells_e_true: np.ndarray, e_true: np.ndarray) -> HitCoverage:
     """How much of each cluster's ``e_true`` (``ENG_CALIB_TOT``) its stored cells' calibration hits hold.
 
     Args:
@@ -180,37 +303,6 @@ def hit_coverage(cells_e_true: np.ndarray, e_true: np.ndarray) -> dict[str, Any]
     ok = e_true > 0
     has_hits = bool(np.any(cells_e_true != 0))
     if not ok.any() or not has_hits:
-        return {
-            "read": len(e_true),
-            "clusters": int(ok.sum()),
-            "median": None,
-            "q16": None,
-            "q84": None,
-            "has_hits": has_hits,
-        }
+        return HitCoverage(len(e_true), int(ok.sum()), None, None, None, has_hits)
     q16, median, q84 = np.quantile(cells_e_true[ok] / e_true[ok], [0.16, 0.5, 0.84])
-    return {
-        "read": len(e_true),
-        "clusters": int(ok.sum()),
-        "median": float(median),
-        "q16": float(q16),
-        "q84": float(q84),
-        "has_hits": True,
-    }
-
-
-def stored_config(path: str | Path) -> dict[str, Any]:
-    """The generating config stored in a cluster file.
-
-    Raises:
-        InputFileError: the file cannot be read, or holds no config (not written by ``calohls simulate``).
-    """
-    if detect_format(path) == "root":
-        raise InputFileError(f"{path} is a ROOT file, which holds no generating config; inspect it without --config")
-    with open_clusters(path) as f:
-        config = f.config
-    if config is None:
-        raise InputFileError(
-            f"{path} holds no generating config (it was not written by 'calohls simulate'); inspect it without --config"
-        )
-    return dict(config)
+    return HitCoverage(len(e_true), int(ok.sum()), float(median), float(q16), float(q84), True)

@@ -3,8 +3,9 @@ differences between the hls4ml and the Keras model."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,6 +14,9 @@ from calohls.plots.style import experiment_label, new_figure, save, style_contex
 from calohls.quant.sweeps import SWEEPS
 from calohls.scan.ptq_summary import group_records
 
+if TYPE_CHECKING:
+    from calohls.scan.ptq import PTQPoint
+
 __all__ = ["draw_ptq"]
 
 
@@ -20,7 +24,7 @@ _MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "h")
 
 
 def draw_ptq(
-    records: list[dict[str, Any]], runs: dict[str, dict[str, Any]], out_dir: str | Path, config: PTQConfig
+    records: Iterable[PTQPoint], runs: dict[str, dict[str, Any]], out_dir: str | Path, config: PTQConfig
 ) -> list[Path]:
     """Draw and save the sweep figures of ``config``'s sweeps into ``out_dir``; returns the files written."""
     out_dir = Path(out_dir)
@@ -38,8 +42,8 @@ def draw_ptq(
                     rows = by_run.get(name)
                     if not rows:
                         continue
-                    x = [r["value"] for r in rows]
-                    y = np.array([r[quantity] for r in rows])
+                    x = [r.value for r in rows]
+                    y = np.array([getattr(r, quantity) for r in rows])
                     label = f"{name} ({runs[name].get('parameters', 0):,} par.)"
                     line = ax.plot(x, np.maximum(y, 1e-4) if log else y, marker="o", label=label)[0]
                     if quantity == "resolution" and "float_resolution" in runs[name]:
@@ -57,11 +61,10 @@ def draw_ptq(
                 if not rows:
                     continue
                 fig, ax = new_figure()
-                x = [r["value"] for r in rows]
-                for i, layer in enumerate(rows[0]["layers"]):
+                x = [r.value for r in rows]
+                for i, layer in enumerate(rows[0].layers):
                     rel = [
-                        r["layers"][layer]["mean_abs"] / max(r["layers"][layer]["reference_mean_abs"], 1e-12)
-                        for r in rows
+                        r.layers[layer]["mean_abs"] / max(r.layers[layer]["reference_mean_abs"], 1e-12) for r in rows
                     ]
                     style = "-" if layer.startswith(("phi", "ksum")) else "--"  # Φ and the sum solid, F dashed
                     ax.plot(x, np.maximum(rel, 1e-6), ls=style, marker=_MARKERS[i % len(_MARKERS)], label=layer)

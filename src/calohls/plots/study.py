@@ -8,11 +8,14 @@ Resolutions carry vertical error bars from the points' ``resolution_err`` (the 6
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from calohls.plots.style import experiment_label, new_figure, save, style_context
+
+if TYPE_CHECKING:
+    from calohls.scan.answer import CurvePoint
 
 __all__ = ["draw_learning_curve", "draw_study"]
 
@@ -28,7 +31,7 @@ def _err(points: list[dict[str, Any]]) -> list[float] | None:
     return [float(e) if isinstance(e, int | float) and np.isfinite(e) else 0.0 for e in errs]
 
 
-def _colours(presets: list[str]) -> dict[str, Any]:
+def _colours(presets: list[str]) -> dict[str, str]:
     import matplotlib as mpl
 
     cycle = mpl.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -184,16 +187,16 @@ def draw_study(
     return written + [path for path in optional if path]
 
 
-def draw_learning_curve(curves: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+def draw_learning_curve(curves: dict[str, list[CurvePoint]], path: Path) -> Path:
     """Float resolution against the number of training clusters, one line per size, with 68 % error bars."""
     colour = _colours(list(curves))
     with style_context():
         fig, ax = new_figure()
         for preset, points in curves.items():
             ax.errorbar(
-                [p["n_train"] for p in points],
-                [p["resolution"] for p in points],
-                yerr=[p.get("resolution_err") or 0.0 for p in points],
+                [p.n_train for p in points],
+                [p.resolution for p in points],
+                yerr=[p.resolution_err or 0.0 for p in points],
                 marker="o",
                 capsize=3,
                 color=colour[preset],

@@ -26,12 +26,15 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from calohls.errors import CalohlsError, InputFileError
 from calohls.model.train import RUN_KIND  # the kind of run.json, declared by its writer
+
+if TYPE_CHECKING:
+    from calohls.physics.summary import FileSummary
 
 __all__ = [
     "MAX_DEPTH",
@@ -85,7 +88,7 @@ class DataFile:
 
     path: Path
     label: str
-    summary: dict[str, Any] | None
+    summary: FileSummary | None
     warnings: tuple[str, ...] = ()
 
 
@@ -388,7 +391,7 @@ def _configs(
         text = yaml.safe_dump(study_info["config"], sort_keys=False, allow_unicode=True)
         out.append(ConfigFile("study.json: config", text))
     for d in data:
-        config = (d.summary or {}).get("config")
+        config = d.summary.config if d.summary is not None else None
         if isinstance(config, dict):
             text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
             out.append(ConfigFile(f"{d.label} (generating config)", text))

@@ -499,9 +499,9 @@ def _answers(study: Study) -> list[_Answer]:
 
 
 def _data_view(data: DataFile) -> _DataView:
-    s = data.summary
-    if s is None:
+    if data.summary is None:
         return _DataView(label=data.label, summary=False, warnings=list(data.warnings))
+    s = data.summary.to_json()
     energy = [
         {"field": name, **{k: fmt(_dig(v, k)) for k in ("min", "median", "max")}}
         for name, v in (s.get("energy") or {}).items()

@@ -6,12 +6,12 @@ import itertools
 import math
 import statistics
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from calohls.config import StudyConfig
 from calohls.scan.designs import TIMING_KEYS, pareto_front
 
-__all__ = ["StudyAnswer", "StudyFindings", "Target", "answer", "design_points", "study_findings"]
+__all__ = ["CurvePoint", "StudyAnswer", "StudyFindings", "Target", "answer", "design_points", "study_findings"]
 
 
 def _variants(record: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -223,28 +223,42 @@ def _convergence_clause(refs: list[FloatReference]) -> Clause | None:
     return Clause("float references converged", False, text, {"not_converged": cut})
 
 
-def learning_curves(records: list[dict[str, Any] | None]) -> dict[str, list[dict[str, Any]]]:
+class CurvePoint(NamedTuple):
+    """One float run of a learning curve: its training clusters, their share of the training set, its resolution
+    with the 68 % half-width, and whether it converged."""
+
+    n_train: int
+    fraction: float
+    resolution: float
+    resolution_err: float
+    converged: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return self._asdict()
+
+
+def learning_curves(records: list[dict[str, Any] | None]) -> dict[str, list[CurvePoint]]:
     """Resolution against the number of training clusters, per size, from the float runs on shares of the training
     set (and the run on all of it), fewest clusters first."""
-    curves: dict[str, list[dict[str, Any]]] = {}
+    curves: dict[str, list[CurvePoint]] = {}
     for r in records:
         if r is None or not r.get("resolution") or r.get("n_train") is None:
             continue
-        point = {"n_train": r["n_train"], "fraction": r.get("train_fraction", 1.0), "resolution": r["resolution"],
-                 "resolution_err": _err(r), "converged": r.get("converged", True)}  # fmt: skip
+        point = CurvePoint(r["n_train"], r.get("train_fraction", 1.0), r["resolution"], _err(r),
+                           r.get("converged", True))  # fmt: skip
         curves.setdefault(r["preset"], []).append(point)
-    return {preset: sorted(points, key=lambda p: p["n_train"]) for preset, points in curves.items()}
+    return {preset: sorted(points, key=lambda p: p.n_train) for preset, points in curves.items()}
 
 
-def _curve_clause(curves: dict[str, list[dict[str, Any]]]) -> Clause | None:
+def _curve_clause(curves: dict[str, list[CurvePoint]]) -> Clause | None:
     """Has the float resolution stopped improving with more training clusters? The last doubling decides."""
     steps = {}
     for preset, points in curves.items():
         if len(points) > 1:
             a, b = points[-2], points[-1]
             steps[preset] = compare(
-                (f"{a['n_train']:,}", a["resolution"], a["resolution_err"]),
-                (f"{b['n_train']:,}", b["resolution"], b["resolution_err"]),
+                (f"{a.n_train:,}", a.resolution, a.resolution_err),
+                (f"{b.n_train:,}", b.resolution, b.resolution_err),
             )
     if not steps:
         return None
@@ -255,7 +269,8 @@ def _curve_clause(curves: dict[str, list[dict[str, Any]]]) -> Clause | None:
     )
     verdict = "has flattened" if flat else "still improves"
     text = f"Learning curve: the float resolution {verdict} at the last doubling of the training set: {said}."
-    return Clause("the float references have enough data", flat, text, {"curves": curves})
+    numbers = {"curves": {preset: [p.to_json() for p in points] for preset, points in curves.items()}}
+    return Clause("the float references have enough data", flat, text, numbers)
 
 
 def _integer_bits_clause(ptq: dict[str, Any] | None) -> Clause | None:
@@ -536,7 +551,7 @@ def answer(
     points: list[dict[str, Any]],
     config: StudyConfig,
     ptq_summary: dict[str, Any] | None = None,
-    curves: dict[str, list[dict[str, Any]]] | None = None,
+    curves: dict[str, list[CurvePoint]] | None = None,
 ) -> StudyAnswer:
     """The findings in words, each computed from the study's numbers, with the numbers behind them."""
     refs = float_references(points)
@@ -590,7 +605,7 @@ class StudyFindings:
     the answer. :mod:`calohls.stages.study` writes them to ``scan/`` and draws them."""
 
     points: list[dict[str, Any]]
-    curves: dict[str, list[dict[str, Any]]]
+    curves: dict[str, list[CurvePoint]]
     answer: StudyAnswer
 
     @property

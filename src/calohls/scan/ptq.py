@@ -21,9 +21,9 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import yaml
@@ -36,7 +36,7 @@ from calohls.quant.sweeps import SWEEPS
 from calohls.scan.executors import run_points
 from calohls.scan.store import ResultStore
 
-__all__ = ["PTQSweep", "Point", "evaluate_point", "prepare_inputs", "run_ptq", "sweep_points"]
+__all__ = ["PTQPoint", "PTQSweep", "Point", "RunInputs", "evaluate_point", "prepare_inputs", "run_ptq", "sweep_points"]
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +59,68 @@ class Point:
 
 
 @dataclass(frozen=True)
+class PTQPoint:
+    """What one point measured (:func:`evaluate_point`); its ``to_json`` is its line of ``results.jsonl``.
+
+    Attributes:
+        key, run, sweep, value, default, label, engine, trace_clusters: The :class:`Point` it measured.
+        mpe: MPE (percent) of the quantized output against the float Keras output, in energy units.
+        mean_signed_difference: Mean signed relative difference (percent) of the same.
+        identical_fraction: Share of clusters whose quantized output equals the float one.
+        median_response: Median of ``E_quant / E_true``.
+        resolution: IQR(16–84 %)/median of ``E_quant / E_true``.
+        layers: Layer → differences of its outputs from Keras (:func:`calohls.quant.metrics.layer_differences`).
+        types: Layer → variable → the type hls4ml resolved (:func:`calohls.firmware.hls.layer_types`).
+        seconds: Time the point took.
+    """
+
+    key: str
+    run: str
+    sweep: str
+    value: int
+    default: str
+    label: str
+    engine: str
+    trace_clusters: int
+    mpe: float
+    mean_signed_difference: float
+    identical_fraction: float
+    median_response: float
+    resolution: float
+    layers: dict[str, dict[str, float]]
+    types: dict[str, dict[str, str]]
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        """Its line of ``results.jsonl``."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PTQPoint:
+        """The point stored as ``data`` (a line of ``results.jsonl``)."""
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+
+class RunInputs(NamedTuple):
+    """The metadata of a run's sweep inputs (:func:`prepare_inputs`; ``inputs/<run>.yaml``)."""
+
+    float_resolution: float
+    clusters: int
+    target: str
+    parameters: int
+    model: str
+    weighted_layers: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return self._asdict()
+
+
+@dataclass(frozen=True)
 class PTQSweep:
     """The finished sweep: one record per point (as in ``results.jsonl``) and, per run name, its folder and the
     metadata of its inputs (parameters, float resolution, weighted layers)."""
 
-    records: list[dict[str, Any]]
+    records: list[PTQPoint]
     runs: dict[str, dict[str, Any]]
 
 
@@ -92,7 +149,7 @@ def sweep_points(config: PTQConfig, runs: dict[str, tuple[Path, Path, list[str]]
     return points
 
 
-def prepare_inputs(run_dir: Path, clusters: int, path: Path) -> dict[str, Any]:
+def prepare_inputs(run_dir: Path, clusters: int, path: Path) -> RunInputs:
     """Scaled inputs, truth and float outputs of (up to) ``clusters`` test clusters of a run, saved to ``path``."""
     from calohls.data.features import cell_features
     from calohls.model.run_folder import open_run
@@ -116,18 +173,32 @@ def prepare_inputs(run_dir: Path, clusters: int, path: Path) -> dict[str, Any]:
     from calohls.model.deepsets import layer_names
 
     e_float = energy_from_target(y_float, batch["e_em"], run.config.target)
-    return {
-        "float_resolution": _resolution(e_float, batch["e_true"])[1],
-        "clusters": int(index.size),
-        "target": run.config.target,
-        "parameters": run.info["model"]["parameters"],
-        "model": run.info["model"]["name"],
-        "weighted_layers": [name for name in layer_names(run.model) if run.model.get_layer(name).weights],
-    }
+    return RunInputs(
+        float_resolution=_resolution(e_float, batch["e_true"])[1],
+        clusters=int(index.size),
+        target=run.config.target,
+        parameters=run.info["model"]["parameters"],
+        model=run.info["model"]["name"],
+        weighted_layers=[name for name in layer_names(run.model) if run.model.get_layer(name).weights],
+    )
+
+
+class _Resources(NamedTuple):
+    """A run's model, its sweep inputs and float references (:func:`_resources`)."""
+
+    model: Any
+    target: str
+    x: np.ndarray
+    y_float: np.ndarray
+    e_true: np.ndarray
+    e_em: np.ndarray
+    e_float: np.ndarray
+    keras_trace: dict[str, np.ndarray]
+    trace_k: int
 
 
 @functools.lru_cache(maxsize=4)
-def _resources(run_dir: str, inputs: str, trace_clusters: int) -> dict[str, Any]:
+def _resources(run_dir: str, inputs: str, trace_clusters: int) -> _Resources:
     """Model, inputs and float references of a run, loaded once per worker process."""
     from calohls.data.features import energy_from_target
     from calohls.firmware.hls import keras_trace
@@ -137,14 +208,17 @@ def _resources(run_dir: str, inputs: str, trace_clusters: int) -> dict[str, Any]
     with np.load(inputs) as z:
         data = {k: z[k] for k in z.files}
     k = min(trace_clusters, data["x"].shape[0])
-    return {
-        "model": run.model,
-        "target": run.config.target,
-        **data,
-        "e_float": energy_from_target(data["y_float"], data["e_em"], run.config.target),
-        "keras_trace": keras_trace(run.model, data["x"][:k]),
-        "trace_k": k,
-    }
+    return _Resources(
+        model=run.model,
+        target=run.config.target,
+        x=data["x"],
+        y_float=data["y_float"],
+        e_true=data["e_true"],
+        e_em=data["e_em"],
+        e_float=energy_from_target(data["y_float"], data["e_em"], run.config.target),
+        keras_trace=keras_trace(run.model, data["x"][:k]),
+        trace_k=k,
+    )
 
 
 def _resolution(e_pred: np.ndarray, e_true: np.ndarray) -> tuple[float, float]:
@@ -152,8 +226,8 @@ def _resolution(e_pred: np.ndarray, e_true: np.ndarray) -> tuple[float, float]:
     return float(q50), float((q84 - q16) / q50)
 
 
-def evaluate_point(point: Point) -> dict[str, Any]:
-    """Convert, run (emulated or C-simulated) and measure one point; a JSON-ready record."""
+def evaluate_point(point: Point) -> PTQPoint:
+    """Convert, run (emulated or C-simulated) and measure one point."""
     from calohls.data.features import energy_from_target
     from calohls.firmware.hls import Precision, compile_model, convert, csim_predict, layer_types, trace
 
@@ -162,8 +236,8 @@ def evaluate_point(point: Point) -> dict[str, Any]:
     precision = Precision(default=point.default, layers={k: dict(v) for k, v in point.layers})
     work = Path(tempfile.mkdtemp(prefix="calohls-ptq-"))
     try:
-        hls_model = convert(res["model"], precision, work / "prj")
-        x, k = res["x"], res["trace_k"]
+        hls_model = convert(res.model, precision, work / "prj")
+        x, k = res.x, res.trace_k
         if point.engine == "emulate":
             from calohls.quant.emulate import Emulator
 
@@ -175,20 +249,20 @@ def evaluate_point(point: Point) -> dict[str, Any]:
         types = layer_types(hls_model)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    e_quant = energy_from_target(y_q, res["e_em"], res["target"])
-    mpe, signed = mean_percent_error(e_quant, res["e_float"])
-    median, resolution = _resolution(e_quant, res["e_true"])
-    return {
+    e_quant = energy_from_target(y_q, res.e_em, res.target)
+    mpe, signed = mean_percent_error(e_quant, res.e_float)
+    median, resolution = _resolution(e_quant, res.e_true)
+    return PTQPoint(
         **{k: v for k, v in asdict(point).items() if k not in ("layers", "run_dir", "inputs")},
-        "mpe": mpe,
-        "mean_signed_difference": signed,
-        "identical_fraction": float(np.mean(np.asarray(y_q, np.float64) == res["y_float"])),
-        "median_response": median,
-        "resolution": resolution,
-        "layers": layer_differences(layer_out, res["keras_trace"], real=x[:k, :, 0] > 0),
-        "types": types,
-        "seconds": time.perf_counter() - start,
-    }
+        mpe=mpe,
+        mean_signed_difference=signed,
+        identical_fraction=float(np.mean(np.asarray(y_q, np.float64) == res.y_float)),
+        median_response=median,
+        resolution=resolution,
+        layers=layer_differences(layer_out, res.keras_trace, real=x[:k, :, 0] > 0),
+        types=types,
+        seconds=time.perf_counter() - start,
+    )
 
 
 def _run_name(run_dir: Path, taken: set[str]) -> str:
@@ -245,12 +319,12 @@ def run_ptq(
     if progress:
         progress(done, len(points))
     for _, record in run_points(evaluate_point, todo, workers=config.workers, scheduler=config.scheduler):
-        store.append(record)
+        store.append(record.to_json())
         done += 1
         if progress:
             progress(done, len(points))
 
-    return PTQSweep(list(store), runs_info)
+    return PTQSweep([PTQPoint.from_json(r) for r in store], runs_info)
 
 
 def _check_output(out_dir: Path, stamp: dict[str, Any], overwrite: bool) -> None:
@@ -285,7 +359,7 @@ def _prepare_runs(
         meta_path = out_dir / "inputs" / f"{name}.yaml"
         if not (inputs.exists() and meta_path.exists()):
             meta = prepare_inputs(Path(info["path"]), config.clusters, inputs)
-            write_text_atomic(meta_path, yaml.safe_dump(meta))
+            write_text_atomic(meta_path, yaml.safe_dump(meta.to_json()))
         info.update(yaml.safe_load(meta_path.read_text()))
         runs[name] = (Path(info["path"]), inputs, info["weighted_layers"])
     return runs

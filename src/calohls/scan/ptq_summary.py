@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -13,6 +13,7 @@ import numpy as np
 
 from calohls.config import PTQConfig
 from calohls.quant.sweeps import SWEEPS
+from calohls.scan.ptq import PTQPoint
 
 __all__ = ["MPE_TOLERANCE", "PTQSummary", "SweepCurve", "group_records", "summarize_ptq"]
 
@@ -24,36 +25,36 @@ MPE_TOLERANCE = 1.0
 LAYER_BEST_FACTOR = 2.0
 
 
-def group_records(records: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+def group_records(records: Iterable[PTQPoint]) -> dict[str, dict[str, list[PTQPoint]]]:
     """Records by sweep, then by run, each list sorted by the swept value."""
-    out: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    out: dict[str, dict[str, list[PTQPoint]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
-        out[r["sweep"]][r["run"]].append(r)
+        out[r.sweep][r.run].append(r)
     for runs in out.values():
         for rows in runs.values():
-            rows.sort(key=lambda r: r["value"])
+            rows.sort(key=lambda r: r.value)
     return out
 
 
-def _needed(rows: list[dict[str, Any]], ok) -> int | None:
+def _needed(rows: list[PTQPoint], ok) -> int | None:
     """Smallest swept value from which every larger one is ok (None if even the largest is not)."""
     needed = None
     for r in reversed(rows):
         if not ok(r):
             break
-        needed = r["value"]
+        needed = r.value
     return needed
 
 
-def _relative(r: dict[str, Any], layer: str) -> float:
-    d = r["layers"][layer]
+def _relative(r: PTQPoint, layer: str) -> float:
+    d = r.layers[layer]
     return d["mean_abs"] / max(d["reference_mean_abs"], 1e-12)
 
 
-def _layer_need(rows: list[dict[str, Any]], layer: str) -> int:
+def _layer_need(rows: list[PTQPoint], layer: str) -> int:
     """First swept value whose relative error of ``layer`` is within LAYER_BEST_FACTOR of its best."""
     best = min(_relative(r, layer) for r in rows)
-    return next(r["value"] for r in rows if _relative(r, layer) <= LAYER_BEST_FACTOR * best + 1e-12)
+    return next(r.value for r in rows if _relative(r, layer) <= LAYER_BEST_FACTOR * best + 1e-12)
 
 
 class BestPoint(NamedTuple):
@@ -140,20 +141,20 @@ class PTQSummary:
         )
 
 
-def _curve(rows: list[dict[str, Any]], parameters: int | None) -> SweepCurve:
+def _curve(rows: list[PTQPoint], parameters: int | None) -> SweepCurve:
     """One run's points along one sweep (sorted by value) as its curve."""
     return SweepCurve(
         parameters=parameters,
-        values=[r["value"] for r in rows],
-        mpe=[r["mpe"] for r in rows],
-        resolution=[r["resolution"] for r in rows],
-        bits_for_mpe_below_1pct=_needed(rows, lambda r: r["mpe"] < MPE_TOLERANCE),
-        best=min((BestPoint(r["value"], r["mpe"]) for r in rows), key=lambda b: b.mpe),
-        layer_bits_needed={layer: _layer_need(rows, layer) for layer in rows[-1]["layers"]},
+        values=[r.value for r in rows],
+        mpe=[r.mpe for r in rows],
+        resolution=[r.resolution for r in rows],
+        bits_for_mpe_below_1pct=_needed(rows, lambda r: r.mpe < MPE_TOLERANCE),
+        best=min((BestPoint(r.value, r.mpe) for r in rows), key=lambda b: b.mpe),
+        layer_bits_needed={layer: _layer_need(rows, layer) for layer in rows[-1].layers},
     )
 
 
-def summarize_ptq(records: list[dict[str, Any]], runs: dict[str, dict[str, Any]], config: PTQConfig) -> PTQSummary:
+def summarize_ptq(records: Iterable[PTQPoint], runs: dict[str, dict[str, Any]], config: PTQConfig) -> PTQSummary:
     """Per sweep and run: MPE curve, its best point, the bits needed for MPE < 1 %, per-layer needs; and the two
     findings."""
     order = sorted(runs, key=lambda name: runs[name].get("parameters", 0))
