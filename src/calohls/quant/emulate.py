@@ -253,6 +253,11 @@ class _Cells(NamedTuple):
         return full
 
 
+def _floats(x: np.ndarray) -> np.ndarray:
+    """``x`` as a C-contiguous float32 or float64 array (float32 kept as it is)."""
+    return np.ascontiguousarray(x, np.float32 if x.dtype == np.float32 else np.float64)
+
+
 def _actual(x: np.ndarray | _Cells) -> int:
     """The largest magnitude in ``x``."""
     return int(np.abs(x.rows if isinstance(x, _Cells) else x).max(initial=0))
@@ -379,7 +384,8 @@ def _product(step: _Step, x: np.ndarray, bound: int, act: _Step | None, keep: bo
     if floats and act is not None:
         floats = _float_ok(res_bound, act.s_act)
     if floats:
-        outs = _float_product(step, x, b, act, keep, acc_bound)
+        last_bound = res_bound if act is None else _shifted_bound(res_bound, act.s_act, act.res)
+        outs = _float_product(step, x, b, act, keep, acc_bound, last_bound < _SINGLE)
     elif step.exact_products and one_cast and b.acc < _LIMIT:
         outs = _int_affine(step, x, b, act, keep, acc_bound)
     else:
@@ -400,26 +406,29 @@ def _fused(step: _Step, act: _Step | None, acc_bound: int) -> tuple[bool, int, i
     return res_free, act.kind.activation, act.s_act, act.res
 
 
-def _float_product(step: _Step, x: np.ndarray, b: _Sums, act: _Step | None, keep: bool, acc_bound: int) -> list:
+def _float_product(
+    step: _Step, x: np.ndarray, b: _Sums, act: _Step | None, keep: bool, acc_bound: int, single: bool
+) -> list:
+    """The float form of a product layer; ``single``: its last output fits float32 exactly (below 2**24)."""
     if step.exact_products and b.sums < _SINGLE and step.w_single is not None:
         sums = _as(x, np.float32) @ step.w_single  # BLAS in float32: every partial sum an integer below 2**24
-        out = np.empty(sums.shape)
     elif step.exact_products:
-        out = sums = _as(x, np.float64) @ step.w_float  # BLAS, exact below 2**53
+        sums = _as(x, np.float64) @ step.w_float  # BLAS, exact below 2**53
     else:
-        out = sums = np.empty((x.shape[0], step.w.shape[1]))
+        sums = np.empty((x.shape[0], step.w.shape[1]))
         kernels.frounded_sums_kernel(_as(x, np.float64), step.w_float, _scale(step.s_prod), step.acc.rounding, sums)
     scale_k = math.ldexp(1.0, -step.s_prod) if step.exact_products else 1.0
     res_free, code, s_act, q = _fused(step, act, acc_bound)
     separate = act is not None and keep
-    out_act = np.empty_like(out) if separate else out
+    last = np.empty(sums.shape, np.float32 if single else np.float64)
+    out = np.empty(sums.shape) if separate else last
     how = np.array([b.acc_free, res_free, code, separate], np.int64)
     scales = (scale_k, _scale(step.s_res), _scale(s_act))
     f = (step.acc.fparams(), step.res.fparams(), q.fparams())
-    kernels.fpost_kernel(sums, scales[0], step.bias_float, how, f[0], scales[1], f[1], scales[2], f[2], out, out_act)
+    kernels.fpost_rows_kernel(sums, scales[0], step.bias_float, how, f[0], scales[1], f[1], scales[2], f[2], out, last)
     if act is None:
         return [out]
-    return [out, out_act] if keep else [out_act]
+    return [out, last] if keep else [last]
 
 
 def _int_affine(step: _Step, x: np.ndarray, b: _Sums, act: _Step | None, keep: bool, acc_bound: int) -> list:
@@ -466,7 +475,7 @@ def _run_average(step: _Step, x: Any, bound: int, act: _Step | None, keep: bool)
     if step_bound < _FLOAT and _float_ok(y_bound, step.s_res):
         free = sy == 0 and total < _FLOAT and (acc.wraps or total <= acc.inner)
         scales = math.ldexp(1.0, acc.frac - step.src.frac), _scale(step.s_res)
-        kernels.faverage_kernel(_as(x.rows, np.float64), x.offsets, scales[0], acc.fparams(), free, float(cells),
+        kernels.faverage_kernel(_floats(x.rows), x.offsets, scales[0], acc.fparams(), free, float(cells),
                                 scales[1], step.res.fparams(), out)  # fmt: skip
     else:
         if step_bound >= _LIMIT:
@@ -487,8 +496,7 @@ def _run_max(step: _Step, x: Any, bound: int, act: _Step | None, keep: bool) -> 
     if _float_ok(bound, s_acc) and _float_ok(acc_bound, step.s_res):
         out = np.empty(shape)
         fa, fr = step.acc.fparams(), step.res.fparams()
-        rows = _as(x.rows, np.float64)
-        kernels.fmax_kernel(rows, x.offsets, x.cells, _scale(s_acc), fa, _scale(step.s_res), fr, out)
+        kernels.fmax_kernel(_floats(x.rows), x.offsets, x.cells, _scale(s_acc), fa, _scale(step.s_res), fr, out)
     else:
         _left_shift_ok(bound, s_acc)
         _left_shift_ok(acc_bound, step.s_res)
@@ -923,11 +931,32 @@ class Emulator:
             raise DataError(f"inputs must be real numbers; got dtype {x.dtype}")
         if x.shape[1:] != self.input_shape:
             raise DataError(f"inputs of shape {x.shape} do not match the network input; pass [n, *{self.input_shape}]")
-        return np.ascontiguousarray(x, np.float64)
+        return np.ascontiguousarray(x, np.float32 if x.dtype == np.float32 else np.float64)
+
+    def _converted_input(self, x: np.ndarray, compact: bool) -> tuple[np.ndarray, int, _Cells | None, Any]:
+        """``x`` converted to the input type, in one pass: mantissas as rows ``[samples * cells, F]`` (float32 when
+        the type fits 24 bits), their largest magnitude, and, when ``compact``, the non-zero rows alone as
+        :class:`_Cells` with the mask of the rows kept. ``None`` where the fast path does not apply (mantissas of
+        2**52 or more, NaN, inf, subnormal doubles): the caller takes the exact path."""
+        fmt = self._input
+        if fmt.magnitude >= _FLOAT:
+            return None
+        rows = x.reshape(-1, x.shape[-1])
+        cells = max(1, len(rows) // max(1, len(x)))
+        out = np.empty(rows.shape, np.float32 if fmt.magnitude < _SINGLE else np.float64)
+        offsets = np.empty(len(x) + 1, np.int64)
+        keep = np.empty(len(rows), np.bool_)
+        scale = math.ldexp(1.0, min(fmt.frac, 1100))
+        count, top, flagged = kernels.finput_rows_kernel(rows, scale, fmt.fparams(), cells, compact, out, offsets, keep)
+        if flagged:
+            return None
+        if compact:
+            return out[:count], int(top), _Cells(out[:count], offsets, cells), keep
+        return out.reshape(x.shape), int(top), None, None
 
     def _quantized_input(self, x: np.ndarray) -> tuple[np.ndarray, int]:
         """``x`` (contiguous float64) converted to the input type: mantissas, and their largest magnitude."""
-        fmt, flat = self._input, x.reshape(-1)
+        fmt, flat = self._input, _as(x, np.float64).reshape(-1)
         flags = np.zeros(flat.shape, np.uint8)
         if fmt.magnitude < _FLOAT:
             out = np.empty(flat.shape, np.float64)
@@ -947,9 +976,19 @@ class Emulator:
 
     def _run_chunk(self, x: np.ndarray, every_layer: bool) -> tuple[np.ndarray, list[np.ndarray]]:
         """The last output of a chunk, and every step's output when ``every_layer``."""
-        m, bound = self._quantized_input(x)
         values: list[np.ndarray] = []
         ops = self._ops
+        fast = self._converted_input(x, compact=self._cell_ops > 0)
+        if fast is not None:
+            m, bound, cells, keep = fast
+            if cells is not None:  # the leading per-cell layers take the real cells alone
+                m, bound = self._run_ops(ops[: self._cell_ops], cells.rows, bound, every_layer, values)
+                m = cells._replace(rows=m)
+                values[:] = [_in_place(v, keep, x.shape[:-1]) for v in values]
+                ops = ops[self._cell_ops :]
+            m, _ = self._run_ops(ops, m, bound, every_layer, values)
+            return m, values
+        m, bound = self._quantized_input(x)
         if self._cell_ops:
             compact, offsets, real = kernels.compact_kernel(m.reshape(-1, m.shape[-1]), m.shape[1])
             if len(compact) <= _COMPACT_SHARE * len(x) * m.shape[1]:  # padding worth skipping
