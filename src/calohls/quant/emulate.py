@@ -64,6 +64,7 @@ import contextlib
 import functools
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -330,9 +331,12 @@ def _prepare_product(step: _Step) -> None:
         frac_product = step.src.frac + wfmt.frac
     step.w = np.ascontiguousarray(w)
     step.w_max = _actual(w)
-    step.w_colsum = max((sum(abs(int(v)) for v in col) for col in w.T), default=0)
     if step.w_max >= _LIMIT:
         raise ConversionError(f"{step.where}: weights exceed the int64 emulation (2**62)")
+    if step.w_max * max(1, w.shape[0]) < _LIMIT:  # the column sums fit int64
+        step.w_colsum = int(np.abs(w).sum(axis=0).max(initial=0))
+    else:
+        step.w_colsum = max((sum(abs(int(v)) for v in col) for col in w.T), default=0)
     step.w_float = step.w.astype(np.float64) if step.w_max < _FLOAT else None
     step.w_single = step.w.astype(np.float32) if step.w_max < _SINGLE else None
     step.s_prod = frac_product - step.acc.frac  # product to accumulator
@@ -537,11 +541,34 @@ def _fixed(precision: object, where: str) -> FixedType:
 def _written(var: object, t: FixedType, where: str) -> np.ndarray:
     """Mantissas of a weight variable as the C++ loads it: the writer's decimal text, parsed, then converted."""
     try:
-        text = list(var)  # the strings the writer prints into weights/*.txt and weights/*.h
-        values = np.array([float(s) for s in text], np.float64)
+        values = _as_written(var, t)
     except (TypeError, ValueError) as err:
         raise ConversionError(f"{where}: cannot read the weights as written ({err})") from None
     return _int64(quantize_int(values, t), where).reshape(np.shape(var.data))
+
+
+def _as_written(var: Any, t: FixedType) -> np.ndarray:
+    """The doubles the C++ parses from the writer's text of ``var`` (``'{:.Nf}'`` of each weight), flat.
+
+    Printing with N decimals moves a weight by at most half a unit of the N-th decimal; a weight whose every
+    such neighbour lies within one half-step of its type (the type's step is ``2**-F``; every rounding decision
+    depends only on which half-step a value lies in) converts as its text does, so only the others are printed
+    and parsed. The margins are widened far beyond the rounding of these float checks."""
+    fmt = getattr(var, "precision_fmt", None)
+    digits = re.fullmatch(r"\{:\.(\d+)f\}", fmt) if isinstance(fmt, str) else None
+    data = np.asarray(var.data)
+    if digits is None or data.dtype.kind != "f" or data.dtype.itemsize > 8:
+        return np.array([float(s) for s in var], np.float64)
+    frac = t.fractional
+    values = np.ascontiguousarray(data, np.float64).reshape(-1)
+    if not np.isfinite(values).all() or abs(frac) > 900:
+        return np.array([float(s) for s in var], np.float64)
+    halves = np.ldexp(values, frac + 1)  # the value in half-steps of the type
+    margin = 2.0 * (math.ldexp(10.0 ** -int(digits.group(1)), frac) + np.abs(halves) * 2.0**-45) + 1e-6
+    printed = np.floor(halves - margin) != np.floor(halves + margin)
+    for i in np.flatnonzero(printed):
+        values[i] = float(fmt.format(data.reshape(-1)[i]))
+    return values
 
 
 def _product_kind(where: str, data_precision: object, weight_precision: object) -> str:
