@@ -246,6 +246,26 @@ def test_input_conversion_matches_quantize(spelling):
     assert np.array_equal(emulator.predict(x[:, None]), quantize(x, t))
 
 
+def test_float32_inputs_are_read_as_the_doubles_they_equal(models, tmp_path):
+    """float32 inputs (the project's features) give what their float64 copies give, as the C simulation reads
+    each float32 as the double it equals; also float32 subnormals, which are normal doubles."""
+    model = models["small"]
+    hls_model = _convert(model, _hls_config(model, "ap_fixed<12,5,AP_RND,AP_SAT>", _MODES), tmp_path / "prj")
+    emulator = Emulator.from_hls(hls_model)
+    x = _inputs(50, 16, seed=5).astype(np.float32)
+    traced32, traced64 = emulator.trace(x), emulator.trace(x.astype(np.float64))
+    assert traced32.keys() == traced64.keys()
+    for name in traced32:
+        assert np.array_equal(traced32[name], traced64[name]), name
+    t = parse_fixed("ap_fixed<40,-4,AP_RND_CONV,AP_SAT>")
+    rng = np.random.default_rng(2)
+    values = np.concatenate(
+        [rng.normal(0.0, 1e-3, 300), np.ldexp(rng.normal(0.0, 1.0, 100), rng.integers(-149, -120, 100)), [0.0, -0.0]]
+    ).astype(np.float32)
+    single = Emulator([EmulatedLayer("in", "input", (1,), t)])
+    assert np.array_equal(single.predict(values[:, None]), quantize(values.astype(np.float64), t))
+
+
 def test_predict_is_the_traced_output_for_any_batch_size(models, tmp_path):
     model = models["small"]
     hls_model = _convert(model, _hls_config(model, "ap_fixed<12,5,AP_RND,AP_SAT>", _MODES), tmp_path / "prj")
