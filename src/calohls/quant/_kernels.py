@@ -482,6 +482,12 @@ def fmax_kernel(x, offsets, cells, scale_acc, fa, scale_res, fr, out):  # pragma
 
 
 @numba.njit(inline="always")
+def simple_modes(fp):  # pragma: no cover - compiled
+    """Whether ``fp``'s type rounds by TRN or RND and overflows by WRAP, SAT or SAT_SYM."""
+    return (fp[4] == 0.0 or fp[4] == 2.0) and fp[5] != 2.0
+
+
+@numba.njit(inline="always")
 def _fcast1(y, scale, fp):  # pragma: no cover - compiled
     """``(T) y`` for one mantissa ``y`` that ``scale = 2**-s`` brings to ``T``'s fractional bits (float64)."""
     if scale != 1.0:
@@ -519,20 +525,36 @@ def finput_rows_kernel(x, scale, fp, cells, compact, out, offsets, keep):  # pra
     n, f = x.shape
     flat = x.reshape(x.size)
     buf = np.empty(_BLOCK * f)
-    top, count, flagged = 0.0, 0, 0
+    top, count, flagged = 0, 0, 0
+    simple = simple_modes(fp)
+    half = 0.5 if fp[4] == 2.0 else 0.0
+    lo, hi, modulus, inverse = fp[0], fp[1], fp[2], fp[3]
+    wrap = fp[5] == 0.0
     for start in range(0, n, _BLOCK):
         stop = min(n, start + _BLOCK)
         v = buf[: (stop - start) * f]
         base = start * f
-        for k in range(v.size):
-            xv = np.float64(flat[base + k])
-            y = xv * scale
-            ok = (abs(y) < 4503599627370496.0) & ((xv == 0.0) | (abs(xv) >= 2.2250738585072014e-308))
-            v[k] = y if ok else 0.0
-            flagged += not ok
-        _round_all(v, 1.0, int(fp[4]))
-        _overflow_all(v, fp)
-        top = max(top, _max_abs(v))
+        if simple:  # scale, round and overflow in one loop
+            for k in range(v.size):
+                xv = np.float64(flat[base + k])
+                y = xv * scale
+                ok = (abs(y) < 4503599627370496.0) & ((xv == 0.0) | (abs(xv) >= 2.2250738585072014e-308))
+                q = np.floor((y if ok else 0.0) + half)
+                inside = (lo <= q) & (q <= hi)  # not chained: a chained comparison branches
+                wrapped = q if inside else q - modulus * np.floor((q - lo) * inverse)
+                v[k] = wrapped if wrap else min(max(q, lo), hi)
+                flagged += not ok
+        else:
+            for k in range(v.size):
+                xv = np.float64(flat[base + k])
+                y = xv * scale
+                ok = (abs(y) < 4503599627370496.0) & ((xv == 0.0) | (abs(xv) >= 2.2250738585072014e-308))
+                v[k] = y if ok else 0.0
+                flagged += not ok
+            _round_all(v, 1.0, int(fp[4]))
+            _overflow_all(v, fp)
+        for k in range(v.size):  # integers below 2**52: an int64 maximum, which vectorises
+            top = max(top, np.int64(abs(v[k])))
         k = 0
         for i in range(start, stop):
             if i % cells == 0:
@@ -592,3 +614,31 @@ def fpost_rows_kernel(sums, scale_k, bias, how, fa, scale_res, fr, scale_act, fq
             for j in range(n_out):
                 out_act[i, j] = a[k]
                 k += 1
+
+
+# -- one-loop kernels for the common modes -------------------------------------------------------------------------
+# TRN and RND rounding are floor(y + half) with half 0 or 0.5; WRAP, SAT and SAT_SYM overflow each a select or a
+# clamp: one loop with no branch on the value, which vectorises. ``fp`` as above; other modes take the kernels above.
+
+
+@numba.njit(**_JIT)
+def fpost_simple_kernel(sums, scale_k, bias, floor_at, scale, fp, out):  # pragma: no cover - compiled
+    """``out = (T) max(sums * scale_k + bias, floor_at)`` in one loop, for a ``T`` of :func:`simple_modes`.
+
+    ``floor_at``: 0 for relu (``x > 0 ? (T) x : 0`` is ``(T) max(x, 0)``), -inf for a plain cast. ``sums`` and
+    ``out`` float32 or float64, ``[rows, n_out]``.
+    """
+    rows, n_out = sums.shape
+    half = 0.5 if fp[4] == 2.0 else 0.0
+    lo, hi, modulus, inverse = fp[0], fp[1], fp[2], fp[3]
+    wrap = fp[5] == 0.0
+    for i in range(rows):
+        if wrap:
+            for j in range(n_out):
+                q = np.floor(max(np.float64(sums[i, j]) * scale_k + bias[j], floor_at) * scale + half)
+                inside = (lo <= q) & (q <= hi)
+                out[i, j] = q if inside else q - modulus * np.floor((q - lo) * inverse)
+        else:
+            for j in range(n_out):
+                q = np.floor(max(np.float64(sums[i, j]) * scale_k + bias[j], floor_at) * scale + half)
+                out[i, j] = min(max(q, lo), hi)

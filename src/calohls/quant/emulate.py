@@ -425,6 +425,11 @@ def _float_product(
     res_free, code, s_act, q = _fused(step, act, acc_bound)
     separate = act is not None and keep
     last = np.empty(sums.shape, np.float32 if single else np.float64)
+    one_cast = _one_cast(step, act, b.acc_free, res_free, separate)
+    if one_cast is not None:  # one loop: bias, relu and the one cast that changes anything
+        floor_at, scale, fmt = one_cast
+        kernels.fpost_simple_kernel(sums, scale_k, step.bias_float, floor_at, scale, fmt.fparams(), last)
+        return [last]
     out = np.empty(sums.shape) if separate else last
     how = np.array([b.acc_free, res_free, code, separate], np.int64)
     scales = (scale_k, _scale(step.s_res), _scale(s_act))
@@ -433,6 +438,25 @@ def _float_product(
     if act is None:
         return [out]
     return [out, last] if keep else [last]
+
+
+def _one_cast(
+    step: _Step, act: _Step | None, acc_free: bool, res_free: bool, separate: bool
+) -> tuple[float, float, _Format] | None:
+    """``(floor_at, scale, format)`` of a product layer's output when a single cast of a common mode (TRN or RND,
+    WRAP, SAT or SAT_SYM) is all it needs after its exact sum and bias, with relu (``floor_at`` 0) or not; else
+    None."""
+    if not acc_free or separate:
+        return None
+    if act is None:
+        cast = (-math.inf, _scale(step.s_res), step.res) if not res_free else (-math.inf, 1.0, step.res)
+    elif res_free:
+        cast = (0.0 if act.kind.activation == 1 else -math.inf, _scale(act.s_act), act.res)
+    else:
+        return None
+    fmt = cast[2]
+    simple = fmt.type.rounding in ("TRN", "RND") and fmt.type.overflow in ("WRAP", "SAT", "SAT_SYM")
+    return cast if simple else None
 
 
 def _int_affine(step: _Step, x: np.ndarray, b: _Sums, act: _Step | None, keep: bool, acc_bound: int) -> list:
@@ -977,6 +1001,9 @@ class Emulator:
         count, top, flagged = kernels.finput_rows_kernel(rows, scale, fmt.fparams(), cells, compact, out, offsets, keep)
         if flagged:
             return None
+        if compact and count > _COMPACT_SHARE * len(rows):  # too few padded cells to be worth skipping
+            compact = False
+            kernels.finput_rows_kernel(rows, scale, fmt.fparams(), cells, compact, out, offsets, keep)
         if compact:
             return out[:count], int(top), _Cells(out[:count], offsets, cells), keep
         return out.reshape(x.shape), int(top), None, None
@@ -1043,8 +1070,9 @@ def _in_place(values: np.ndarray, real: np.ndarray, cells_shape: tuple[int, ...]
     return full.reshape((*cells_shape, values.shape[-1]))
 
 
-#: Leading per-cell layers run on the non-zero cells alone when at most this share of the cells is non-zero.
-_COMPACT_SHARE = 0.85
+#: Leading per-cell layers run on the non-zero cells alone when at most this share of the cells is non-zero (1:
+#: always, as the one-pass input conversion drops the padded cells at no extra cost).
+_COMPACT_SHARE = 1.0
 
 
 def _keeps_zero_cells(step: _Step) -> bool:
