@@ -22,7 +22,8 @@ Timed, each on the same clusters:
   project predicts with: ``model.run_folder.predict``, the PTQ inputs, QAT validation) and at Keras' default (32).
 
 Emulation and float inference alternate, round by round (5 rounds), so that both see the same load; each figure
-is the best of its rounds.
+is the best of its rounds. Each timed call starts after a 0.2 s pause: XLA's worker threads keep spinning for a
+while after a Keras predict, and would otherwise take cores from whatever is timed next.
 
 Recorded: the times, ``csim_over_emulate`` (goal ≥ 300), ``emulate_over_float`` (goal ≤ 1, against the faster
 of the two float figures) and the ratio to each (``emulate_over_float_4096``, ``emulate_over_float_default``), the
@@ -60,6 +61,10 @@ class Case:
     clusters: int = 20_000
     repeats: int = 5
     trace_clusters: int = 1_000
+
+
+#: Pause before each timed call, so that every call starts with the cores free.
+_PAUSE_S = 0.2
 
 
 def build_model(case: Case) -> Any:
@@ -101,6 +106,7 @@ def _timings(model: Any, precision: str, x: np.ndarray, work: Path, repeats: int
     times: dict[str, list[float]] = {}
 
     def timed(key: str, fn: Any) -> Any:
+        time.sleep(_PAUSE_S)  # the threads of the call before (XLA's spin after a predict) let go of the cores
         start = time.perf_counter()
         result = fn()
         times.setdefault(key, []).append(time.perf_counter() - start)
