@@ -45,17 +45,21 @@ with :class:`~calohls.errors.ConversionError` naming the layer: layer kinds othe
 binary (xnor) and power-of-two weights, unsigned types wider than 62 bits. ``ap_int<2>`` weights are the ternary
 product hls4ml selects (0 → 0, −1 → −x, any other → x).
 
-Speed. Inputs go in chunks of about 8k cells, on as many threads as numba may use (``NUMBA_NUM_THREADS``: one in
-the PTQ pool workers), every kernel serial and releasing the GIL. All-zero (padded) cells are dropped once, after
-the input conversion, when the leading per-cell layers keep them zero (bias-free Φ layers and activations: every
-cast maps 0 to 0) and a pooling layer follows, which takes the real cells as they are (adding 0 to an ``accum_t``
-sum changes nothing). In the float64 form exact matrix products are one single-threaded BLAS call per chunk — in
-float32 when every partial sum stays below 2^24 — followed by one pass that adds the bias and applies the
-accumulator, result and activation casts (skipping casts proven to change nothing); products rounded into
-``accum_t`` are rounded and summed in one pass when ``accum_t`` wraps (modular) or provably cannot overflow; every
-cast is a whole-array loop with its mode chosen outside, so it vectorises. Sequential saturating sums, and values
-beyond 2^52, take the int64 kernels. Compiled kernels are cached on disk by numba (the first call on a machine
-compiles them, a few seconds).
+Speed. Inputs go in chunks of about 32k cells, on as many threads as numba may use (``NUMBA_NUM_THREADS``: one in
+the PTQ pool workers), every kernel serial and releasing the GIL. float32 inputs (the project's features) are read
+as they are, each as the double it equals. The input conversion is one pass that also drops the all-zero (padded)
+cells, when the leading per-cell layers keep them zero (bias-free Φ layers and activations: every cast maps 0 to
+0) and a pooling layer follows, which takes the real cells as they are (adding 0 to an ``accum_t`` sum changes
+nothing); mantissas that fit 24 bits are held in float32, which halves the memory traffic and feeds float32 BLAS
+without a copy. In the float64 form exact matrix products are one single-threaded BLAS call per chunk — in float32
+when every partial sum stays below 2^24 — followed by one pass that adds the bias and applies the accumulator,
+result and activation casts (skipping casts proven to change nothing): one loop with no branch on the values when
+a single cast of a common mode (TRN or RND; WRAP, SAT or SAT_SYM) is all that remains, else blocks of 64 rows that
+stay in the first-level cache through a loop per cast, each vectorised with its mode chosen outside. Products
+rounded into ``accum_t`` are rounded and summed in one pass when ``accum_t`` wraps (modular) or provably cannot
+overflow. Sequential saturating sums, and values beyond 2^52, take the int64 kernels. :meth:`Emulator.from_hls`
+prints and parses a weight's decimal text only where it can round differently from the weight itself. Compiled
+kernels are cached on disk by numba (the first call on a machine compiles them, a few seconds).
 """
 
 from __future__ import annotations
@@ -805,7 +809,7 @@ def _from_hls_layer(layer: Any, previous: Any | None) -> EmulatedLayer:
 
 # -- the emulator --------------------------------------------------------------------------------------------
 
-#: Rows (cells) per chunk: chunks this size keep every intermediate array in the caches.
+#: Rows (cells) per chunk: the Python work of a chunk stays small next to its kernels', its arrays in the L3 cache.
 _CHUNK_ROWS = 32768
 
 
@@ -923,7 +927,7 @@ class Emulator:
 
         Args:
             x: The inputs.
-            batch_size: Samples per chunk; by default chunks of about 8k cells, which keep the work in the caches.
+            batch_size: Samples per chunk; by default chunks of about 32k cells.
 
         Returns:
             float64 ``[n]`` for a single output (``[n, *output_shape]`` otherwise), equal bit for bit to the
