@@ -9,22 +9,27 @@ DeepSets, also one the project never saw::
 (``benchmarks/run.py --only emulator_speed`` runs the reference case below and records it.) Its weights are the
 builder's initialisation with the output layer re-drawn at a visible scale, and biases drawn at random, so that
 every layer matters; the inputs are synthetic clusters of 1 to ``cells`` real cells (the rest zero padding, as
-:mod:`calohls.data.features` pads), whose first feature is the constant 1 of real cells and the others normal.
+:mod:`calohls.data.features` pads), whose first feature is the constant 1 of real cells and the others normal. They
+are float32, as the project's scaled features (``FeatureScaler.transform``), and the one array goes to all three
+(the C simulation reads each float32 as the double it equals).
 
 Timed, each on the same clusters:
 
 * ``csim``: hls4ml conversion, C++ build (``compile_model``) and C-simulation predict — once (it takes ~30 s);
 * ``emulate``: hls4ml conversion, :meth:`Emulator.from_hls` and :meth:`Emulator.predict`, with the three parts
   also timed alone;
-* ``float``: Keras ``model.predict`` of the float network, after a warm-up call, at Keras' default batch size and
-  at 4096.
+* ``float``: Keras ``model.predict`` of the float network, after a warm-up call, at 4096 (the batch size the
+  project predicts with: ``model.run_folder.predict``, the PTQ inputs, QAT validation) and at Keras' default (32).
 
 Emulation and float inference alternate, round by round (5 rounds), so that both see the same load; each figure
-is the best of its rounds.
+is the best of its rounds. Each timed call starts after a 0.2 s pause: XLA's worker threads keep spinning for a
+while after a Keras predict, and would otherwise take cores from whatever is timed next.
 
 Recorded: the times, ``csim_over_emulate`` (goal ≥ 300), ``emulate_over_float`` (goal ≤ 1, against the faster
-of the two float figures), and the number of outputs, and of traced layer values, that differ from the C
-simulation (goal 0).
+of the two float figures) and the ratio to each (``emulate_over_float_4096``, ``emulate_over_float_default``), the
+emulator's ``predict`` alone over the float predict at 4096 (``predict_over_float_4096``: the conversion is paid
+once per network), and the number of outputs, and of traced layer values, that differ from the C simulation (goal
+0). The standalone run adds the load average at its end (``run.py`` records it at the start and the end).
 """
 
 from __future__ import annotations
@@ -58,6 +63,10 @@ class Case:
     trace_clusters: int = 1_000
 
 
+#: Pause before each timed call, so that every call starts with the cores free.
+_PAUSE_S = 0.2
+
+
 def build_model(case: Case) -> Any:
     """The float DeepSets of ``case``: the builder's weights, output layer and biases re-drawn from the seed."""
     from calohls.config import ModelConfig
@@ -76,13 +85,13 @@ def build_model(case: Case) -> Any:
 
 
 def make_inputs(case: Case) -> np.ndarray:
-    """Synthetic clusters ``[clusters, cells, features]`` (float64): zero-padded, feature 0 the real-cell flag."""
+    """Synthetic clusters ``[clusters, cells, features]`` (float32): zero-padded, feature 0 the real-cell flag."""
     rng = np.random.default_rng(case.seed + 1)
     x = rng.normal(0.0, 1.0, (case.clusters, case.cells, case.features))
     x[..., 0] = 1.0
     real = rng.integers(1, case.cells + 1, case.clusters)
     x[np.arange(case.cells)[None, :] >= real[:, None]] = 0.0
-    return x
+    return x.astype(np.float32)
 
 
 def _timings(model: Any, precision: str, x: np.ndarray, work: Path, repeats: int) -> dict[str, Any]:
@@ -91,21 +100,21 @@ def _timings(model: Any, precision: str, x: np.ndarray, work: Path, repeats: int
     from calohls.firmware.hls import convert
     from calohls.quant.emulate import Emulator
 
-    x32 = x.astype(np.float32)
     Emulator.from_hls(convert(model, precision, work / "warm")).predict(x[:10])  # numba's cache loaded
     for batch_size in (None, 4096):
-        model.predict(x32[: batch_size or 32], batch_size=batch_size, verbose=0)  # traced and compiled
+        model.predict(x[: batch_size or 32], batch_size=batch_size, verbose=0)  # traced and compiled
     times: dict[str, list[float]] = {}
 
     def timed(key: str, fn: Any) -> Any:
+        time.sleep(_PAUSE_S)  # the threads of the call before (XLA's spin after a predict) let go of the cores
         start = time.perf_counter()
         result = fn()
         times.setdefault(key, []).append(time.perf_counter() - start)
         return result
 
     for i in range(max(1, repeats)):
-        timed("float_default_batch_s", lambda: model.predict(x32, verbose=0))
-        timed("float_batch_4096_s", lambda: model.predict(x32, batch_size=4096, verbose=0))
+        timed("float_default_batch_s", lambda: model.predict(x, verbose=0))
+        timed("float_batch_4096_s", lambda: model.predict(x, batch_size=4096, verbose=0))
         y = timed("emulate_s", lambda i=i: Emulator.from_hls(convert(model, precision, work / f"e{i}")).predict(x))
         hls_model = timed("convert_s", lambda i=i: convert(model, precision, work / f"c{i}"))
         emulator = timed("from_hls_s", lambda h=hls_model: Emulator.from_hls(h))
@@ -139,6 +148,9 @@ def compare(case: Case, work: Path) -> dict[str, Any]:
         **{k: v for k, v in emu.items() if k != "y"},
         "csim_over_emulate": csim["csim_s"] / emu["emulate_s"],
         "emulate_over_float": emu["emulate_s"] / fastest_float,
+        "emulate_over_float_4096": emu["emulate_s"] / emu["float_batch_4096_s"],
+        "emulate_over_float_default": emu["emulate_s"] / emu["float_default_batch_s"],
+        "predict_over_float_4096": emu["predict_s"] / emu["float_batch_4096_s"],
         "differing_outputs": int(np.sum(emu["y"] != csim["y"])),
         "differing_traced_values": differing_layers,
         "goals": {"csim_over_emulate": 300, "emulate_over_float": 1.0, "differing_outputs": 0},
@@ -154,8 +166,10 @@ def _summary(r: dict[str, Any]) -> list[str]:
         f"{r['convert_s']:.3f} + from_hls {r['from_hls_s']:.3f} + predict {r['predict_s']:.3f}); float predict "
         f"{r['float_default_batch_s']:.3f} s (default batch), {r['float_batch_4096_s']:.3f} s (batch 4096)",
         f"C-sim / emulate x{r['csim_over_emulate']:.0f} (goal >= 300); emulate / float {r['emulate_over_float']:.2f} "
-        f"(goal <= 1); differing outputs {r['differing_outputs']}, traced values "
-        f"{sum(r['differing_traced_values'].values())} (goal 0)",
+        f"(goal <= 1; batch 4096 {r['emulate_over_float_4096']:.2f}, default batch "
+        f"{r['emulate_over_float_default']:.2f}; predict alone / batch 4096 {r['predict_over_float_4096']:.2f}); "
+        f"differing outputs {r['differing_outputs']}, traced values {sum(r['differing_traced_values'].values())} "
+        "(goal 0)",
     ]
 
 

@@ -208,6 +208,57 @@ def test_float_casts_match_the_integer_casts(rounding, overflow):
                 assert np.array_equal(got, expected.astype(np.float64)), (fmt, s, relu)
 
 
+@pytest.mark.parametrize("overflow", ["WRAP", "SAT", "SAT_SYM"])
+@pytest.mark.parametrize("rounding", ["TRN", "RND"])
+def test_one_loop_casts_match_the_general_kernels(rounding, overflow):
+    """The one-loop product cast (bias, relu or not, one TRN/RND cast) equals the general post kernel, for
+    float32 and float64 sums and outputs."""
+    rng = np.random.default_rng(ROUNDINGS.index(rounding) * 3 + OVERFLOWS.index(overflow))
+    for width, integer, signed in ((1, 1, True), (6, 2, True), (8, 3, False), (18, 10, True), (40, 20, True)):
+        fmt = _Format.of(FixedType(width, integer, signed, rounding, overflow), "test")
+        wide = _Format.of(FixedType(60, 40, True), "accumulator")
+        sums = (rng.integers(-(2**23), 2**23, (70, 9)) >> rng.integers(0, 23, (70, 9))).astype(np.float64)
+        sums[0, :4] = [0, 1, -1, 2]
+        bias = rng.integers(-1000, 1000, 9).astype(np.float64)
+        for s, relu, dtype in ((0, False, np.float64), (3, True, np.float32), (9, False, np.float32), (20, True, None)):
+            dtype = dtype or np.float64
+            expected = np.empty(sums.shape)
+            how = np.array([1, 1, 1 if relu else 2, 0], np.int64)
+            _kernels.fpost_kernel(sums, 1.0, bias, how, wide.fparams(), 1.0, wide.fparams(), 2.0**-s,
+                                  fmt.fparams(), expected, expected)  # fmt: skip
+            got = np.empty(sums.shape, dtype)
+            floor_at = 0.0 if relu else -np.inf
+            _kernels.fpost_simple_kernel(sums.astype(dtype), 1.0, bias, floor_at, 2.0**-s, fmt.fparams(), got)
+            assert np.array_equal(got, expected), (fmt, s, relu, dtype)
+
+
+@pytest.mark.parametrize(
+    "spelling", ["ap_fixed<18,10>", "ap_fixed<8,3,AP_RND_CONV,AP_SAT_SYM>", "ap_ufixed<10,2,AP_RND,AP_SAT>"]
+)
+def test_one_pass_input_conversion_matches_quantize(spelling):
+    """The one-pass conversion of finite inputs (float32 and float64; padded cells dropped or not) agrees with
+    ``quantize``."""
+    t = parse_fixed(spelling)
+    rng = np.random.default_rng(3)
+    x = rng.normal(0.0, 4.0, (40, 6, 3))
+    x[::3] = np.ldexp(rng.integers(-1000, 1000, x[::3].shape).astype(np.float64), -int(t.fractional) - 1)  # ties
+    x[:, 4:] = 0.0
+    for dtype in (np.float64, np.float32):
+        values = x.astype(dtype)
+        expected = quantize(values.astype(np.float64), t).reshape(-1, 3)
+        emulator = Emulator([EmulatedLayer("in", "input", (6, 3), t)])
+        for compact in (False, True):
+            converted = emulator._converted_input(values, compact)
+            assert converted is not None
+            rows, top, _, keep = converted
+            if compact:
+                assert np.array_equal(rows * 2.0**-t.fractional, expected[keep]), (dtype, compact)
+                assert np.array_equal(keep, (expected != 0).any(axis=1))
+            else:
+                assert np.array_equal(rows.reshape(-1, 3) * 2.0**-t.fractional, expected), (dtype, compact)
+            assert top == np.abs(expected).max() * 2.0**t.fractional
+
+
 def test_layer_kinds_are_declared_once():
     """Every kind names its hls4ml class, runner and (for layers after the input) a da4ml cost tracer."""
     assert next(iter(LAYER_KINDS)) == "input"
@@ -244,6 +295,26 @@ def test_input_conversion_matches_quantize(spelling):
     )
     emulator = Emulator([EmulatedLayer("in", "input", (1,), t)])
     assert np.array_equal(emulator.predict(x[:, None]), quantize(x, t))
+
+
+def test_float32_inputs_are_read_as_the_doubles_they_equal(models, tmp_path):
+    """float32 inputs (the project's features) give what their float64 copies give, as the C simulation reads
+    each float32 as the double it equals; also float32 subnormals, which are normal doubles."""
+    model = models["small"]
+    hls_model = _convert(model, _hls_config(model, "ap_fixed<12,5,AP_RND,AP_SAT>", _MODES), tmp_path / "prj")
+    emulator = Emulator.from_hls(hls_model)
+    x = _inputs(50, 16, seed=5).astype(np.float32)
+    traced32, traced64 = emulator.trace(x), emulator.trace(x.astype(np.float64))
+    assert traced32.keys() == traced64.keys()
+    for name in traced32:
+        assert np.array_equal(traced32[name], traced64[name]), name
+    t = parse_fixed("ap_fixed<40,-4,AP_RND_CONV,AP_SAT>")
+    rng = np.random.default_rng(2)
+    values = np.concatenate(
+        [rng.normal(0.0, 1e-3, 300), np.ldexp(rng.normal(0.0, 1.0, 100), rng.integers(-149, -120, 100)), [0.0, -0.0]]
+    ).astype(np.float32)
+    single = Emulator([EmulatedLayer("in", "input", (1,), t)])
+    assert np.array_equal(single.predict(values[:, None]), quantize(values.astype(np.float64), t))
 
 
 def test_predict_is_the_traced_output_for_any_batch_size(models, tmp_path):

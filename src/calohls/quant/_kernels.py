@@ -312,10 +312,18 @@ def _relu_all(a):  # pragma: no cover - compiled
 
 @numba.njit(inline="always")
 def _max_abs(a):  # pragma: no cover - compiled
-    top = 0.0
-    for i in range(a.size):
-        top = max(top, abs(a[i]))
-    return top
+    """``max |a[i]|`` (0 for none), in four independent chains: a max reduction does not vectorise without
+    fastmath, and one chain waits on every comparison."""
+    t0 = t1 = t2 = t3 = 0.0
+    n4 = a.size - a.size % 4
+    for i in range(0, n4, 4):
+        t0 = max(t0, abs(a[i]))
+        t1 = max(t1, abs(a[i + 1]))
+        t2 = max(t2, abs(a[i + 2]))
+        t3 = max(t3, abs(a[i + 3]))
+    for i in range(n4, a.size):
+        t0 = max(t0, abs(a[i]))
+    return max(max(t0, t1), max(t2, t3))
 
 
 @numba.njit(**_JIT)
@@ -466,3 +474,171 @@ def fmax_kernel(x, offsets, cells, scale_acc, fa, scale_res, fr, out):  # pragma
     flat = out.reshape(out.size)
     _cast_all(flat, scale_acc, fa)
     _cast_all(flat, scale_res, fr)
+
+
+# -- fused single-pass float kernels -------------------------------------------------------------------------------
+# One pass over the data with every cast done on the value in a register: the whole-array passes above stream each
+# array through the caches once per step, which costs more than the arithmetic. Mode branches are loop-invariant.
+
+
+@numba.njit(inline="always")
+def simple_modes(fp):  # pragma: no cover - compiled
+    """Whether ``fp``'s type rounds by TRN or RND and overflows by WRAP, SAT or SAT_SYM."""
+    return (fp[4] == 0.0 or fp[4] == 2.0) and fp[5] != 2.0
+
+
+@numba.njit(inline="always")
+def _fcast1(y, scale, fp):  # pragma: no cover - compiled
+    """``(T) y`` for one mantissa ``y`` that ``scale = 2**-s`` brings to ``T``'s fractional bits (float64)."""
+    if scale != 1.0:
+        y = _fround(y * scale, int(fp[4]))
+    return _foverflow1(y, fp)
+
+
+@numba.njit(inline="always")
+def _foverflow1(q, fp):  # pragma: no cover - compiled
+    """``q`` (an integer below 2**52) after the overflow mode of ``fp``'s type."""
+    lo, hi = fp[0], fp[1]
+    if lo <= q <= hi:
+        return q
+    overflow = int(fp[5])
+    if overflow == 0:  # WRAP
+        return q - fp[2] * np.floor((q - lo) * fp[3])
+    if overflow == 2:  # SAT_ZERO
+        return 0.0
+    return hi if q > hi else lo  # SAT, SAT_SYM
+
+
+#: Rows per block of the fused kernels: a block's values stay in the first-level cache through all its passes.
+_BLOCK = 64
+
+
+@numba.njit(**_JIT)
+def finput_rows_kernel(x, scale, fp, cells, compact, out, offsets, keep):  # pragma: no cover - compiled
+    """``(T) x`` for float32 or float64 ``x`` ``[samples * cells, F]`` into ``out`` (float32 or float64).
+
+    With ``compact``, all-zero rows are left out: ``out[:count]`` holds the others in order, sample b's being
+    ``offsets[b]:offsets[b + 1]``, and ``keep`` marks them; else every row is written. Returns ``(count, max |out|,
+    flagged)``; ``flagged`` > 0 (a NaN, inf, double subnormal or value of ``2**52`` mantissas or more) means the
+    caller must redo the conversion by the exact path (``out`` is then incomplete).
+    """
+    n, f = x.shape
+    flat = x.reshape(x.size)
+    buf = np.empty(_BLOCK * f)
+    top, count, flagged = 0, 0, 0
+    simple = simple_modes(fp)
+    half = 0.5 if fp[4] == 2.0 else 0.0
+    lo, hi, modulus, inverse = fp[0], fp[1], fp[2], fp[3]
+    wrap = fp[5] == 0.0
+    for start in range(0, n, _BLOCK):
+        stop = min(n, start + _BLOCK)
+        v = buf[: (stop - start) * f]
+        base = start * f
+        if simple:  # scale, round and overflow in one loop
+            for k in range(v.size):
+                xv = np.float64(flat[base + k])
+                y = xv * scale
+                ok = (abs(y) < 4503599627370496.0) & ((xv == 0.0) | (abs(xv) >= 2.2250738585072014e-308))
+                q = np.floor((y if ok else 0.0) + half)
+                inside = (lo <= q) & (q <= hi)  # not chained: a chained comparison branches
+                wrapped = q if inside else q - modulus * np.floor((q - lo) * inverse)
+                v[k] = wrapped if wrap else min(max(q, lo), hi)
+                flagged += not ok
+        else:
+            for k in range(v.size):
+                xv = np.float64(flat[base + k])
+                y = xv * scale
+                ok = (abs(y) < 4503599627370496.0) & ((xv == 0.0) | (abs(xv) >= 2.2250738585072014e-308))
+                v[k] = y if ok else 0.0
+                flagged += not ok
+            _round_all(v, 1.0, int(fp[4]))
+            _overflow_all(v, fp)
+        for k in range(v.size):  # integers below 2**52: an int64 maximum, which vectorises
+            top = max(top, np.int64(abs(v[k])))
+        k = 0
+        for i in range(start, stop):
+            if i % cells == 0:
+                offsets[i // cells] = count
+            nonzero = False
+            for j in range(f):
+                nonzero |= v[k + j] != 0.0
+            keep[i] = nonzero
+            if nonzero or not compact:
+                for j in range(f):
+                    out[count, j] = v[k + j]
+                count += 1
+            k += f
+    offsets[n // cells] = count
+    return count, top, flagged
+
+
+@numba.njit(**_JIT)
+def fpost_rows_kernel(sums, scale_k, bias, how, fa, scale_res, fr, scale_act, fq, out, out_act):  # pragma: no cover
+    """:func:`fpost_kernel` block by block: ``out = (result_t)(accum_t)(sums * scale_k + bias)`` and its
+    activation in ``out_act`` (relu when ``how[2]`` is 1, linear when 2). ``out`` is written only when ``how[3]``
+    (the layer's own output is wanted) or there is no activation; ``sums``, ``out`` and ``out_act`` may each be
+    float32 or float64 (and ``out`` may be ``sums``)."""
+    acc_free, res_free, act, separate = how[0], how[1], how[2], how[3]
+    rows, n_out = sums.shape
+    buf = np.empty(_BLOCK * n_out)
+    abuf = np.empty(_BLOCK * n_out)
+    for start in range(0, rows, _BLOCK):
+        stop = min(rows, start + _BLOCK)
+        v = buf[: (stop - start) * n_out]
+        k = 0
+        for i in range(start, stop):
+            for j in range(n_out):
+                v[k] = np.float64(sums[i, j]) * scale_k + bias[j]
+                k += 1
+        if not acc_free:
+            _overflow_all(v, fa)
+        if not res_free:
+            _cast_all(v, scale_res, fr)
+        if act == 0 or separate:
+            k = 0
+            for i in range(start, stop):
+                for j in range(n_out):
+                    out[i, j] = v[k]
+                    k += 1
+        if act == 0:
+            continue
+        a = abuf[: v.size]
+        if act == 1:
+            for k in range(v.size):
+                a[k] = max(v[k], 0.0)
+        else:
+            a[:] = v
+        _cast_all(a, scale_act, fq)
+        k = 0
+        for i in range(start, stop):
+            for j in range(n_out):
+                out_act[i, j] = a[k]
+                k += 1
+
+
+# -- one-loop kernels for the common modes -------------------------------------------------------------------------
+# TRN and RND rounding are floor(y + half) with half 0 or 0.5; WRAP, SAT and SAT_SYM overflow each a select or a
+# clamp: one loop with no branch on the value, which vectorises. ``fp`` as above; other modes take the kernels above.
+
+
+@numba.njit(**_JIT)
+def fpost_simple_kernel(sums, scale_k, bias, floor_at, scale, fp, out):  # pragma: no cover - compiled
+    """``out = (T) max(sums * scale_k + bias, floor_at)`` in one loop, for a ``T`` of :func:`simple_modes`.
+
+    ``floor_at``: 0 for relu (``x > 0 ? (T) x : 0`` is ``(T) max(x, 0)``), -inf for a plain cast. ``sums`` and
+    ``out`` float32 or float64, ``[rows, n_out]``.
+    """
+    rows, n_out = sums.shape
+    half = 0.5 if fp[4] == 2.0 else 0.0
+    lo, hi, modulus, inverse = fp[0], fp[1], fp[2], fp[3]
+    wrap = fp[5] == 0.0
+    for i in range(rows):
+        if wrap:
+            for j in range(n_out):
+                q = np.floor(max(np.float64(sums[i, j]) * scale_k + bias[j], floor_at) * scale + half)
+                inside = (lo <= q) & (q <= hi)
+                out[i, j] = q if inside else q - modulus * np.floor((q - lo) * inverse)
+        else:
+            for j in range(n_out):
+                q = np.floor(max(np.float64(sums[i, j]) * scale_k + bias[j], floor_at) * scale + half)
+                out[i, j] = min(max(q, lo), hi)

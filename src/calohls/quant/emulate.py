@@ -45,17 +45,21 @@ with :class:`~calohls.errors.ConversionError` naming the layer: layer kinds othe
 binary (xnor) and power-of-two weights, unsigned types wider than 62 bits. ``ap_int<2>`` weights are the ternary
 product hls4ml selects (0 → 0, −1 → −x, any other → x).
 
-Speed. Inputs go in chunks of about 8k cells, on as many threads as numba may use (``NUMBA_NUM_THREADS``: one in
-the PTQ pool workers), every kernel serial and releasing the GIL. All-zero (padded) cells are dropped once, after
-the input conversion, when the leading per-cell layers keep them zero (bias-free Φ layers and activations: every
-cast maps 0 to 0) and a pooling layer follows, which takes the real cells as they are (adding 0 to an ``accum_t``
-sum changes nothing). In the float64 form exact matrix products are one single-threaded BLAS call per chunk — in
-float32 when every partial sum stays below 2^24 — followed by one pass that adds the bias and applies the
-accumulator, result and activation casts (skipping casts proven to change nothing); products rounded into
-``accum_t`` are rounded and summed in one pass when ``accum_t`` wraps (modular) or provably cannot overflow; every
-cast is a whole-array loop with its mode chosen outside, so it vectorises. Sequential saturating sums, and values
-beyond 2^52, take the int64 kernels. Compiled kernels are cached on disk by numba (the first call on a machine
-compiles them, a few seconds).
+Speed. Inputs go in chunks of about 32k cells, on as many threads as numba may use (``NUMBA_NUM_THREADS``: one in
+the PTQ pool workers), every kernel serial and releasing the GIL. float32 inputs (the project's features) are read
+as they are, each as the double it equals. The input conversion is one pass that also drops the all-zero (padded)
+cells, when the leading per-cell layers keep them zero (bias-free Φ layers and activations: every cast maps 0 to
+0) and a pooling layer follows, which takes the real cells as they are (adding 0 to an ``accum_t`` sum changes
+nothing); mantissas that fit 24 bits are held in float32, which halves the memory traffic and feeds float32 BLAS
+without a copy. In the float64 form exact matrix products are one single-threaded BLAS call per chunk — in float32
+when every partial sum stays below 2^24 — followed by one pass that adds the bias and applies the accumulator,
+result and activation casts (skipping casts proven to change nothing): one loop with no branch on the values when
+a single cast of a common mode (TRN or RND; WRAP, SAT or SAT_SYM) is all that remains, else blocks of 64 rows that
+stay in the first-level cache through a loop per cast, each vectorised with its mode chosen outside. Products
+rounded into ``accum_t`` are rounded and summed in one pass when ``accum_t`` wraps (modular) or provably cannot
+overflow. Sequential saturating sums, and values beyond 2^52, take the int64 kernels. :meth:`Emulator.from_hls`
+prints and parses a weight's decimal text only where it can round differently from the weight itself. Compiled
+kernels are cached on disk by numba (the first call on a machine compiles them, a few seconds).
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ import contextlib
 import functools
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -253,6 +258,11 @@ class _Cells(NamedTuple):
         return full
 
 
+def _floats(x: np.ndarray) -> np.ndarray:
+    """``x`` as a C-contiguous float32 or float64 array (float32 kept as it is)."""
+    return np.ascontiguousarray(x, np.float32 if x.dtype == np.float32 else np.float64)
+
+
 def _actual(x: np.ndarray | _Cells) -> int:
     """The largest magnitude in ``x``."""
     return int(np.abs(x.rows if isinstance(x, _Cells) else x).max(initial=0))
@@ -325,9 +335,12 @@ def _prepare_product(step: _Step) -> None:
         frac_product = step.src.frac + wfmt.frac
     step.w = np.ascontiguousarray(w)
     step.w_max = _actual(w)
-    step.w_colsum = max((sum(abs(int(v)) for v in col) for col in w.T), default=0)
     if step.w_max >= _LIMIT:
         raise ConversionError(f"{step.where}: weights exceed the int64 emulation (2**62)")
+    if step.w_max * max(1, w.shape[0]) < _LIMIT:  # the column sums fit int64
+        step.w_colsum = int(np.abs(w).sum(axis=0).max(initial=0))
+    else:
+        step.w_colsum = max((sum(abs(int(v)) for v in col) for col in w.T), default=0)
     step.w_float = step.w.astype(np.float64) if step.w_max < _FLOAT else None
     step.w_single = step.w.astype(np.float32) if step.w_max < _SINGLE else None
     step.s_prod = frac_product - step.acc.frac  # product to accumulator
@@ -379,7 +392,8 @@ def _product(step: _Step, x: np.ndarray, bound: int, act: _Step | None, keep: bo
     if floats and act is not None:
         floats = _float_ok(res_bound, act.s_act)
     if floats:
-        outs = _float_product(step, x, b, act, keep, acc_bound)
+        last_bound = res_bound if act is None else _shifted_bound(res_bound, act.s_act, act.res)
+        outs = _float_product(step, x, b, act, keep, acc_bound, last_bound < _SINGLE)
     elif step.exact_products and one_cast and b.acc < _LIMIT:
         outs = _int_affine(step, x, b, act, keep, acc_bound)
     else:
@@ -400,26 +414,53 @@ def _fused(step: _Step, act: _Step | None, acc_bound: int) -> tuple[bool, int, i
     return res_free, act.kind.activation, act.s_act, act.res
 
 
-def _float_product(step: _Step, x: np.ndarray, b: _Sums, act: _Step | None, keep: bool, acc_bound: int) -> list:
+def _float_product(
+    step: _Step, x: np.ndarray, b: _Sums, act: _Step | None, keep: bool, acc_bound: int, single: bool
+) -> list:
+    """The float form of a product layer; ``single``: its last output fits float32 exactly (below 2**24)."""
     if step.exact_products and b.sums < _SINGLE and step.w_single is not None:
         sums = _as(x, np.float32) @ step.w_single  # BLAS in float32: every partial sum an integer below 2**24
-        out = np.empty(sums.shape)
     elif step.exact_products:
-        out = sums = _as(x, np.float64) @ step.w_float  # BLAS, exact below 2**53
+        sums = _as(x, np.float64) @ step.w_float  # BLAS, exact below 2**53
     else:
-        out = sums = np.empty((x.shape[0], step.w.shape[1]))
+        sums = np.empty((x.shape[0], step.w.shape[1]))
         kernels.frounded_sums_kernel(_as(x, np.float64), step.w_float, _scale(step.s_prod), step.acc.rounding, sums)
     scale_k = math.ldexp(1.0, -step.s_prod) if step.exact_products else 1.0
     res_free, code, s_act, q = _fused(step, act, acc_bound)
     separate = act is not None and keep
-    out_act = np.empty_like(out) if separate else out
+    last = np.empty(sums.shape, np.float32 if single else np.float64)
+    one_cast = _one_cast(step, act, b.acc_free, res_free, separate)
+    if one_cast is not None:  # one loop: bias, relu and the one cast that changes anything
+        floor_at, scale, fmt = one_cast
+        kernels.fpost_simple_kernel(sums, scale_k, step.bias_float, floor_at, scale, fmt.fparams(), last)
+        return [last]
+    out = np.empty(sums.shape) if separate else last
     how = np.array([b.acc_free, res_free, code, separate], np.int64)
     scales = (scale_k, _scale(step.s_res), _scale(s_act))
     f = (step.acc.fparams(), step.res.fparams(), q.fparams())
-    kernels.fpost_kernel(sums, scales[0], step.bias_float, how, f[0], scales[1], f[1], scales[2], f[2], out, out_act)
+    kernels.fpost_rows_kernel(sums, scales[0], step.bias_float, how, f[0], scales[1], f[1], scales[2], f[2], out, last)
     if act is None:
         return [out]
-    return [out, out_act] if keep else [out_act]
+    return [out, last] if keep else [last]
+
+
+def _one_cast(
+    step: _Step, act: _Step | None, acc_free: bool, res_free: bool, separate: bool
+) -> tuple[float, float, _Format] | None:
+    """``(floor_at, scale, format)`` of a product layer's output when a single cast of a common mode (TRN or RND,
+    WRAP, SAT or SAT_SYM) is all it needs after its exact sum and bias, with relu (``floor_at`` 0) or not; else
+    None."""
+    if not acc_free or separate:
+        return None
+    if act is None:
+        cast = (-math.inf, _scale(step.s_res), step.res) if not res_free else (-math.inf, 1.0, step.res)
+    elif res_free:
+        cast = (0.0 if act.kind.activation == 1 else -math.inf, _scale(act.s_act), act.res)
+    else:
+        return None
+    fmt = cast[2]
+    simple = fmt.type.rounding in ("TRN", "RND") and fmt.type.overflow in ("WRAP", "SAT", "SAT_SYM")
+    return cast if simple else None
 
 
 def _int_affine(step: _Step, x: np.ndarray, b: _Sums, act: _Step | None, keep: bool, acc_bound: int) -> list:
@@ -466,7 +507,7 @@ def _run_average(step: _Step, x: Any, bound: int, act: _Step | None, keep: bool)
     if step_bound < _FLOAT and _float_ok(y_bound, step.s_res):
         free = sy == 0 and total < _FLOAT and (acc.wraps or total <= acc.inner)
         scales = math.ldexp(1.0, acc.frac - step.src.frac), _scale(step.s_res)
-        kernels.faverage_kernel(_as(x.rows, np.float64), x.offsets, scales[0], acc.fparams(), free, float(cells),
+        kernels.faverage_kernel(_floats(x.rows), x.offsets, scales[0], acc.fparams(), free, float(cells),
                                 scales[1], step.res.fparams(), out)  # fmt: skip
     else:
         if step_bound >= _LIMIT:
@@ -487,8 +528,7 @@ def _run_max(step: _Step, x: Any, bound: int, act: _Step | None, keep: bool) -> 
     if _float_ok(bound, s_acc) and _float_ok(acc_bound, step.s_res):
         out = np.empty(shape)
         fa, fr = step.acc.fparams(), step.res.fparams()
-        rows = _as(x.rows, np.float64)
-        kernels.fmax_kernel(rows, x.offsets, x.cells, _scale(s_acc), fa, _scale(step.s_res), fr, out)
+        kernels.fmax_kernel(_floats(x.rows), x.offsets, x.cells, _scale(s_acc), fa, _scale(step.s_res), fr, out)
     else:
         _left_shift_ok(bound, s_acc)
         _left_shift_ok(acc_bound, step.s_res)
@@ -529,11 +569,34 @@ def _fixed(precision: object, where: str) -> FixedType:
 def _written(var: object, t: FixedType, where: str) -> np.ndarray:
     """Mantissas of a weight variable as the C++ loads it: the writer's decimal text, parsed, then converted."""
     try:
-        text = list(var)  # the strings the writer prints into weights/*.txt and weights/*.h
-        values = np.array([float(s) for s in text], np.float64)
+        values = _as_written(var, t)
     except (TypeError, ValueError) as err:
         raise ConversionError(f"{where}: cannot read the weights as written ({err})") from None
     return _int64(quantize_int(values, t), where).reshape(np.shape(var.data))
+
+
+def _as_written(var: Any, t: FixedType) -> np.ndarray:
+    """The doubles the C++ parses from the writer's text of ``var`` (``'{:.Nf}'`` of each weight), flat.
+
+    Printing with N decimals moves a weight by at most half a unit of the N-th decimal; a weight whose every
+    such neighbour lies within one half-step of its type (the type's step is ``2**-F``; every rounding decision
+    depends only on which half-step a value lies in) converts as its text does, so only the others are printed
+    and parsed. The margins are widened far beyond the rounding of these float checks."""
+    fmt = getattr(var, "precision_fmt", None)
+    digits = re.fullmatch(r"\{:\.(\d+)f\}", fmt) if isinstance(fmt, str) else None
+    data = np.asarray(var.data)
+    if digits is None or data.dtype.kind != "f" or data.dtype.itemsize > 8:
+        return np.array([float(s) for s in var], np.float64)
+    frac = t.fractional
+    values = np.ascontiguousarray(data, np.float64).reshape(-1)
+    if not np.isfinite(values).all() or abs(frac) > 900:
+        return np.array([float(s) for s in var], np.float64)
+    halves = np.ldexp(values, frac + 1)  # the value in half-steps of the type
+    margin = 2.0 * (math.ldexp(10.0 ** -int(digits.group(1)), frac) + np.abs(halves) * 2.0**-45) + 1e-6
+    printed = np.floor(halves - margin) != np.floor(halves + margin)
+    for i in np.flatnonzero(printed):
+        values[i] = float(fmt.format(data.reshape(-1)[i]))
+    return values
 
 
 def _product_kind(where: str, data_precision: object, weight_precision: object) -> str:
@@ -746,7 +809,7 @@ def _from_hls_layer(layer: Any, previous: Any | None) -> EmulatedLayer:
 
 # -- the emulator --------------------------------------------------------------------------------------------
 
-#: Rows (cells) per chunk: chunks this size keep every intermediate array in the caches.
+#: Rows (cells) per chunk: the Python work of a chunk stays small next to its kernels', its arrays in the L3 cache.
 _CHUNK_ROWS = 32768
 
 
@@ -864,7 +927,7 @@ class Emulator:
 
         Args:
             x: The inputs.
-            batch_size: Samples per chunk; by default chunks of about 8k cells, which keep the work in the caches.
+            batch_size: Samples per chunk; by default chunks of about 32k cells.
 
         Returns:
             float64 ``[n]`` for a single output (``[n, *output_shape]`` otherwise), equal bit for bit to the
@@ -923,11 +986,35 @@ class Emulator:
             raise DataError(f"inputs must be real numbers; got dtype {x.dtype}")
         if x.shape[1:] != self.input_shape:
             raise DataError(f"inputs of shape {x.shape} do not match the network input; pass [n, *{self.input_shape}]")
-        return np.ascontiguousarray(x, np.float64)
+        return np.ascontiguousarray(x, np.float32 if x.dtype == np.float32 else np.float64)
+
+    def _converted_input(self, x: np.ndarray, compact: bool) -> tuple[np.ndarray, int, _Cells | None, Any]:
+        """``x`` converted to the input type, in one pass: mantissas as rows ``[samples * cells, F]`` (float32 when
+        the type fits 24 bits), their largest magnitude, and, when ``compact``, the non-zero rows alone as
+        :class:`_Cells` with the mask of the rows kept. ``None`` where the fast path does not apply (mantissas of
+        2**52 or more, NaN, inf, subnormal doubles): the caller takes the exact path."""
+        fmt = self._input
+        if fmt.magnitude >= _FLOAT:
+            return None
+        rows = x.reshape(-1, x.shape[-1])
+        cells = max(1, len(rows) // max(1, len(x)))
+        out = np.empty(rows.shape, np.float32 if fmt.magnitude < _SINGLE else np.float64)
+        offsets = np.empty(len(x) + 1, np.int64)
+        keep = np.empty(len(rows), np.bool_)
+        scale = math.ldexp(1.0, min(fmt.frac, 1100))
+        count, top, flagged = kernels.finput_rows_kernel(rows, scale, fmt.fparams(), cells, compact, out, offsets, keep)
+        if flagged:
+            return None
+        if compact and count > _COMPACT_SHARE * len(rows):  # too few padded cells to be worth skipping
+            compact = False
+            kernels.finput_rows_kernel(rows, scale, fmt.fparams(), cells, compact, out, offsets, keep)
+        if compact:
+            return out[:count], int(top), _Cells(out[:count], offsets, cells), keep
+        return out.reshape(x.shape), int(top), None, None
 
     def _quantized_input(self, x: np.ndarray) -> tuple[np.ndarray, int]:
         """``x`` (contiguous float64) converted to the input type: mantissas, and their largest magnitude."""
-        fmt, flat = self._input, x.reshape(-1)
+        fmt, flat = self._input, _as(x, np.float64).reshape(-1)
         flags = np.zeros(flat.shape, np.uint8)
         if fmt.magnitude < _FLOAT:
             out = np.empty(flat.shape, np.float64)
@@ -947,9 +1034,19 @@ class Emulator:
 
     def _run_chunk(self, x: np.ndarray, every_layer: bool) -> tuple[np.ndarray, list[np.ndarray]]:
         """The last output of a chunk, and every step's output when ``every_layer``."""
-        m, bound = self._quantized_input(x)
         values: list[np.ndarray] = []
         ops = self._ops
+        fast = self._converted_input(x, compact=self._cell_ops > 0)
+        if fast is not None:
+            m, bound, cells, keep = fast
+            if cells is not None:  # the leading per-cell layers take the real cells alone
+                m, bound = self._run_ops(ops[: self._cell_ops], cells.rows, bound, every_layer, values)
+                m = cells._replace(rows=m)
+                values[:] = [_in_place(v, keep, x.shape[:-1]) for v in values]
+                ops = ops[self._cell_ops :]
+            m, _ = self._run_ops(ops, m, bound, every_layer, values)
+            return m, values
+        m, bound = self._quantized_input(x)
         if self._cell_ops:
             compact, offsets, real = kernels.compact_kernel(m.reshape(-1, m.shape[-1]), m.shape[1])
             if len(compact) <= _COMPACT_SHARE * len(x) * m.shape[1]:  # padding worth skipping
@@ -977,8 +1074,9 @@ def _in_place(values: np.ndarray, real: np.ndarray, cells_shape: tuple[int, ...]
     return full.reshape((*cells_shape, values.shape[-1]))
 
 
-#: Leading per-cell layers run on the non-zero cells alone when at most this share of the cells is non-zero.
-_COMPACT_SHARE = 0.85
+#: Leading per-cell layers run on the non-zero cells alone when at most this share of the cells is non-zero (1:
+#: always, as the one-pass input conversion drops the padded cells at no extra cost).
+_COMPACT_SHARE = 1.0
 
 
 def _keeps_zero_cells(step: _Step) -> bool:
