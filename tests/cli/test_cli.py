@@ -344,3 +344,22 @@ def test_train_then_evaluate(sim_file, tmp_path):
     assert result.exit_code == 0, result.output
     assert "π±: median response" in result.stdout
     assert (out / "eval" / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("command", ["train", "qat"])
+def test_help_states_the_config_defaults(command):
+    """The [default: …] of the shared options is the config's (they once said 80 epochs and 32 cells)."""
+    from calohls.config import QATConfig, TrainConfig
+
+    config = TrainConfig() if command == "train" else QATConfig()
+    text = " ".join(CliRunner().invoke(main, [command, "--help"], terminal_width=400).output.split())
+    for option, value in (
+        ("--max-cells INTEGER", config.model.max_cells),
+        ("--epochs INTEGER", config.epochs),
+        ("--batch-size INTEGER", config.batch_size),
+        ("--seed INTEGER", config.seed),
+    ):
+        first_default = text.split(option, 1)[1].split("[default: ", 1)[1].split("]", 1)[0]
+        assert first_default == str(value), option
+    widths = ",".join(map(str, config.model.phi_widths))
+    assert f"e.g. {widths} (overrides the preset)" in text

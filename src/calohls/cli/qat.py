@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from calohls.cli.defaults import default
-from calohls.config import PRESETS, QATConfig, load_config
+from calohls.cli.options import default, fitting_options, network_options
+from calohls.config import QATConfig, load_config
 from calohls.files import refuse_inputs_inside
 
 __all__ = ["qat_command"]
@@ -17,16 +17,7 @@ __all__ = ["qat_command"]
 @click.command("qat", short_help="Quantization-aware training (HGQ2) of a DeepSets calibration.")
 @click.argument("data", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("-o", "--output", "run_dir", type=click.Path(path_type=Path), required=True, help="Run folder to write.")
-@click.option(
-    "--preset", type=click.Choice(list(PRESETS)), help=f"Named network size. {default(QATConfig, 'model.preset')}"
-)
-@click.option("--phi", metavar="WIDTHS", help="Φ layer widths, e.g. 16,16 (overrides the preset).")
-@click.option("--f", "f_widths", metavar="WIDTHS", help="F layer widths, e.g. 16,8 (overrides the preset).")
-@click.option(
-    "--max-cells",
-    type=int,
-    help=f"Cells per cluster the network sees, most energetic first. {default(QATConfig, 'model.max_cells')}",
-)
+@network_options(QATConfig)
 @click.option(
     "--epochs",
     type=int,
@@ -40,12 +31,7 @@ __all__ = ["qat_command"]
 @click.option(
     "--beta-end", type=float, help=f"Weight of EBOPs in the loss after the ramp. {default(QATConfig, 'beta_end')}"
 )
-@click.option("--batch-size", type=int, help=f"Clusters per gradient step. {default(QATConfig, 'batch_size')}")
-@click.option("--learning-rate", type=float, help=f"Learning rate. {default(QATConfig, 'learning_rate')}")
-@click.option(
-    "--seed", type=int, help=f"Seed of the split, the initial weights and the batch order. {default(QATConfig, 'seed')}"
-)
-@click.option("--max-clusters", type=int, help="Use at most this many clusters of DATA.")
+@fitting_options(QATConfig, "Learning rate.")
 @click.option(
     "--select",
     type=click.Choice(["loss", "ebops"]),

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from calohls.cli.defaults import default
-from calohls.config import PRESETS, TrainConfig, load_config
+from calohls.cli.options import default, fitting_options, network_options
+from calohls.config import TrainConfig, load_config
 from calohls.files import refuse_inputs_inside
 
 __all__ = ["train_command"]
@@ -17,27 +17,11 @@ __all__ = ["train_command"]
 @click.command("train", short_help="Train a DeepSets calibration on a cluster file.")
 @click.argument("data", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("-o", "--output", "run_dir", type=click.Path(path_type=Path), required=True, help="Run folder to write.")
-@click.option(
-    "--preset", type=click.Choice(list(PRESETS)), help=f"Named network size. {default(TrainConfig, 'model.preset')}"
-)
-@click.option("--phi", metavar="WIDTHS", help="Φ layer widths, e.g. 32,32 (overrides the preset).")
-@click.option("--f", "f_widths", metavar="WIDTHS", help="F layer widths, e.g. 32,16 (overrides the preset).")
-@click.option(
-    "--max-cells",
-    type=int,
-    help=f"Cells per cluster the network sees, most energetic first. {default(TrainConfig, 'model.max_cells')}",
-)
+@network_options(TrainConfig)
 @click.option(
     "--epochs", type=int, help=f"Most epochs (early stopping usually ends sooner). {default(TrainConfig, 'epochs')}"
 )
-@click.option("--batch-size", type=int, help=f"Clusters per gradient step. {default(TrainConfig, 'batch_size')}")
-@click.option("--learning-rate", type=float, help=f"Initial learning rate. {default(TrainConfig, 'learning_rate')}")
-@click.option(
-    "--seed",
-    type=int,
-    help=f"Seed of the split, the initial weights and the batch order. {default(TrainConfig, 'seed')}",
-)
-@click.option("--max-clusters", type=int, help="Use at most this many clusters of DATA.")
+@fitting_options(TrainConfig, "Initial learning rate.")
 @click.option(
     "--config",
     "config_path",
