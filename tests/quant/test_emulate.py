@@ -212,24 +212,28 @@ def test_float_casts_match_the_integer_casts(rounding, overflow):
 @pytest.mark.parametrize("rounding", ["TRN", "RND"])
 def test_one_loop_casts_match_the_general_kernels(rounding, overflow):
     """The one-loop product cast (bias, relu or not, one TRN/RND cast) equals the general post kernel, for
-    float32 and float64 sums and outputs."""
+    float32 and float64 sums and outputs, and in float32 arithmetic for values below 2**23."""
     rng = np.random.default_rng(ROUNDINGS.index(rounding) * 3 + OVERFLOWS.index(overflow))
-    for width, integer, signed in ((1, 1, True), (6, 2, True), (8, 3, False), (18, 10, True), (40, 20, True)):
+    for width, integer, signed in ((1, 1, True), (6, 2, True), (8, 3, False), (18, 10, True), (24, 4, True),
+                                   (26, 10, False), (40, 20, True)):  # fmt: skip
         fmt = _Format.of(FixedType(width, integer, signed, rounding, overflow), "test")
         wide = _Format.of(FixedType(60, 40, True), "accumulator")
         sums = (rng.integers(-(2**23), 2**23, (70, 9)) >> rng.integers(0, 23, (70, 9))).astype(np.float64)
-        sums[0, :4] = [0, 1, -1, 2]
+        sums[0, :6] = [0, 1, -1, 2, 2**23 - 1001, -(2**23) + 1001]
         bias = rng.integers(-1000, 1000, 9).astype(np.float64)
         for s, relu, dtype in ((0, False, np.float64), (3, True, np.float32), (9, False, np.float32), (20, True, None)):
-            dtype = dtype or np.float64
+            dtype = dtype if dtype is not None and fmt.magnitude < 2**24 else np.float64  # outputs held exactly
             expected = np.empty(sums.shape)
             how = np.array([1, 1, 1 if relu else 2, 0], np.int64)
             _kernels.fpost_kernel(sums, 1.0, bias, how, wide.fparams(), 1.0, wide.fparams(), 2.0**-s,
                                   fmt.fparams(), expected, expected)  # fmt: skip
-            got = np.empty(sums.shape, dtype)
-            floor_at = 0.0 if relu else -np.inf
-            _kernels.fpost_simple_kernel(sums.astype(dtype), 1.0, bias, floor_at, 2.0**-s, fmt.fparams(), got)
-            assert np.array_equal(got, expected), (fmt, s, relu, dtype)
+            half = 0.5 if rounding == "RND" else 0.0
+            c = np.array([1.0, 0.0 if relu else -np.inf, 2.0**-s, half, *fmt.fparams()[:4]])
+            for arithmetic in {np.float64, dtype}:  # float32 arithmetic for float32 sums (all below 2**23 here)
+                got = np.empty(sums.shape, dtype)
+                _kernels.fpost_simple_kernel(sums.astype(dtype), bias.astype(arithmetic), c.astype(arithmetic),
+                                             overflow == "WRAP", got)  # fmt: skip
+                assert np.array_equal(got, expected), (fmt, s, relu, dtype, arithmetic)
 
 
 @pytest.mark.parametrize(

@@ -622,23 +622,24 @@ def fpost_rows_kernel(sums, scale_k, bias, how, fa, scale_res, fr, scale_act, fq
 
 
 @numba.njit(**_JIT)
-def fpost_simple_kernel(sums, scale_k, bias, floor_at, scale, fp, out):  # pragma: no cover - compiled
+def fpost_simple_kernel(sums, bias, c, wrap, out):  # pragma: no cover - compiled
     """``out = (T) max(sums * scale_k + bias, floor_at)`` in one loop, for a ``T`` of :func:`simple_modes`.
 
-    ``floor_at``: 0 for relu (``x > 0 ? (T) x : 0`` is ``(T) max(x, 0)``), -inf for a plain cast. ``sums`` and
-    ``out`` float32 or float64, ``[rows, n_out]``.
+    ``c = [scale_k, floor_at, scale, half, lo, hi, modulus, inverse]``: ``floor_at`` 0 for relu (``x > 0 ? (T) x :
+    0`` is ``(T) max(x, 0)``), -inf for a plain cast; ``scale = 2**-s`` the cast's shift, ``half`` 0.5 for RND, 0
+    for TRN; ``lo``, ``hi``, ``modulus``, ``inverse`` as in ``fp``; ``wrap``: WRAP, else SAT or SAT_SYM (a clamp).
+    The arithmetic is that of ``c``'s and ``bias``' dtype: float32 only where every value stays below 2**23 (the
+    caller checks), so that every step, ``+ 0.5`` included, is exact. ``sums`` and ``out``: float32 or float64.
     """
     rows, n_out = sums.shape
-    half = 0.5 if fp[4] == 2.0 else 0.0
-    lo, hi, modulus, inverse = fp[0], fp[1], fp[2], fp[3]
-    wrap = fp[5] == 0.0
+    scale_k, floor_at, scale, half, lo, hi, modulus, inverse = c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]
     for i in range(rows):
         if wrap:
             for j in range(n_out):
-                q = np.floor(max(np.float64(sums[i, j]) * scale_k + bias[j], floor_at) * scale + half)
+                q = np.floor(max(sums[i, j] * scale_k + bias[j], floor_at) * scale + half)
                 inside = (lo <= q) & (q <= hi)
                 out[i, j] = q if inside else q - modulus * np.floor((q - lo) * inverse)
         else:
             for j in range(n_out):
-                q = np.floor(max(np.float64(sums[i, j]) * scale_k + bias[j], floor_at) * scale + half)
+                q = np.floor(max(sums[i, j] * scale_k + bias[j], floor_at) * scale + half)
                 out[i, j] = min(max(q, lo), hi)

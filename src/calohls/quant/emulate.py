@@ -92,6 +92,10 @@ _ROUNDING = {"TRN": 0, "TRN_ZERO": 1, "RND": 2, "RND_ZERO": 3, "RND_INF": 4, "RN
 _OVERFLOW = {"WRAP": 0, "SAT": 1, "SAT_ZERO": 2, "SAT_SYM": 3}
 #: Float32 matrix products of integers are exact while every partial sum stays below this magnitude.
 _SINGLE = 1 << 24
+#: Float32 casts are exact for values below this magnitude (``y + 0.5`` included), shifts up to _SINGLE_SHIFT and
+#: types whose mantissas fit 24 bits.
+_HALF_SINGLE = 1 << 23
+_SINGLE_SHIFT = 100
 #: Largest right shift the float64 kernels take (keeps every scaled mantissa a normal double).
 _FLOAT_SHIFT = 960
 
@@ -206,6 +210,8 @@ class _Overflow(Exception):
 
 def _shifted_bound(bound: int, s: int, fmt: _Format) -> int:
     """A bound of ``|(fmt) v|`` for ``|v| <= bound`` with ``s`` more fractional bits than ``fmt``."""
+    if not fmt.type.signed and fmt.wraps:
+        return fmt.magnitude  # a negative v wraps to the top of the range
     shifted = (bound >> s) + 1 if s > 0 else bound << -s
     return min(shifted, fmt.magnitude)
 
@@ -431,8 +437,18 @@ def _float_product(
     last = np.empty(sums.shape, np.float32 if single else np.float64)
     one_cast = _one_cast(step, act, b.acc_free, res_free, separate)
     if one_cast is not None:  # one loop: bias, relu and the one cast that changes anything
-        floor_at, scale, fmt = one_cast
-        kernels.fpost_simple_kernel(sums, scale_k, step.bias_float, floor_at, scale, fmt.fparams(), last)
+        floor_at, s, fmt = one_cast
+        fp = fmt.fparams()
+        c = np.array([scale_k, floor_at, _scale(s), 0.5 if fmt.type.rounding == "RND" else 0.0, *fp[:4]])
+        bias = step.bias_float
+        if (
+            sums.dtype == np.float32
+            and max(acc_bound, fmt.magnitude) < _SINGLE
+            and acc_bound < _HALF_SINGLE
+            and (0 <= s <= _SINGLE_SHIFT)
+        ):
+            c, bias = c.astype(np.float32), bias.astype(np.float32)  # every value exact in float32
+        kernels.fpost_simple_kernel(sums, bias, c, fmt.type.overflow == "WRAP", last)
         return [last]
     out = np.empty(sums.shape) if separate else last
     how = np.array([b.acc_free, res_free, code, separate], np.int64)
@@ -446,16 +462,16 @@ def _float_product(
 
 def _one_cast(
     step: _Step, act: _Step | None, acc_free: bool, res_free: bool, separate: bool
-) -> tuple[float, float, _Format] | None:
-    """``(floor_at, scale, format)`` of a product layer's output when a single cast of a common mode (TRN or RND,
+) -> tuple[float, int, _Format] | None:
+    """``(floor_at, shift, format)`` of a product layer's output when a single cast of a common mode (TRN or RND,
     WRAP, SAT or SAT_SYM) is all it needs after its exact sum and bias, with relu (``floor_at`` 0) or not; else
     None."""
     if not acc_free or separate:
         return None
     if act is None:
-        cast = (-math.inf, _scale(step.s_res), step.res) if not res_free else (-math.inf, 1.0, step.res)
+        cast = (-math.inf, step.s_res if not res_free else 0, step.res)
     elif res_free:
-        cast = (0.0 if act.kind.activation == 1 else -math.inf, _scale(act.s_act), act.res)
+        cast = (0.0 if act.kind.activation == 1 else -math.inf, act.s_act, act.res)
     else:
         return None
     fmt = cast[2]
