@@ -446,6 +446,7 @@ def _float_product(
             and max(acc_bound, fmt.magnitude) < _SINGLE
             and acc_bound < _HALF_SINGLE
             and (0 <= s <= _SINGLE_SHIFT)
+            and scale_k <= 2.0**_SINGLE_SHIFT  # a finite float32 (all-zero sums of a huge shift: 0 * inf is NaN)
         ):
             c, bias = c.astype(np.float32), bias.astype(np.float32)  # every value exact in float32
         kernels.fpost_simple_kernel(sums, bias, c, fmt.type.overflow == "WRAP", last)
