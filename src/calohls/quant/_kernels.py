@@ -526,6 +526,7 @@ def finput_rows_kernel(x, scale, fp, cells, compact, out, offsets, keep):  # pra
     flat = x.reshape(x.size)
     buf = np.empty(_BLOCK * f)
     top, count, flagged = 0, 0, 0
+    cell, sample = 0, 0  # of row i: i % cells, i // cells
     simple = simple_modes(fp)
     half = 0.5 if fp[4] == 2.0 else 0.0
     lo, hi, modulus, inverse = fp[0], fp[1], fp[2], fp[3]
@@ -557,8 +558,12 @@ def finput_rows_kernel(x, scale, fp, cells, compact, out, offsets, keep):  # pra
             top = max(top, np.int64(abs(v[k])))
         k = 0
         for i in range(start, stop):
-            if i % cells == 0:
-                offsets[i // cells] = count
+            if cell == 0:
+                offsets[sample] = count
+            cell += 1
+            if cell == cells:  # counters, not a division per row
+                cell = 0
+                sample += 1
             nonzero = False
             for j in range(f):
                 nonzero |= v[k + j] != 0.0

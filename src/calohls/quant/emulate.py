@@ -54,7 +54,8 @@ nothing); mantissas that fit 24 bits are held in float32, which halves the memor
 without a copy. In the float64 form exact matrix products are one single-threaded BLAS call per chunk — in float32
 when every partial sum stays below 2^24 — followed by one pass that adds the bias and applies the accumulator,
 result and activation casts (skipping casts proven to change nothing): one loop with no branch on the values when
-a single cast of a common mode (TRN or RND; WRAP, SAT or SAT_SYM) is all that remains, else blocks of 64 rows that
+a single cast of a common mode (TRN or RND; WRAP, SAT or SAT_SYM) is all that remains (in float32 arithmetic, twice
+the vector width, where every value stays below 2^23), else blocks of 64 rows that
 stay in the first-level cache through a loop per cast, each vectorised with its mode chosen outside. Products
 rounded into ``accum_t`` are rounded and summed in one pass when ``accum_t`` wraps (modular) or provably cannot
 overflow. Sequential saturating sums, and values beyond 2^52, take the int64 kernels. :meth:`Emulator.from_hls`
@@ -446,6 +447,7 @@ def _float_product(
             and max(acc_bound, fmt.magnitude) < _SINGLE
             and acc_bound < _HALF_SINGLE
             and (0 <= s <= _SINGLE_SHIFT)
+            and scale_k <= 2.0**_SINGLE_SHIFT  # a finite float32 (all-zero sums of a huge shift: 0 * inf is NaN)
         ):
             c, bias = c.astype(np.float32), bias.astype(np.float32)  # every value exact in float32
         kernels.fpost_simple_kernel(sums, bias, c, fmt.type.overflow == "WRAP", last)
