@@ -487,28 +487,6 @@ def simple_modes(fp):  # pragma: no cover - compiled
     return (fp[4] == 0.0 or fp[4] == 2.0) and fp[5] != 2.0
 
 
-@numba.njit(inline="always")
-def _fcast1(y, scale, fp):  # pragma: no cover - compiled
-    """``(T) y`` for one mantissa ``y`` that ``scale = 2**-s`` brings to ``T``'s fractional bits (float64)."""
-    if scale != 1.0:
-        y = _fround(y * scale, int(fp[4]))
-    return _foverflow1(y, fp)
-
-
-@numba.njit(inline="always")
-def _foverflow1(q, fp):  # pragma: no cover - compiled
-    """``q`` (an integer below 2**52) after the overflow mode of ``fp``'s type."""
-    lo, hi = fp[0], fp[1]
-    if lo <= q <= hi:
-        return q
-    overflow = int(fp[5])
-    if overflow == 0:  # WRAP
-        return q - fp[2] * np.floor((q - lo) * fp[3])
-    if overflow == 2:  # SAT_ZERO
-        return 0.0
-    return hi if q > hi else lo  # SAT, SAT_SYM
-
-
 #: Rows per block of the fused kernels: a block's values stay in the first-level cache through all its passes.
 _BLOCK = 64
 
