@@ -555,7 +555,8 @@ def _assert_interrupted(process: subprocess.Popen[str], stdout: str, stderr: str
     assert not _partials(folder), _partials(folder)
 
 
-SIMULATE = ["simulate", "--events", "200000", "--max-cells", "16", "--hide-progress"]
+#: Long enough (about 100 s at 20k clusters/s) that the signal always lands while it simulates and writes.
+SIMULATE = ["simulate", "--events", "2000000", "--max-cells", "16", "--hide-progress"]
 
 
 def test_ctrl_c_during_qat_gives_130_and_one_line(inputs: Inputs, tmp_path: Path) -> None:
