@@ -274,6 +274,23 @@ class TrainConfig(_Strict):
     patience: int = Field(6, ge=1, description="epochs without validation improvement before stopping")
     lr_patience: int = Field(3, ge=1, description="epochs without improvement before halving the learning rate")
     max_clusters: int | None = Field(None, ge=1, description="use at most this many clusters of the file")
+    closure_rounds: int = Field(
+        3,
+        ge=0,
+        le=10,
+        description="rounds of fine-tuning on targets shifted per particle type until the π0 and π± medians close "
+        "above closure_min_energy (the types known in training only; the network is unchanged; 0: off)",
+    )
+    closure_min_energy: float = Field(
+        2.0, ge=0, description="E_true (GeV) above which the medians of each particle type are closed"
+    )
+    correction_min_energy: float = Field(
+        2.0,
+        ge=0,
+        description="the response correction (numerical inversion) is fitted on validation clusters with E_true "
+        "above this (GeV) and held below, where inverting a response that falls steeply with the prediction would "
+        "widen the resolution (docs/physics.md)",
+    )
     energy_weight: float = Field(
         0.5,
         ge=0,
@@ -281,10 +298,11 @@ class TrainConfig(_Strict):
         description="loss weight of a cluster ∝ E_EM^energy_weight (mean 1): the narrow high-energy responses then "
         "count beside the wide low-energy ones (0: every cluster alike)",
     )
-    loss: Literal["mse", "mae"] = Field(
+    loss: Literal["mse", "mae", "huber"] = Field(
         "mse",
-        description="regression loss on the target: 'mse' (its conditional mean) or 'mae' (its conditional median, "
-        "which stays with the more likely particle type where π0 and π± overlap)",
+        description="regression loss on the target: 'mse' (its conditional mean), 'mae' (its conditional median, "
+        "which stays with the more likely particle type where π0 and π± overlap) or 'huber' (MSE up to 0.05 in "
+        "log10, linear beyond: less pull from the noise tails of low-energy clusters)",
     )
     em_weight: float = Field(
         0.0,
@@ -323,6 +341,13 @@ class QATConfig(TrainConfig):
         0.75, gt=0, le=1, description="share of the epochs over which beta rises from beta_start to beta_end"
     )
     loss: Literal["mse"] = Field("mse", description="QAT fits MSE (+ beta × EBOPs) only")
+    closure_rounds: int = Field(
+        0,
+        ge=0,
+        le=0,
+        description="QAT runs no closure rounds of its own: started from a float run (init_from), it fits that run's "
+        "per-type shifted targets",
+    )
     select: Literal["loss", "ebops"] = Field(
         "ebops",
         description="checkpoint kept as the run's model: the best validation loss ('loss'), or the fewest EBOPs "

@@ -18,7 +18,8 @@ from calohls.model.train import train
 
 def test_run_folder_contents(trained_run):
     names = {p.name for p in trained_run.iterdir()}
-    assert {"run.json", "config.yaml", "model.keras", "features.json", "split.npz", "history.json"} <= names
+    assert {"run.json", "config.yaml", "model.keras", "features.json", "split.npz", "history.json",
+            "closure.json"} <= names  # fmt: skip
     assert {p.name for p in (trained_run / "checkpoints").iterdir()} == {"best.keras", "last.keras"}
     info = load_run(trained_run).record
     assert info["stage"] == "train"
@@ -67,6 +68,8 @@ def test_the_loss_option_reaches_keras():
     for loss in ("mse", "mae"):
         _, trainer = _compiled(TrainConfig.model_validate({**TINY_TRAIN, "loss": loss}), output_mean=0.0)
         assert trainer.loss == loss
+    _, trainer = _compiled(TrainConfig.model_validate({**TINY_TRAIN, "loss": "huber"}), output_mean=0.0)
+    assert trainer.loss.get_config()["name"] == "huber_loss" and trainer.loss._fn_kwargs == {"delta": 0.05}
     with pytest.raises(ValueError, match="loss"):
         QATConfig.model_validate({"loss": "mae"})  # QAT fits MSE + beta x EBOPs only
 

@@ -92,16 +92,22 @@ class PreparedData:
     split: dict[str, np.ndarray]  # positions into data (train, val, test)
     scaler: FeatureScaler
     x: np.ndarray  # [n, N, F] scaled features
+    shift: np.ndarray | None = None  # [n] added to the targets (the per-type closure, calohls.model.closure)
+
+    @property
+    def y(self) -> np.ndarray:
+        """The targets fitted: the data's, shifted where a closure shift is set."""
+        return self.data.y if self.shift is None else self.data.y + self.shift
 
     def part(self, name: str, *, em: bool = False) -> tuple[np.ndarray, Any]:
         """Scaled inputs and targets of ``name`` ("train", "val" or "test"); with ``em`` the targets of a model with
         the auxiliary EM head (:func:`~calohls.model.deepsets.with_em_head`) as a dict."""
         index = self.split[name]
         if not em:
-            return self.x[index], self.data.y[index]
+            return self.x[index], self.y[index]
         from calohls.model.deepsets import EM_HEAD
 
-        return self.x[index], {"output": self.data.y[index], EM_HEAD: em_label(self.data.scalars["particle"][index])}
+        return self.x[index], {"output": self.y[index], EM_HEAD: em_label(self.data.scalars["particle"][index])}
 
     def weights(self, name: str, power: float) -> np.ndarray | None:
         """Per-cluster loss weights of ``name``: E_EM^power (E_EM floored at 0.1 GeV), normalised to a mean of 1
@@ -115,7 +121,7 @@ class PreparedData:
     @property
     def output_mean(self) -> float:
         """Mean training target: the initial output bias of the network."""
-        return float(self.data.y[self.split["train"]].mean())
+        return float(self.y[self.split["train"]].mean())
 
 
 def prepare_training(data_path: str | Path, config: TrainConfig) -> PreparedData:

@@ -42,6 +42,7 @@ from calohls.config import ModelConfig, QATConfig
 from calohls.data.features import FEATURES
 from calohls.errors import ConfigError, FileExistsRefusedError
 from calohls.files import atomic_folder, check_parent
+from calohls.model.closure import CLOSURE_FILE, TypeClosure
 from calohls.model.prepare import PreparedData, prepare_training
 from calohls.model.run_folder import write_run_files
 from calohls.model.train import OnEpoch, fit_model, history_callback
@@ -361,6 +362,10 @@ def _compiled_model(config: QATConfig, prepared: PreparedData, init: Any) -> tup
     if init is not None:
         copy_weights(init.model, model)
         prepared = dataclasses.replace(prepared, scaler=init.scaler, x=init.scaler.transform(prepared.data.x))
+        if (init.path / CLOSURE_FILE).exists():  # keep the float run's closure per particle type
+            closure = TypeClosure.load(init.path / CLOSURE_FILE)
+            shift = closure.target_shift(prepared.data.scalars["e_true"], prepared.data.scalars["particle"])
+            prepared = dataclasses.replace(prepared, shift=shift)
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         loss="mse",

@@ -85,7 +85,8 @@ def write_run_files(
     data, val = prepared.data, prepared.split["val"]
     y_val = model.predict(prepared.x[val], batch_size=4096, verbose=0)
     e_val = energy_from_target(y_val, data.scalars["e_em"][val], config.target)
-    ResponseCorrection.fit(data.scalars["e_true"][val], e_val).save(staging / "correction.json")
+    correction = ResponseCorrection.fit(data.scalars["e_true"][val], e_val, min_energy=config.correction_min_energy)
+    correction.save(staging / "correction.json")
     np.savez(staging / "split.npz", index=data.index, **prepared.split)
     (staging / "config.yaml").write_text(dump_config(config))
     seconds = time.perf_counter() - start

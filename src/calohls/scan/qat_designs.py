@@ -53,7 +53,9 @@ def checkpoint_designs(
     for point in front:
         run.model.load_weights(run_dir / point["file"])
         e_val = predict(run.model, run.scaler, val, target_kind=run.config.target)
-        correction = ResponseCorrection.fit(val["e_true"].astype(np.float64), e_val)
+        correction = ResponseCorrection.fit(
+            val["e_true"].astype(np.float64), e_val, min_energy=run.config.correction_min_energy
+        )
         e_test = correction.apply(predict(run.model, run.scaler, test, target_kind=run.config.target))
         designs.append(
             {
