@@ -299,7 +299,7 @@ class TrainConfig(_Strict):
         "count beside the wide low-energy ones (0: every cluster alike)",
     )
     loss: Literal["mse", "mae", "huber"] = Field(
-        "mse",
+        "huber",
         description="regression loss on the target: 'mse' (its conditional mean), 'mae' (its conditional median, "
         "which stays with the more likely particle type where π0 and π± overlap) or 'huber' (MSE up to 0.05 in "
         "log10, linear beyond: less pull from the noise tails of low-energy clusters)",

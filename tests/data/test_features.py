@@ -22,6 +22,18 @@ def test_cell_features_layout(synthetic_batch):
     np.testing.assert_allclose(x[:, :16, FEATURES.index("asinh_e")][b.mask], np.arcsinh(e[b.mask] / 0.1), rtol=1e-6)
 
 
+def test_the_significance_is_energy_over_the_cell_noise(synthetic_batch):
+    b = synthetic_batch(n=20, max_cells=8)
+    sigma = b.cell("sigma")
+    sigma[:] = 0.2
+    sigma[:, 0] = 0.0  # no noise stored: counts as the 10 MeV floor
+    b.cells[:, :, 0] = np.where(b.mask, 0.6, 0.0)
+    sig = cell_features(b, 8)[..., FEATURES.index("asinh_sig")]
+    np.testing.assert_allclose(sig[:, 1:][b.mask[:, 1:]], np.arcsinh(3.0), rtol=1e-6)
+    np.testing.assert_allclose(sig[:, 0][b.mask[:, 0]], np.arcsinh(60.0), rtol=1e-6)
+    assert np.all(sig[~b.mask] == 0)
+
+
 def test_fewer_cells_than_the_record_keeps_the_most_energetic(synthetic_batch):
     b = synthetic_batch(n=50, max_cells=16)
     x = cell_features(b, 4)

@@ -12,6 +12,11 @@ Features of a real cell (in this order, see :data:`FEATURES`):
 * ``abs_eta``: |η| of the cell (the path length through the material grows as cosh η).
 * ``r``: cell radius (depth), m.
 * ``log_deta_cell``, ``log_dphi_cell``: log of the cell size (granularity).
+* ``asinh_rho``: the cell's energy density asinh(ρ / 10 GeV m⁻²), ρ = E / (Δη Δφ r²) (what LCW classifies on).
+* ``asinh_sig``: the cell's significance asinh(E / σ), σ its total (electronic ⊕ pile-up) noise: what topo-clustering
+  and the ATLAS cluster moments judge a cell by, which the network would otherwise have to learn per layer.
+* ``frac``: the cell's share of the cluster's EM-scale energy; ``log_e_cluster``, ``log_n_cells``: the cluster's
+  log10 E_EM and log of its cell count, the same on every cell.
 * ``s_<sampling>``: one-hot layer (the seven barrel samplings, and ``s_other`` for any other ATLAS sampling).
 
 Continuous features are standardised with a mean and spread fitted on the real cells of the training clusters
@@ -45,6 +50,7 @@ FEATURES: tuple[str, ...] = (
     "log_deta_cell",
     "log_dphi_cell",
     "asinh_rho",
+    "asinh_sig",
     "frac",
     "log_e_cluster",
     "log_n_cells",
@@ -55,6 +61,7 @@ FEATURES: tuple[str, ...] = (
 _UNSCALED = np.array([f in ("real", "e_100") or f.startswith("s_") for f in FEATURES])
 E_SCALE = 0.1  # GeV, the energy where asinh turns from linear to logarithmic
 RHO_SCALE = 10.0  # GeV/m², the cell energy density where asinh turns from linear to logarithmic
+SIGMA_FLOOR = 0.01  # GeV: a cell noise σ below this (none stored, or a noiseless simulation) counts as this
 
 
 def _cell_area(cell: dict[str, np.ndarray]) -> np.ndarray:
@@ -72,7 +79,7 @@ def cell_features(batch: ClusterBatch, max_cells: int) -> np.ndarray:
         raise DataError(f"max_cells={max_cells} must be at least 1")
     n, k = len(batch), min(max_cells, batch.max_cells)
     mask = batch.mask[:, :k]
-    cell = {name: batch.cell(name)[:, :k] for name in ("e", "eta", "phi", "sampling", "r", "deta", "dphi")}
+    cell = {name: batch.cell(name)[:, :k] for name in ("e", "eta", "phi", "sampling", "r", "deta", "dphi", "sigma")}
     out = np.zeros((n, max_cells, len(FEATURES)), np.float32)
     dphi = (cell["phi"] - batch["phi"][:, None] + np.pi) % (2 * np.pi) - np.pi
     e_ref = _reference(batch["e_em"])
@@ -87,6 +94,7 @@ def cell_features(batch: ClusterBatch, max_cells: int) -> np.ndarray:
         "log_deta_cell": np.log(np.maximum(cell["deta"], 1e-6)),
         "log_dphi_cell": np.log(np.maximum(cell["dphi"], 1e-6)),
         "asinh_rho": np.arcsinh(cell["e"] / _cell_area(cell) / RHO_SCALE),
+        "asinh_sig": np.arcsinh(cell["e"] / np.maximum(cell["sigma"], SIGMA_FLOOR)),
         "frac": cell["e"] / e_ref[:, None],
         "log_e_cluster": np.broadcast_to(np.log10(e_ref)[:, None], cell["e"].shape),
         "log_n_cells": np.broadcast_to(np.log(np.maximum(batch["n_cells_total"], 1))[:, None], cell["e"].shape),
