@@ -10,11 +10,11 @@ import pytest
 from tests.conftest import TINY_TRAIN
 
 from calohls.config import TrainConfig
-from calohls.particles import PARTICLES
 from calohls.errors import InputFileError
 from calohls.model.closure import CLOSURE_FILE, TypeClosure, close_per_type
 from calohls.model.prepare import prepare_training
 from calohls.model.run_folder import load_run
+from calohls.particles import PARTICLES
 
 PI0, PIPM = PARTICLES["pi0"], PARTICLES["pi+"]
 
@@ -25,7 +25,7 @@ def _closure() -> TypeClosure:
 
 def test_the_shift_is_per_type_above_the_floor_and_interpolated():
     closure = _closure()
-    e_true = np.array([1.0, 3.1623, 3.1623, 10 ** 0.75, 1000.0, 5.0])
+    e_true = np.array([1.0, 3.1623, 3.1623, 10**0.75, 1000.0, 5.0])
     particle = np.array([PI0, PI0, -PIPM, PI0, PIPM, 2112])
     shift = closure.target_shift(e_true, particle)
     assert shift[0] == 0  # below min_energy: not shifted
@@ -41,7 +41,7 @@ def test_round_trip_and_a_corrupt_record(tmp_path):
     closure.save(tmp_path / CLOSURE_FILE)
     assert TypeClosure.load(tmp_path / CLOSURE_FILE) == closure
     (tmp_path / "bad.json").write_text('{"log_e": [1.0]}')
-    with pytest.raises(InputFileError, match="bad.json.*re-run `calohls train`"):
+    with pytest.raises(InputFileError, match=r"bad\.json.*re-run `calohls train`"):
         TypeClosure.load(tmp_path / "bad.json")
 
 
@@ -51,15 +51,18 @@ def test_one_particle_type_is_not_closed(sim_file):
     scalars = {**prepared.data.scalars, "particle": np.full_like(prepared.data.scalars["particle"], PIPM)}
     only_charged = dataclasses.replace(prepared, data=dataclasses.replace(prepared.data, scalars=scalars))
     closure = close_per_type(None, only_charged, config, loss="mse")  # no model needed: nothing to fine-tune
-    assert closure.skipped is not None and "too few" in closure.skipped
+    assert closure.skipped is not None
+    assert "too few" in closure.skipped
     assert not np.any(closure.target_shift(scalars["e_true"], scalars["particle"]))
 
 
 def test_training_closes_the_types_and_records_it(trained_run):
     info = load_run(trained_run).record["closure"]
-    assert info["rounds"] == TrainConfig().closure_rounds == 3 and info["skipped"] is None
+    assert info["rounds"] == TrainConfig().closure_rounds == 3
+    assert info["skipped"] is None
     closure = TypeClosure.load(trained_run / CLOSURE_FILE)
-    assert len(closure.rounds) == 3 and all(r.epochs >= 1 for r in closure.rounds)
+    assert len(closure.rounds) == 3
+    assert all(r.epochs >= 1 for r in closure.rounds)
     # a calibration of the mixture puts π0 high and π± low: their targets move down and up
     assert closure.shift["pi0"][0] < 0 < closure.shift["pi+-"][0]
     # the rounds bring the worst median of the two types closer to 1
@@ -74,7 +77,8 @@ def test_qat_started_from_a_float_run_fits_its_shifted_targets(trained_run, sim_
     options = {"model": {"preset": "tiny", "max_cells": 16}, "epochs": 1, "batch_size": 128, "seed": 3}
     config = QATConfig.model_validate({**options, "init_from": trained_run})
     assert config.closure_rounds == 0  # QAT runs no rounds of its own
-    _, prepared = _compiled_model(config, prepare_training(sim_file, config), float_start(trained_run, config, sim_file))
+    init = float_start(trained_run, config, sim_file)
+    _, prepared = _compiled_model(config, prepare_training(sim_file, config), init)
     closure = TypeClosure.load(trained_run / CLOSURE_FILE)
     scalars = prepared.data.scalars
     np.testing.assert_array_equal(prepared.shift, closure.target_shift(scalars["e_true"], scalars["particle"]))

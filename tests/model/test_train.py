@@ -69,7 +69,8 @@ def test_the_loss_option_reaches_keras():
         _, trainer = _compiled(TrainConfig.model_validate({**TINY_TRAIN, "loss": loss}), output_mean=0.0)
         assert trainer.loss == loss
     _, trainer = _compiled(TrainConfig.model_validate({**TINY_TRAIN, "loss": "huber"}), output_mean=0.0)
-    assert trainer.loss.get_config()["name"] == "huber_loss" and trainer.loss._fn_kwargs == {"delta": 0.05}
+    assert trainer.loss.get_config()["name"] == "huber_loss"
+    assert trainer.loss._fn_kwargs == {"delta": 0.05}
     with pytest.raises(ValueError, match="loss"):
         QATConfig.model_validate({"loss": "mae"})  # QAT fits MSE + beta x EBOPs only
 
