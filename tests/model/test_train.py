@@ -168,6 +168,11 @@ def test_every_epoch_is_reported_to_on_epoch(sim_file, tmp_path):
     config = TrainConfig.model_validate({**TINY_TRAIN, "epochs": 2, "max_clusters": 2000})
     heard = []
     result = train(sim_file, tmp_path / "run", config, on_epoch=heard.append)
+    # after the epochs, the start of every closure round (reported at the last epoch)
+    rounds = [e for e in heard if "closure_round" in e.logs]
+    heard = [e for e in heard if "closure_round" not in e.logs]
+    assert [e.logs["closure_round"] for e in rounds] == list(range(1, len(result.closure.rounds) + 1))
+    assert all(e.epoch == result.epochs for e in rounds)
     assert [e.epoch for e in heard] == list(range(1, result.epochs + 1))
     assert all(e.epochs == 2 and {"loss", "val_loss"} <= set(e.logs) for e in heard)
     history = json.loads((tmp_path / "run" / "history.json").read_text())

@@ -43,6 +43,10 @@ def epoch_bar(epochs: int, label: str, *, hide: bool = False) -> Iterator[OnEpoc
 
     def on_epoch(end: EpochEnd) -> None:
         logs = end.logs
+        if "closure_round" in logs:  # after the fit: the rounds that close π0 and π± separately
+            bar.update(task, status=f"closing π0 and π± medians: round {logs['closure_round']:.0f} of "
+                                    f"{logs['closure_rounds']:.0f}")  # fmt: skip
+            return
         status = f"loss {logs.get('loss', float('nan')):.4f}  val {logs.get('val_loss', float('nan')):.4f}"
         if "ebops" in logs:
             status += f"  EBOPs {logs['ebops']:,.0f}"

@@ -76,6 +76,8 @@ def train_command(
         f"({result.n_val:,} validation, {result.n_test:,} test) in {result.seconds:.0f} s: best epoch "
         f"{result.best_epoch} of {result.epochs}, validation loss {result.best_val_loss:.5f}; wrote {run_dir}"
     )
+    if result.closure is not None:
+        click.echo(result.closure.message())
     if not result.convergence.converged:
         click.echo(f"warning: {result.convergence.message}", err=True)
     click.echo(f"next: calohls evaluate {shlex.quote(str(run_dir))}", err=True)

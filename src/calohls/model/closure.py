@@ -116,6 +116,17 @@ class TypeClosure:
             "skipped": self.skipped,
         }
 
+    def message(self) -> str:
+        """One line for people: what the rounds did to the worst per-type median, or why there were none."""
+        if self.skipped is not None:
+            return f"no closure per particle type: {self.skipped}"
+        worst = ", ".join(
+            f"{name} {self.rounds[0].worst[name]:.1%} → {self.worst[name]:.1%}" for name in TYPES
+        ) if self.rounds else "none measured"  # fmt: skip
+        return (f"closed π0 and π± medians above {self.min_energy:g} GeV in {len(self.rounds)} rounds "
+                f"({sum(r.epochs for r in self.rounds)} epochs, {sum(r.seconds for r in self.rounds):.0f} s): "
+                f"worst |median − 1| on the training clusters {worst}")  # fmt: skip
+
     def to_json(self) -> dict[str, Any]:
         return {
             "log_e": list(self.log_e),
@@ -171,7 +182,8 @@ def close_per_type(
     on_round: Callable[[int, int], None] | None = None,
 ) -> TypeClosure:
     """Fine-tune ``model`` (compiled or not; it is recompiled with ``loss``) in ``config.closure_rounds`` rounds on
-    per-type shifted targets; the :class:`TypeClosure` it ends with. ``on_round(done, rounds)`` hears each round."""
+    per-type shifted targets; the :class:`TypeClosure` it ends with. ``on_round(k, rounds)`` hears the start of
+    round ``k`` (from 1)."""
     import keras
 
     scalars = prepared.data.scalars
@@ -205,6 +217,8 @@ def close_per_type(
     rounds = []
     bias = measure()
     for k in range(config.closure_rounds):
+        if on_round is not None:
+            on_round(k + 1, config.closure_rounds)
         start = time.perf_counter()
         before = worst(bias)
         for name in TYPES:
@@ -225,8 +239,6 @@ def close_per_type(
         bias = measure()
         rounds.append(ClosureRound(before, len(fit.history["val_loss"]), time.perf_counter() - start))
         log.info("closure round %d: worst |median - 1| before %s, %d epochs", k + 1, before, rounds[-1].epochs)
-        if on_round is not None:
-            on_round(k + 1, config.closure_rounds)
     return TypeClosure(
         tuple(map(float, centres)),
         {n: tuple(map(float, s)) for n, s in shift.items()},

@@ -220,6 +220,16 @@ def _compiled(config: TrainConfig, output_mean: float) -> tuple[Any, Any]:
     return model, trainer
 
 
+def _round_progress(on_epoch: OnEpoch, epoch: int, epochs: int) -> Callable[[int, int], None]:
+    """The closure rounds' ``on_round`` for an ``on_epoch`` progress: an :class:`EpochEnd` of the last epoch whose
+    logs are ``closure_round`` and ``closure_rounds``."""
+
+    def on_round(k: int, rounds: int) -> None:
+        on_epoch(EpochEnd(epoch, epochs, {"closure_round": float(k), "closure_rounds": float(rounds)}))
+
+    return on_round
+
+
 def _callbacks(config: TrainConfig, model: Any, staging: Path) -> list[Any]:
     """Early stopping, the learning-rate schedule, the best checkpoint and the history file."""
     import keras
@@ -265,7 +275,8 @@ def train(
         best_model = keras.saving.load_model(staging / "checkpoints" / "best.keras")
         closure = None
         if config.closure_rounds:
-            closure = close_per_type(best_model, prepared, config, loss=loss_function(config))
+            on_round = None if on_epoch is None else _round_progress(on_epoch, len(val_loss), config.epochs)
+            closure = close_per_type(best_model, prepared, config, loss=loss_function(config), on_round=on_round)
             closure.save(staging / CLOSURE_FILE)
         best_model.save(staging / "model.keras")
         extra = {"epochs": len(val_loss), "best_epoch": best + 1, "best_val_loss": val_loss[best],
