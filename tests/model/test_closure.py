@@ -63,8 +63,9 @@ def test_training_closes_the_types_and_records_it(trained_run):
     closure = TypeClosure.load(trained_run / CLOSURE_FILE)
     assert len(closure.rounds) == 3
     assert all(r.epochs >= 1 for r in closure.rounds)
-    # a calibration of the mixture puts π0 high and π± low: their targets move down and up
-    assert closure.shift["pi0"][0] < 0 < closure.shift["pi+-"][0]
+    # a calibration of the mixture puts π0 high and π± low at a few GeV: their targets move down and up there
+    assert closure.log_e[2] < 1.0  # the first three bins lie below 11 GeV
+    assert np.mean(closure.shift["pi0"][:3]) < 0 < np.mean(closure.shift["pi+-"][:3])
     # the rounds bring the worst median of the two types closer to 1
     assert max(closure.worst.values()) < max(closure.rounds[0].worst.values())
     assert json.loads((trained_run / CLOSURE_FILE).read_text())["min_energy"] == 2.0

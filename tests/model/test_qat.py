@@ -189,7 +189,7 @@ def test_load_run_stage_mismatch_is_one_line(qat_run, tmp_path):
 def test_init_from_float_starts_where_float_training_ended(sim_file, tmp_path):
     # a float run on the plain MSE, the loss QAT fine-tunes on, so that the two losses compare
     trained_run = tmp_path / "float"
-    train(sim_file, trained_run, TrainConfig.model_validate({**TINY_TRAIN, "energy_weight": 0}))
+    train(sim_file, trained_run, TrainConfig.model_validate({**TINY_TRAIN, "energy_weight": 0, "loss": "mse"}))
     options = {"model": {"preset": "tiny", "max_cells": 16}, "epochs": 1, "batch_size": 128, "seed": 3,
                "beta_start": 1e-9, "beta_end": 1e-9}  # fmt: skip
     warm = train_qat(sim_file, tmp_path / "warm", QATConfig.model_validate({**options, "init_from": trained_run}))

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from calohls.config import TrainConfig
     from calohls.model.prepare import PreparedData
 
-__all__ = ["CLOSURE_FILE", "ClosureRound", "TypeClosure", "close_per_type"]
+__all__ = ["CLOSURE_FILE", "ClosureRound", "ClosureSummary", "TypeClosure", "close_per_type"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,23 @@ class ClosureRound:
 
     def to_json(self) -> dict[str, Any]:
         return {"worst": dict(self.worst), "epochs": self.epochs, "seconds": round(self.seconds, 2)}
+
+
+@dataclass(frozen=True)
+class ClosureSummary:
+    """The closure in ``run.json``: rounds, their epochs and seconds, the worst |median − 1| of each type on the
+    training clusters before the first round and after the last, the energy floor, or why there were no rounds."""
+
+    rounds: int
+    epochs: int
+    seconds: float
+    worst_before: dict[str, float]
+    worst: dict[str, float]
+    min_energy: float
+    skipped: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -104,17 +121,17 @@ class TypeClosure:
             out[sel] = np.interp(lt[sel], self.log_e, self.shift[name])
         return out
 
-    def summary(self) -> dict[str, Any]:
-        """What ``run.json`` keeps of it: rounds, epochs, seconds, the worst medians at the end, or why skipped."""
-        return {
-            "rounds": len(self.rounds),
-            "epochs": sum(r.epochs for r in self.rounds),
-            "seconds": round(sum(r.seconds for r in self.rounds), 1),
-            "worst_before": dict(self.rounds[0].worst) if self.rounds else {},
-            "worst": dict(self.worst),
-            "min_energy": self.min_energy,
-            "skipped": self.skipped,
-        }
+    def summary(self) -> ClosureSummary:
+        """What ``run.json`` keeps of it."""
+        return ClosureSummary(
+            rounds=len(self.rounds),
+            epochs=sum(r.epochs for r in self.rounds),
+            seconds=round(sum(r.seconds for r in self.rounds), 1),
+            worst_before=dict(self.rounds[0].worst) if self.rounds else {},
+            worst=dict(self.worst),
+            min_energy=self.min_energy,
+            skipped=self.skipped,
+        )
 
     def message(self) -> str:
         """One line for people: what the rounds did to the worst per-type median, or why there were none."""

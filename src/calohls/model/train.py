@@ -281,7 +281,7 @@ def train(
         best_model.save(staging / "model.keras")
         extra = {"epochs": len(val_loss), "best_epoch": best + 1, "best_val_loss": val_loss[best],
                  "converged": ended.converged, "convergence": ended.to_json(),
-                 "closure": None if closure is None else closure.summary()}  # fmt: skip
+                 "closure": None if closure is None else closure.summary().to_json()}  # fmt: skip
         info = write_run_files(
             staging, stage="train", config=config, data_path=data_path, prepared=prepared, model=best_model,
             start=start, extra=extra,
