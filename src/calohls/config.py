@@ -275,11 +275,11 @@ class TrainConfig(_Strict):
     lr_patience: int = Field(3, ge=1, description="epochs without improvement before halving the learning rate")
     max_clusters: int | None = Field(None, ge=1, description="use at most this many clusters of the file")
     closure_rounds: int = Field(
-        3,
+        5,
         ge=0,
         le=10,
-        description="rounds of fine-tuning on targets shifted per particle type until the π0 and π± medians close "
-        "above closure_min_energy (the types known in training only; the network is unchanged; 0: off)",
+        description="most rounds of fine-tuning on targets shifted per particle type, until the π0 and π± medians "
+        "are within 1 % above closure_min_energy (the types known in training only; the network is unchanged; 0: off)",
     )
     closure_min_energy: float = Field(
         2.0, ge=0, description="E_true (GeV) above which the medians of each particle type are closed"

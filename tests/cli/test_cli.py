@@ -341,7 +341,7 @@ def test_train_then_evaluate(sim_file, tmp_path):
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("trained (8, 8)→(8,)")
     # the closure rounds say what they did, or why there were none (3,000 clusters may hold too few π0)
-    assert "closed π0 and π± medians above 2 GeV in 3 rounds" in result.stdout or (
+    assert "closed π0 and π± medians above 2 GeV in" in result.stdout or (
         "no closure per particle type: too few training clusters" in result.stdout
     )
     result = run("evaluate", out)
