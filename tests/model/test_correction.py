@@ -38,3 +38,16 @@ def test_small_sets_and_round_trip(tmp_path):
         ResponseCorrection.load(tmp_path / "missing.json")
     with pytest.raises(DataError, match="no clusters"):
         ResponseCorrection.fit(np.array([1.0]), np.array([-1.0]))
+    # nothing above the floor (a low-energy sample): no correction rather than an error
+    below = ResponseCorrection.fit(e_true, e_pred, min_energy=1000.0)
+    np.testing.assert_allclose(below.apply(e_pred), e_pred)
+
+
+def test_the_correction_is_held_below_its_floor():
+    e_true, e_pred = _biased_sample(40_000)
+    floor = ResponseCorrection.fit(e_true, e_pred, min_energy=10.0)
+    assert floor.min_energy == 10.0
+    # fitted above 10 GeV only: below its lowest prediction the factor stays at the first bin's
+    low = np.array([1.0, 2.0, 5.0])
+    np.testing.assert_allclose(floor.apply(low) / low, 1 / floor.response[0])
+    assert 10 ** floor.log_pred[0] > 9.0

@@ -56,13 +56,14 @@ class ResponseCorrection:
         the correction is the identity (logged).
         """
         e_true, e_pred = np.asarray(e_true, np.float64), np.asarray(e_pred, np.float64)
-        good = (e_true > 0) & (e_pred > 0) & np.isfinite(e_pred) & (e_true >= min_energy)
+        good = (e_true > 0) & (e_pred > 0) & np.isfinite(e_pred)
+        if not good.any():
+            raise DataError("no clusters with positive true and predicted energy to fit the response correction")
+        good &= e_true >= min_energy
         lt, lp = np.log10(e_true[good]), np.log10(e_pred[good])
         if lt.size == 0:
-            raise DataError(
-                f"no clusters with positive predicted energy and E_true >= {min_energy:g} GeV to fit the response "
-                "correction; lower correction_min_energy or use a larger data set"
-            )
+            log.warning("no clusters above %g GeV to fit the response correction on; using none", min_energy)
+            return cls((0.0,), (1.0,), float(min_energy))
         min_count = min(min_count, max(5, lt.size // 20))
         edges = np.arange(np.floor(lt.min() * bins_per_decade), np.ceil(lt.max() * bins_per_decade) + 1)
         which = np.digitize(lt, edges / bins_per_decade)
