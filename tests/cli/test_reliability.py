@@ -533,13 +533,17 @@ def _wait_group_gone(pgid: int, timeout: float = 15) -> list[int]:
     return alive
 
 
-def _interrupt(process: subprocess.Popen[str]) -> tuple[str, str]:
+def _interrupt(process: subprocess.Popen[str], timeout: float = 150) -> tuple[str, str]:
+    """SIGINT to the command's process group; its output once it ended. A command still running after ``timeout``
+    (generous: on 2 busy cores the other test worker may hold both) is killed and its pipes are closed before the
+    test fails, so that no unclosed pipe is reported against a later test."""
     os.killpg(process.pid, signal.SIGINT)
     try:
-        return process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        _, stderr = process.communicate()
+        pytest.fail(f"still running {timeout:.0f} s after Ctrl-C; stderr: {stderr[-2000:]!r}")
 
 
 def _partials(folder: Path) -> list[Path]:
