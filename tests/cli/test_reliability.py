@@ -490,6 +490,10 @@ def test_case_ids_are_unique() -> None:
 
 
 def _start(args: list[object], cwd: Path, **kwargs: object) -> subprocess.Popen[str]:
+    # Ctrl-C as at a terminal: a shell without job control starts background commands with SIGINT ignored, and an
+    # ignored signal is inherited through exec, while a handler is reset to the default
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     return subprocess.Popen(
         [sys.executable, "-m", "calohls", *map(str, args)],
         cwd=cwd,
